@@ -1,0 +1,68 @@
+"""Settings, read from the environment under mula's names plus our own ``REDISCHED_*``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    # --- mula's settings, same names and defaults -------------------------------------------
+    debug: bool = Field(False, validation_alias=_env("DEBUG"))
+    logging_format: str = Field("text", validation_alias=_env("SCHEDULER_LOGGING_FORMAT"))
+    api_host: str = Field("0.0.0.0", validation_alias=_env("SCHEDULER_API_HOST"))
+    api_port: int = Field(8000, validation_alias=_env("SCHEDULER_API_PORT"))
+    db_uri: str | None = Field(None, validation_alias=_env("SCHEDULER_DB_URI", "SCHEDULER_DB_DSN"))
+    db_migrate_on_start: bool = Field(False, validation_alias=_env("DATABASE_MIGRATION"))
+    amqp_uri: str | None = Field(None, validation_alias=_env("QUEUE_URI", "SCHEDULER_RABBITMQ_DSN"))
+    rabbitmq_prefetch_count: int = Field(100, validation_alias=_env("SCHEDULER_RABBITMQ_PREFETCH_COUNT"))
+    katalogus_api: str | None = Field(None, validation_alias=_env("KATALOGUS_API"))
+    octopoes_api: str | None = Field(None, validation_alias=_env("OCTOPOES_API"))
+    bytes_api: str | None = Field(None, validation_alias=_env("BYTES_API"))
+    bytes_username: str = Field("", validation_alias=_env("BYTES_USERNAME"))
+    bytes_password: str = Field("", validation_alias=_env("BYTES_PASSWORD"))
+    katalogus_request_timeout: float = Field(10, validation_alias=_env("SCHEDULER_KATALOGUS_REQUEST_TIMEOUT"))
+    octopoes_request_timeout: float = Field(10, validation_alias=_env("SCHEDULER_OCTOPOES_REQUEST_TIMEOUT"))
+    bytes_request_timeout: float = Field(10, validation_alias=_env("SCHEDULER_BYTES_REQUEST_TIMEOUT"))
+    katalogus_pool_connections: int = Field(10, validation_alias=_env("SCHEDULER_KATALOGUS_POOL_CONNECTIONS"))
+    octopoes_pool_connections: int = Field(10, validation_alias=_env("SCHEDULER_OCTOPOES_POOL_CONNECTIONS"))
+    bytes_pool_connections: int = Field(10, validation_alias=_env("SCHEDULER_BYTES_POOL_CONNECTIONS"))
+    pq_grace_period: int = Field(86400, validation_alias=_env("SCHEDULER_PQ_GRACE_PERIOD"))
+    pq_maxsize: int = Field(0, validation_alias=_env("SCHEDULER_PQ_MAXSIZE"))
+    collect_metrics: bool = Field(False, validation_alias=_env("SCHEDULER_COLLECT_METRICS"))
+
+    # --- redisched's own ---------------------------------------------------------------------
+    redis_url: str | None = Field(None, validation_alias=_env("REDISCHED_REDIS_URL"))
+    redis_cluster: bool = Field(False, validation_alias=_env("REDISCHED_REDIS_CLUSTER"))
+    key_prefix: str = Field("rs", validation_alias=_env("REDISCHED_KEY_PREFIX"))
+    data_dir: Path = Field(Path(".data"), validation_alias=_env("REDISCHED_DATA_DIR"))
+    # A popped task not PATCHed to running within this many seconds goes back on its queue.
+    dispatch_timeout: int = Field(300, validation_alias=_env("REDISCHED_DISPATCH_TIMEOUT"))
+    # A running task is given up after this long without news (None: mula's grace period).
+    running_timeout: int | None = Field(None, validation_alias=_env("REDISCHED_RUNNING_TIMEOUT"))
+    # After this many expired leases a task is marked failed instead of requeued.
+    max_tries: int = Field(3, validation_alias=_env("REDISCHED_MAX_TRIES"))
+    # How many candidates a pop may examine for a filter no index serves.
+    scan_budget: int = Field(2000, validation_alias=_env("REDISCHED_SCAN_BUDGET"))
+    # Bearer tokens; empty = auth off (mula has none).
+    admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))
+    runner_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_RUNNER_TOKENS"))
+    max_body_bytes: int = Field(1 << 20, validation_alias=_env("REDISCHED_MAX_BODY_BYTES"))
+
+    @property
+    def lease_running_seconds(self) -> int:
+        return self.running_timeout if self.running_timeout is not None else self.pq_grace_period
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

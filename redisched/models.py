@@ -1,0 +1,257 @@
+"""The shapes of the contract (``openkat/API.md``) as msgspec Structs.
+
+Payload structs (BoefjeTask, NormalizerTask, ReportTask) validate and normalise ``data``:
+unknown keys are dropped and defaults filled, as mula's pydantic models do. Field order is
+the order mula serialises them in.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import mmh3
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType, field
+
+
+class TaskStatus(str, enum.Enum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUSES = [s.value for s in TaskStatus]
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+LEASED = frozenset({"dispatched", "running"})
+
+
+def mmh3_hex(text: str) -> str:
+    """mula's dedup hash: MurmurHash3 x64 128-bit, seed 0, as 32 lowercase hex chars."""
+    return mmh3.hash_bytes(text.encode()).hex()
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+class Boefje(Struct, kw_only=True):
+    id: str
+    name: str | None = None
+    version: str | None = None
+    oci_image: str | None = None
+
+
+class BoefjeTask(Struct, kw_only=True):
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    boefje: Boefje
+    input_ooi: str | None = None
+    organization: str
+    deduplication_key: uuid.UUID | None = None
+    dispatches: list[Any] = field(default_factory=list)
+
+    def hash(self) -> str:
+        if self.input_ooi:
+            return mmh3_hex(f"{self.input_ooi}-{self.boefje.id}-{self.organization}")
+        return mmh3_hex(f"{self.boefje.id}-{self.organization}")
+
+
+class Normalizer(Struct, kw_only=True):
+    id: str
+    name: str | None = None
+    version: str | None = None
+
+
+class BoefjeMeta(Struct, kw_only=True):
+    id: uuid.UUID
+    boefje: Boefje
+    input_ooi: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    organization: str
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class MimeType(Struct, kw_only=True):
+    value: str
+
+
+class RawData(Struct, kw_only=True):
+    id: uuid.UUID
+    boefje_meta: BoefjeMeta
+    mime_types: list[MimeType] = field(default_factory=list)
+    secure_hash: str | None = None
+    hash_retrieval_link: str | None = None
+
+
+class NormalizerTask(Struct, kw_only=True):
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    normalizer: Normalizer
+    raw_data: RawData
+
+    def hash(self) -> str:
+        meta = self.raw_data.boefje_meta
+        return mmh3_hex(f"{self.normalizer.id}-{meta.id}-{meta.organization}")
+
+
+class ReportTask(Struct, kw_only=True):
+    organisation_id: str
+    report_recipe_id: str
+
+    def hash(self) -> str:
+        return mmh3_hex(f"{self.report_recipe_id}-{self.organisation_id}")
+
+
+Payload = BoefjeTask | NormalizerTask | ReportTask
+
+
+class SchedulerType(Struct, frozen=True):
+    """A scheduler as the API lists it; its queue has the same id."""
+
+    id: str
+    payload: type
+    item_type: str
+    has_schedules: bool
+    carries_id: bool  # data.id is the task id (boefje, normalizer)
+
+
+SCHEDULERS: dict[str, SchedulerType] = {
+    "boefje": SchedulerType("boefje", BoefjeTask, "BoefjeTask", True, True),
+    "normalizer": SchedulerType("normalizer", NormalizerTask, "NormalizerTask", False, True),
+    "report": SchedulerType("report", ReportTask, "ReportTask", True, False),
+}
+
+
+class MalformedPayload(ValueError):
+    """``data`` does not validate as the scheduler's payload type."""
+
+
+def parse_payload(scheduler_id: str, data: Any) -> Payload:
+    try:
+        return msgspec.convert(data, SCHEDULERS[scheduler_id].payload, strict=False)
+    except msgspec.ValidationError as exc:
+        raise MalformedPayload(str(exc)) from exc
+
+
+def payload_hash(scheduler_id: str, data: Any) -> str:
+    """The dedup hash of a task's (or schedule's) ``data``; raises MalformedPayload."""
+    return parse_payload(scheduler_id, data).hash()
+
+
+# --- time ----------------------------------------------------------------------------------
+
+
+def us_to_datetime(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+
+
+def datetime_to_us(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- API shapes ----------------------------------------------------------------------------
+
+
+class Task(Struct, kw_only=True):
+    """A task as the API returns it. ``data`` is kept as raw JSON: it is never re-parsed on the
+    pop path, only copied from Redis into the response."""
+
+    id: uuid.UUID
+    scheduler_id: str
+    schedule_id: uuid.UUID | None = None
+    organisation: str
+    priority: int
+    status: TaskStatus
+    type: str
+    hash: str | None = None
+    data: Raw
+    created_at: datetime
+    modified_at: datetime
+
+
+class TaskPush(Struct, kw_only=True, forbid_unknown_fields=True):
+    organisation: str
+    data: dict[str, Any]
+    id: uuid.UUID | None = None
+    scheduler_id: str | None = None
+    priority: int | None = None
+
+
+class TaskPatch(Struct, kw_only=True):
+    """Any Task field; UNSET = not given. Unknown keys are ignored (mula does)."""
+
+    id: uuid.UUID | UnsetType = UNSET
+    scheduler_id: str | UnsetType = UNSET
+    schedule_id: uuid.UUID | None | UnsetType = UNSET
+    organisation: str | UnsetType = UNSET
+    priority: int | UnsetType = UNSET
+    status: TaskStatus | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    hash: str | None | UnsetType = UNSET
+    data: dict[str, Any] | UnsetType = UNSET
+    created_at: datetime | UnsetType = UNSET
+    modified_at: datetime | UnsetType = UNSET
+
+    def given(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
+
+
+class Scheduler(Struct, kw_only=True):
+    id: str
+    type: str
+    item_type: str
+    qsize: int
+    last_activity: datetime | None
+
+
+class Schedule(Struct, kw_only=True):
+    id: uuid.UUID
+    scheduler_id: str
+    organisation: str
+    hash: str
+    data: dict[str, Any]
+    enabled: bool = True
+    schedule: str | None = None
+    deadline_at: datetime | None = None
+    created_at: datetime
+    modified_at: datetime
+
+
+class ScheduleCreate(Struct, kw_only=True, forbid_unknown_fields=True):
+    scheduler_id: str
+    organisation: str
+    data: dict[str, Any]
+    schedule: str | None = None
+    deadline_at: datetime | None = None
+
+
+class SchedulePatch(Struct, kw_only=True):
+    hash: str | UnsetType = UNSET
+    data: dict[str, Any] | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    schedule: str | None | UnsetType = UNSET
+    deadline_at: datetime | None | UnsetType = UNSET
+
+    def given(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
+
+
+class ServiceHealth(Struct, kw_only=True):
+    service: str = "scheduler"
+    healthy: bool = True
+    version: str = ""
+    additional: Any = None
+    results: list[Any] = field(default_factory=list)
+    externals: dict[str, bool] = field(default_factory=dict)

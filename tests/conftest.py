@@ -1,0 +1,74 @@
+"""Shared fixtures: real servers on 127.0.0.1, isolated per test.
+
+Redis isolation is by key prefix (every test gets its own), so test runs never FLUSHDB and
+can share one server. Postgres isolation is by database: one fresh database per session.
+In CI a missing server is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import redis
+import redis.asyncio as aredis
+
+REDIS_URL = os.environ.get("REDISCHED_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_ADMIN_DSN = os.environ.get("REDISCHED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("REDISCHED_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # pragma: no cover - environment failure
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def key_prefix(redis_url: str):
+    """A key prefix no other test uses; its keys are deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    _delete_prefix(client, prefix)
+    client.close()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def async_redis(redis_url: str):
+    client = aredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """A fresh Postgres database for this test session, dropped afterwards."""
+    name = f"redisched_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:  # pragma: no cover - environment failure
+        pytest.fail(f"Postgres is not reachable at {PG_ADMIN_DSN}: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    yield dsn
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
