@@ -1,0 +1,105 @@
+-- Shared helpers for the queue scripts. The loader prepends the key locals (K_QUEUE,
+-- K_TASKS, K_HASHES, K_LEASES, K_EVENTS, K_META, K_SCHEDULES, K_DEDUPQ and the IX table of
+-- index keys by name) generated from redisched/queue/keys.py, so positions never drift.
+
+local NUL = '\0'
+local ORDER_PRIORITY_WIDTH = 20
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function us_string(us)
+  return string.format('%016d', us)
+end
+
+-- rev orders the versions of a task for the snapshotter: strictly increasing per queue and
+-- never below the clock in µs, so it stays ahead of what Postgres has even after Redis lost
+-- data. Kept as a decimal string: cjson would round a 16-digit number.
+local function next_rev(now)
+  local rev = redis.call('HINCRBY', K_META, 'rev', 1)
+  if rev < now then
+    redis.call('HSET', K_META, 'rev', us_string(now))
+    rev = now
+  end
+  return string.format('%d', rev)
+end
+
+local function load_record(id)
+  local raw = redis.call('HGET', K_TASKS, id)
+  if raw then
+    return cjson.decode(raw)
+  end
+  return nil
+end
+
+local function is_set(value)
+  return value ~= nil and value ~= cjson.null
+end
+
+-- Stores the record under a new rev and appends it to the event stream.
+local function save_record(rec, now, op, ...)
+  rec.rev = next_rev(now)
+  local raw = cjson.encode(rec)
+  redis.call('HSET', K_TASKS, rec.id, raw)
+  redis.call('XADD', K_EVENTS, '*', 'op', op, 'rec', raw, ...)
+  return raw
+end
+
+local function index_member(name, rec)
+  return rec.ix[name] .. NUL .. rec.order
+end
+
+-- Puts a task on its queue: the queue itself, its secondary indexes and the dedup map.
+local function enqueue(rec)
+  redis.call('ZADD', K_QUEUE, 0, rec.order)
+  for name, value in pairs(rec.ix) do
+    redis.call('ZADD', IX[name], 0, value .. NUL .. rec.order)
+  end
+  if rec.ix.dedup then
+    redis.call('ZADD', K_DEDUPQ, 0, rec.order)
+  end
+  if is_set(rec.hash) then
+    redis.call('HSET', K_HASHES, rec.hash, rec.id)
+  end
+end
+
+local function dequeue(rec)
+  redis.call('ZREM', K_QUEUE, rec.order)
+  for name in pairs(rec.ix) do
+    redis.call('ZREM', IX[name], index_member(name, rec))
+  end
+  if rec.ix.dedup then
+    redis.call('ZREM', K_DEDUPQ, rec.order)
+  end
+  if is_set(rec.hash) and redis.call('HGET', K_HASHES, rec.hash) == rec.id then
+    redis.call('HDEL', K_HASHES, rec.hash)
+  end
+end
+
+local function queued_twin(rec)
+  if not is_set(rec.hash) then
+    return nil
+  end
+  local twin = redis.call('HGET', K_HASHES, rec.hash)
+  if twin and twin ~= rec.id then
+    return twin
+  end
+  return nil
+end
+
+local function set_lease(id, now, lease_ms)
+  redis.call('ZADD', K_LEASES, math.floor(now / 1000) + lease_ms, id)
+end
+
+local function touch_queue(now)
+  redis.call('HSET', K_META, 'last_activity', now)
+end
+
+-- Error codes, mapped to exceptions by redisched/queue/errors.py.
+local E_CONFLICT = -1     -- another task with the same hash is queued
+local E_QUEUE_FULL = -2   -- maxsize reached and priority > 1
+local E_ID_EXISTS = -3    -- a live task already has this id
+local E_NOT_FOUND = -4    -- no live task with this id in this queue
+local E_STALE_LEASE = -5  -- the lease token given is not the task's current one

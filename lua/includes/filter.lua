@@ -1,0 +1,344 @@
+-- filter_match(node, rec): the filter language inside Redis, with the meaning documented in
+-- redisched/filters.py (its Python evaluate and SQL compiler agree with this file).
+-- node: the decoded JSON of redisched.filters.to_lua (leaf {op, col, path?, val, exact?};
+--       groups {and = {...}}, {or = {...}}, {not = node}).
+-- rec:  a task record; priority, created_at and modified_at are decimal strings, data is a
+--       JSON string, decoded on first use. The decoded data is cached beside rec, never on it,
+--       because the scripts save rec back as it is.
+-- Lua 5.1 + cjson, no globals: this text is prepended to the scripts that use it.
+
+local FILTER_NUMERIC_COLUMNS = {priority = true, created_at = true, modified_at = true}
+local FILTER_UTF8_CHAR = '[%z\1-\127\194-\244][\128-\191]*'
+-- cjson decodes [] and {} to the same empty table. Where that matters (leaf.exact), data is
+-- decoded with every empty array written as [NaN] first, then mapped to this one table. No
+-- stored JSON holds NaN (msgspec writes null, Postgres refuses it), so [NaN] can only be [].
+local FILTER_EMPTY_ARRAY = {}
+local filter_decoded = setmetatable({}, {__mode = 'k'})
+
+local function json_kind(v)
+  if v == nil or v == cjson.null then
+    return 'null'
+  end
+  local t = type(v)
+  if t ~= 'table' then
+    return t
+  end
+  if v == FILTER_EMPTY_ARRAY or v[1] ~= nil then
+    return 'array'
+  end
+  return 'object'
+end
+
+local function is_container(v)
+  return type(v) == 'table'
+end
+
+-- Returns the index just past the closing quote of the string whose body starts at i.
+local function skip_json_string(text, i)
+  while true do
+    local at = string.find(text, '["\\]', i)
+    if string.byte(text, at) == 34 then
+      return at + 1
+    end
+    i = at + 2
+  end
+end
+
+local function mark_empty_arrays(text)
+  if not string.find(text, '%[%s*%]') then
+    return text
+  end
+  local parts, copied, i = {}, 1, 1
+  while true do
+    local at = string.find(text, '["%[]', i)
+    if not at then
+      break
+    end
+    if string.byte(text, at) == 34 then
+      i = skip_json_string(text, at + 1)
+    else
+      local _, close = string.find(text, '^%s*%]', at + 1)
+      if close then
+        parts[#parts + 1] = string.sub(text, copied, at - 1) .. '[NaN]'
+        copied = close + 1
+      end
+      i = (close or at) + 1
+    end
+  end
+  parts[#parts + 1] = string.sub(text, copied)
+  return table.concat(parts)
+end
+
+local function restore_empty_arrays(v)
+  if type(v) ~= 'table' then
+    return v
+  end
+  if v[1] ~= v[1] then -- NaN: the marker
+    return FILTER_EMPTY_ARRAY
+  end
+  for k, x in pairs(v) do
+    v[k] = restore_empty_arrays(x)
+  end
+  return v
+end
+
+local function record_data(rec, exact)
+  local cache = filter_decoded[rec]
+  if not cache then
+    cache = {}
+    filter_decoded[rec] = cache
+  end
+  if exact then
+    cache.exact = cache.exact or restore_empty_arrays(cjson.decode(mark_empty_arrays(rec.data)))
+    return cache.exact
+  end
+  cache.plain = cache.plain or cjson.decode(rec.data)
+  return cache.plain
+end
+
+local function field_value(leaf, rec)
+  if leaf.col ~= 'data' then
+    local v = rec[leaf.col]
+    if FILTER_NUMERIC_COLUMNS[leaf.col] and type(v) == 'string' then
+      return tonumber(v)
+    end
+    return v
+  end
+  local v = record_data(rec, leaf.exact)
+  for _, key in ipairs(leaf.path or {}) do
+    if json_kind(v) ~= 'object' then
+      return nil
+    end
+    v = v[key]
+  end
+  return v
+end
+
+local function json_equal(a, b)
+  local kind = json_kind(a)
+  if kind ~= json_kind(b) then
+    return false
+  end
+  if kind == 'array' then
+    if #a ~= #b then
+      return false
+    end
+    for i = 1, #a do
+      if not json_equal(a[i], b[i]) then
+        return false
+      end
+    end
+    return true
+  end
+  if kind == 'object' then
+    for k, x in pairs(a) do
+      if b[k] == nil or not json_equal(x, b[k]) then
+        return false
+      end
+    end
+    for k in pairs(b) do
+      if a[k] == nil then
+        return false
+      end
+    end
+    return true
+  end
+  return kind == 'null' or a == b
+end
+
+-- Byte order: Lua's own string < follows the server's locale (strcoll).
+local function compare_bytes(a, b)
+  if a == b then
+    return 0
+  end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y and -1 or 1
+    end
+  end
+  return #a < #b and -1 or 1
+end
+
+local function ordered(op, a, b)
+  local kind = json_kind(a)
+  if kind ~= json_kind(b) then
+    return false
+  end
+  local c
+  if kind == 'number' then
+    c = (a < b and -1) or (a > b and 1) or 0
+  elseif kind == 'string' then
+    c = compare_bytes(a, b)
+  else
+    return false
+  end
+  if op == 'gt' then return c > 0 end
+  if op == 'lt' then return c < 0 end
+  if op == 'gte' then return c >= 0 end
+  return c <= 0
+end
+
+local function ascii_lower(s)
+  return (string.gsub(s, '[A-Z]', function(c) return string.char(string.byte(c) + 32) end))
+end
+
+-- A LIKE pattern as Lua patterns, one per '%'-separated segment, the first anchored at the
+-- start and the last at the end. Literal characters are escaped, '_' is one UTF-8 character.
+local function like_to_patterns(like)
+  local segments, current, escaped = {}, {}, false
+  for ch in string.gmatch(like, FILTER_UTF8_CHAR) do
+    if escaped or (ch ~= '\\' and ch ~= '%' and ch ~= '_') then
+      current[#current + 1] = (string.gsub(ch, '%W', '%%%0'))
+      escaped = false
+    elseif ch == '\\' then
+      escaped = true
+    elseif ch == '%' then
+      segments[#segments + 1] = table.concat(current)
+      current = {}
+    else
+      current[#current + 1] = FILTER_UTF8_CHAR
+    end
+  end
+  segments[#segments + 1] = table.concat(current)
+  segments[1] = '^' .. segments[1]
+  segments[#segments] = segments[#segments] .. '$'
+  return segments
+end
+
+-- Leftmost match of each fixed-width segment in turn: exact, and linear in the text (one
+-- pattern with several '.-' would backtrack polynomially and could stall Redis).
+local function like_match(text, patterns)
+  local pos = 1
+  for _, pattern in ipairs(patterns) do
+    local _, last = string.find(text, pattern, pos)
+    if not last then
+      return false
+    end
+    pos = last + 1
+  end
+  return true
+end
+
+local function has_element(array, v)
+  for _, item in ipairs(array) do
+    if json_equal(item, v) then
+      return true
+    end
+  end
+  return false
+end
+
+local function contains(field, v)
+  local kind = json_kind(field)
+  if kind == 'string' then
+    return type(v) == 'string' and string.find(field, v, 1, true) ~= nil
+  end
+  return kind == 'array' and has_element(field, v)
+end
+
+-- Postgres JsonbDeepContains: a and b are containers.
+local function deep_contains(a, b)
+  local kind = json_kind(b)
+  if json_kind(a) ~= kind then
+    return false
+  end
+  if kind == 'object' then
+    for key, bv in pairs(b) do
+      local av = a[key]
+      if av == nil then
+        return false
+      end
+      if is_container(bv) then
+        if not deep_contains(av, bv) then
+          return false
+        end
+      elseif not json_equal(av, bv) then
+        return false
+      end
+    end
+    return true
+  end
+  for _, bv in ipairs(b) do
+    local found = false
+    for _, av in ipairs(a) do
+      if is_container(bv) then
+        found = is_container(av) and deep_contains(av, bv)
+      else
+        found = json_equal(av, bv)
+      end
+      if found then
+        break
+      end
+    end
+    if not found then
+      return false
+    end
+  end
+  return true
+end
+
+-- Postgres a @> b: at the top, an array also contains a scalar element.
+local function jsonb_contains(a, b)
+  if is_container(a) then
+    if is_container(b) then
+      return deep_contains(a, b)
+    end
+    return json_kind(a) == 'array' and has_element(a, b)
+  end
+  return not is_container(b) and json_equal(a, b)
+end
+
+local function leaf_match(leaf, rec)
+  if leaf.exact and not leaf.restored then
+    leaf.val = restore_empty_arrays(leaf.val)
+    leaf.restored = true
+  end
+  local op, v, x = leaf.op, leaf.val, field_value(leaf, rec)
+  if op == 'eq' then return json_equal(x, v) end
+  if op == 'ne' then return not json_equal(x, v) end
+  if op == 'in' then return has_element(v, x) end
+  if op == 'not_in' then return not has_element(v, x) end
+  if op == 'gt' or op == 'lt' or op == 'gte' or op == 'lte' then return ordered(op, x, v) end
+  if op == 'contains' then return contains(x, v) end
+  if op == '@>' then return jsonb_contains(x, v) end
+  if op == '<@' then return jsonb_contains(v, x) end
+  if type(x) ~= 'string' then
+    return false
+  end
+  if op == 'starts_with' then
+    return string.sub(x, 1, #v) == v
+  end
+  if op == 'ilike' or op == 'not_ilike' then
+    x = ascii_lower(x)
+  end
+  leaf.patterns = leaf.patterns or like_to_patterns(v)
+  local hit = like_match(x, leaf.patterns)
+  if op == 'like' or op == 'ilike' then
+    return hit
+  end
+  return not hit
+end
+
+local function filter_match(node, rec)
+  if node.op then
+    return leaf_match(node, rec)
+  end
+  if node['and'] then
+    for _, child in ipairs(node['and']) do
+      if not filter_match(child, rec) then
+        return false
+      end
+    end
+    return true
+  end
+  if node['or'] then
+    for _, child in ipairs(node['or']) do
+      if filter_match(child, rec) then
+        return true
+      end
+    end
+    return false
+  end
+  return not filter_match(node['not'], rec)
+end

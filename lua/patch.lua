@@ -1,0 +1,70 @@
+--[[
+  Change a live task. Status is queue membership: to "queued" puts the task back on its
+  queue, from "queued" takes it off; "dispatched"/"running" hold a lease, a finished status
+  releases it. mula's runners send no token; a change that carries one must hold the
+  task's current lease.
+
+  KEYS: the queue's keys (redisched/queue/keys.py)
+  ARGV[1] task id
+  ARGV[2] lease token, or "" for none
+  ARGV[3] JSON object of record fields to set (status, priority, organisation, data,
+          schedule_id, type, hash, created_at); "ix" entries are merged (null = drop)
+  ARGV[4] new priority key (records.priority_key) when the priority changes, else ""
+  ARGV[5] lease length in ms for "dispatched"
+  ARGV[6] lease length in ms for "running"
+
+  Returns: the stored record JSON, or an error code
+    E_NOT_FOUND (not live in this queue), E_STALE_LEASE, E_CONFLICT (back to queued while
+    a twin with the same hash is queued).
+  Emits: op=patch rec=<record>
+]]
+--- @include "common"
+
+local token, changes, priority_key = ARGV[2], cjson.decode(ARGV[3]), ARGV[4]
+local now = now_us()
+local rec = load_record(ARGV[1])
+if not rec then
+  return E_NOT_FOUND
+end
+if token ~= '' and rec.lease ~= token then
+  return E_STALE_LEASE
+end
+
+local was_queued = rec.status == 'queued'
+if was_queued then
+  dequeue(rec)
+end
+for field, value in pairs(changes) do
+  if field == 'ix' then
+    for name, ix_value in pairs(value) do
+      rec.ix[name] = is_set(ix_value) and ix_value or nil
+    end
+  else
+    rec[field] = value
+  end
+end
+if priority_key == '' then
+  priority_key = string.sub(rec.order, 1, ORDER_PRIORITY_WIDTH)
+end
+rec.order = priority_key .. rec.created_at .. rec.id
+rec.modified_at = us_string(now)
+
+if rec.status == 'queued' then
+  if queued_twin(rec) then
+    if was_queued then
+      enqueue(load_record(ARGV[1]))
+    end
+    return E_CONFLICT
+  end
+  redis.call('ZREM', K_LEASES, rec.id)
+  rec.lease = nil
+  enqueue(rec)
+elseif rec.status == 'dispatched' then
+  set_lease(rec.id, now, tonumber(ARGV[5]))
+elseif rec.status == 'running' then
+  set_lease(rec.id, now, tonumber(ARGV[6]))
+else
+  redis.call('ZREM', K_LEASES, rec.id)
+  rec.lease = nil
+end
+return save_record(rec, now, 'patch')

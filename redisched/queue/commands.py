@@ -1,0 +1,362 @@
+"""Every queue operation as a pure step: build the script call, then read its reply.
+
+``QueueCommands`` holds no connection. The asyncio queue (queue.py) and the sync direct
+client (client.py) both run these calls, so the rules live here once: validation, the push
+id and hash rules, the pop limit rules, index planning, error codes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from redisched import filters
+from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
+from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, SchedulerType, parse_payload
+from redisched.queue.keys import INDEXES, QueueKeys
+from redisched.queue.records import TaskRecord, decode_record, priority_key
+from redisched.queue.scripts import Script, load
+
+T = TypeVar("T")
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+DRIVING_INDEX_PREFERENCE = ("boefje", "image", "org")  # most selective first
+_INDEX_BY_PATH = {path: name for name, path in INDEXES.items()}
+
+E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE = -1, -2, -3, -4, -5
+
+
+@dataclass(frozen=True)
+class ScriptCall(Generic[T]):
+    """One script run. ``script`` None: the answer is known without Redis (parse(None))."""
+
+    script: Script | None
+    keys: list[str]
+    args: list[Any]
+    parse: Callable[[Any], T]
+
+
+@dataclass
+class QueueOptions:
+    """Per-queue behaviour (mula's PriorityQueue options)."""
+
+    maxsize: int = 0
+    allow_replace: bool = False
+    allow_updates: bool = False
+    allow_priority_updates: bool = False
+
+    @property
+    def twin_policy(self) -> str:
+        if self.allow_replace:
+            return "replace"
+        return ",".join(p for p, on in (("updates", self.allow_updates), ("priority", self.allow_priority_updates)) if on)
+
+
+@dataclass
+class QueueCommands:
+    prefix: str = "rs"
+    dispatch_lease_ms: int = 300_000
+    running_lease_ms: int = 86_400_000
+    max_tries: int = 3
+    scan_budget: int = 2000
+    pop_max: int = 1000
+    options: dict[str, QueueOptions] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._keys = {sid: QueueKeys(self.prefix, sid) for sid in SCHEDULERS}
+
+    def keys(self, scheduler_id: str) -> QueueKeys:
+        return self._keys[self.scheduler(scheduler_id).id]
+
+    @staticmethod
+    def scheduler(scheduler_id: str) -> SchedulerType:
+        try:
+            return SCHEDULERS[scheduler_id]
+        except KeyError:
+            raise NotFound(f"Scheduler {scheduler_id} not found") from None
+
+    def _call(self, name: str, scheduler_id: str, args: list[Any], parse: Callable[[Any], T]) -> ScriptCall[T]:
+        return ScriptCall(load(name), self.keys(scheduler_id).all, args, parse)
+
+    # --- push --------------------------------------------------------------------------------
+
+    def push(
+        self,
+        scheduler_id: str,
+        *,
+        organisation: str,
+        data: dict[str, Any],
+        priority: int | None,
+        task_id: uuid.UUID | str | None = None,
+        item_scheduler_id: str | None = None,
+    ) -> ScriptCall[TaskRecord]:
+        scheduler = self.scheduler(scheduler_id)
+        if item_scheduler_id is not None and item_scheduler_id != scheduler_id:
+            raise BadRequest("scheduler_id in item does not match the scheduler_id in the path")
+        if not isinstance(priority, int) or isinstance(priority, bool) or priority == 0:
+            raise BadRequest("malformed item")
+        if not INT64_MIN <= priority <= INT64_MAX or not isinstance(data, dict):
+            raise BadRequest("malformed item")
+        task_id = _task_id(scheduler, data, task_id)
+        if scheduler.carries_id:
+            data = {**data, "id": task_id}
+        try:
+            payload = parse_payload(scheduler_id, data)
+        except MalformedPayload:
+            raise BadRequest("malformed item") from None
+        record = TaskRecord(
+            id=task_id,
+            scheduler_id=scheduler_id,
+            organisation=organisation,
+            priority=str(priority),
+            status="queued",
+            type=scheduler_id,
+            hash=payload.hash(),
+            data=msgspec.json.encode(payload).decode(),
+            created_at="0",
+            modified_at="0",
+            order="",
+            ix=_index_values(organisation, payload),
+        )
+        options = self.options.get(scheduler_id, QueueOptions())
+        args = [
+            msgspec.json.encode(record),
+            priority_key(priority),
+            options.maxsize,
+            options.twin_policy,
+            "1" if scheduler.has_schedules else "0",
+            str(uuid.uuid4()),
+        ]
+        return self._call("push", scheduler_id, args, _parse_push)
+
+    # --- pop and peek ------------------------------------------------------------------------
+
+    def pop(
+        self,
+        scheduler_id: str,
+        *,
+        filters_node: filters.Node | None = None,
+        limit: int | None = None,
+        token: str | None = None,
+    ) -> ScriptCall[list[TaskRecord]]:
+        self.scheduler(scheduler_id)
+        limit = self._limit(limit)
+        plan = _plan(filters_node)
+        if limit == 0 or plan is None:
+            return _NOTHING
+        index_name, values = plan
+        args = [
+            token or secrets.token_hex(8),
+            limit,
+            "1" if scheduler_id == "boefje" else "0",
+            filters.to_lua(filters_node) if filters_node is not None else "",
+            self.dispatch_lease_ms,
+            self.scan_budget,
+            index_name,
+            *values,
+        ]
+        return self._call("pop", scheduler_id, args, _parse_records)
+
+    def peek(
+        self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10
+    ) -> ScriptCall[list[TaskRecord]]:
+        self.scheduler(scheduler_id)
+        limit = self._limit(limit)
+        plan = _plan(filters_node)
+        if limit == 0 or plan is None:
+            return _NOTHING
+        index_name, values = plan
+        lua_filter = filters.to_lua(filters_node) if filters_node is not None else ""
+        args = [limit, lua_filter, self.scan_budget, index_name, *values]
+        return self._call("peek", scheduler_id, args, _parse_records)
+
+    def _limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self.pop_max
+        if limit < 0:
+            raise BadRequest("limit must not be negative")
+        return min(limit, self.pop_max)
+
+    # --- patch, leases -----------------------------------------------------------------------
+
+    def patch(
+        self, scheduler_id: str, task_id: str, changes: dict[str, Any], *, token: str | None = None
+    ) -> ScriptCall[TaskRecord | None]:
+        """``changes`` are Task fields (API names and types). Returns None when the task is
+        not live in this queue (the caller looks in the history)."""
+        fields, new_priority_key = _record_changes(scheduler_id, changes)
+        args = [
+            str(task_id),
+            token or "",
+            msgspec.json.encode(fields),
+            new_priority_key,
+            self.dispatch_lease_ms,
+            self.running_lease_ms,
+        ]
+        return self._call("patch", scheduler_id, args, _parse_patch)
+
+    def extend_lease(self, scheduler_id: str, task_id: str, token: str, seconds: float) -> ScriptCall[int]:
+        if seconds <= 0:
+            raise BadRequest("lease length must be positive")
+        return self._call("extend", scheduler_id, [str(task_id), token, int(seconds * 1000)], _parse_extend)
+
+    def reap(self, scheduler_id: str, *, max_count: int = 1000) -> ScriptCall[tuple[int, int]]:
+        return self._call("reap", scheduler_id, [max_count, self.max_tries], lambda r: (int(r[0]), int(r[1])))
+
+    def forget(self, scheduler_id: str, items: list[tuple[str, str]]) -> ScriptCall[int]:
+        args = [value for task_id, rev in items for value in (task_id, rev)]
+        return self._call("forget", scheduler_id, args, int)
+
+    def restore(self, record: TaskRecord) -> ScriptCall[bool]:
+        args = [msgspec.json.encode(record), self.dispatch_lease_ms, self.running_lease_ms]
+        return self._call("restore", record.scheduler_id, args, lambda r: bool(r))
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+
+def _task_id(scheduler: SchedulerType, data: dict[str, Any], task_id: uuid.UUID | str | None) -> str:
+    """Boefje and normalizer tasks are their payload: task id == data.id. When the two
+    disagree, or data has none, both get one new id (as mula does)."""
+    given = str(task_id) if task_id is not None else None
+    if not scheduler.carries_id:
+        return given or str(uuid.uuid4())
+    data_id = data.get("id")
+    if isinstance(data_id, str) and _is_uuid(data_id) and given in (None, data_id.lower()):
+        return data_id.lower()
+    return str(uuid.uuid4())
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _index_values(organisation: str, payload: Any) -> dict[str, str]:
+    values = {"org": organisation}
+    boefje = getattr(payload, "boefje", None)
+    if boefje is not None:
+        values["boefje"] = boefje.id
+        if boefje.oci_image is not None:
+            values["image"] = boefje.oci_image
+    dedup_key = getattr(payload, "deduplication_key", None)
+    if dedup_key is not None:
+        values["dedup"] = str(dedup_key)
+    if any("\0" in value for value in values.values()):
+        raise BadRequest("malformed item")
+    return values
+
+
+def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
+    """Which index drives the search, and for which values. None: nothing can match."""
+    if node is None:
+        return "", []
+    terms = {}
+    for column, path, _op, values in filters.index_terms(node):
+        name = _INDEX_BY_PATH.get((column, path))
+        if name is not None and name != "dedup":
+            terms[name] = sorted(set(values)) if name not in terms else sorted(set(terms[name]) & set(values))
+    for name in DRIVING_INDEX_PREFERENCE:
+        if name in terms:
+            return (name, terms[name]) if terms[name] else None
+    return "", []
+
+
+def _record_changes(scheduler_id: str, changes: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    from redisched.models import datetime_to_us
+
+    fields: dict[str, Any] = {}
+    new_priority_key = ""
+    ix: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in ("id", "scheduler_id", "modified_at"):
+            continue  # identity and bookkeeping are not the caller's to move
+        if name == "status":
+            value = value.value if hasattr(value, "value") else value
+            if value not in STATUSES:
+                raise BadRequest(f"invalid status: {value}")
+            fields["status"] = value
+        elif name == "priority":
+            if not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+                raise BadRequest("priority must be a 64-bit integer")
+            fields["priority"], new_priority_key = str(value), priority_key(value)
+        elif name == "created_at":
+            fields["created_at"] = f"{datetime_to_us(value):016d}"
+        elif name == "data":
+            fields["data"] = msgspec.json.encode(value).decode()
+            ix.update(_data_index_values(value))
+        elif name in ("schedule_id",):
+            fields[name] = str(value) if value is not None else None
+        else:
+            fields[name] = value
+            if name == "organisation":
+                ix["org"] = value
+    if ix:
+        if any(isinstance(v, str) and "\0" in v for v in ix.values()):
+            raise BadRequest("index values must not contain NUL")
+        fields["ix"] = ix
+    return fields, new_priority_key
+
+
+def _data_index_values(data: dict[str, Any]) -> dict[str, str | None]:
+    boefje = data.get("boefje") if isinstance(data.get("boefje"), dict) else {}
+    dedup = data.get("deduplication_key")
+    return {
+        "boefje": boefje.get("id") if isinstance(boefje.get("id"), str) else None,
+        "image": boefje.get("oci_image") if isinstance(boefje.get("oci_image"), str) else None,
+        "dedup": str(dedup) if dedup is not None else None,
+    }
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+def _raise_for_code(code: int) -> None:
+    if code == E_CONFLICT:
+        raise Conflict("queue is not allowed to push items")
+    if code == E_QUEUE_FULL:
+        raise QueueFull()
+    if code == E_ID_EXISTS:
+        raise Conflict("a live task already has this id")
+    if code == E_STALE_LEASE:
+        raise StaleLease("the lease token is not the task's current one")
+    raise RuntimeError(f"unexpected script reply {code}")
+
+
+def _parse_push(reply: Any) -> TaskRecord:
+    if isinstance(reply, int):
+        _raise_for_code(reply)
+    return decode_record(reply)
+
+
+def _parse_patch(reply: Any) -> TaskRecord | None:
+    if reply == E_NOT_FOUND:
+        return None
+    if reply == E_CONFLICT:
+        raise Conflict("a task with the same hash is already queued")
+    if isinstance(reply, int):
+        _raise_for_code(reply)
+    return decode_record(reply)
+
+
+def _parse_extend(reply: int) -> int:
+    if reply == E_NOT_FOUND:
+        raise NotFound("task not leased")
+    if reply < 0:
+        _raise_for_code(reply)
+    return reply
+
+
+def _parse_records(reply: list[bytes]) -> list[TaskRecord]:
+    return [decode_record(raw) for raw in reply]
+
+
+_NOTHING: ScriptCall[list[TaskRecord]] = ScriptCall(None, [], [], lambda _reply: [])

@@ -1,0 +1,93 @@
+"""The asyncio side of the queue: runs QueueCommands' script calls on redis.asyncio."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from redisched import filters
+from redisched.models import SCHEDULERS
+from redisched.queue.commands import QueueCommands, ScriptCall
+from redisched.queue.records import TaskRecord, decode_record
+
+T = TypeVar("T")
+
+
+class TaskQueues:
+    """The three scheduler queues on one Redis (or Redis Cluster)."""
+
+    def __init__(self, redis: Redis | RedisCluster, commands: QueueCommands | None = None) -> None:
+        self.redis = redis
+        self.commands = commands or QueueCommands()
+
+    async def run(self, call: ScriptCall[T]) -> T:
+        if call.script is None:
+            return call.parse(None)
+        keys, args = call.keys, call.args
+        try:
+            reply = await self.redis.evalsha(call.script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            reply = await self.redis.eval(call.script.source, len(keys), *keys, *args)
+        return call.parse(reply)
+
+    async def push(self, scheduler_id: str, **task: Any) -> TaskRecord:
+        return await self.run(self.commands.push(scheduler_id, **task))
+
+    async def pop(
+        self,
+        scheduler_id: str,
+        filters_node: filters.Node | None = None,
+        limit: int | None = None,
+        token: str | None = None,
+    ) -> list[TaskRecord]:
+        return await self.run(self.commands.pop(scheduler_id, filters_node=filters_node, limit=limit, token=token))
+
+    async def peek(self, scheduler_id: str, filters_node: filters.Node | None = None, limit: int = 10) -> list[TaskRecord]:
+        return await self.run(self.commands.peek(scheduler_id, filters_node=filters_node, limit=limit))
+
+    async def patch(self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
+        """Patch a live task wherever it is queued; None when no queue has it."""
+        scheduler_id = await self.locate(task_id)
+        if scheduler_id is None:
+            return None
+        return await self.run(self.commands.patch(scheduler_id, str(task_id), changes, token=token))
+
+    async def extend_lease(self, scheduler_id: str, task_id: str, token: str, seconds: float) -> int:
+        return await self.run(self.commands.extend_lease(scheduler_id, task_id, token, seconds))
+
+    async def reap(self, scheduler_id: str, max_count: int = 1000) -> tuple[int, int]:
+        return await self.run(self.commands.reap(scheduler_id, max_count=max_count))
+
+    async def forget_finished(self, scheduler_id: str, items: list[tuple[str, str]]) -> int:
+        return await self.run(self.commands.forget(scheduler_id, items)) if items else 0
+
+    async def restore(self, record: TaskRecord) -> bool:
+        return await self.run(self.commands.restore(record))
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def get(self, task_id: uuid.UUID | str) -> TaskRecord | None:
+        """The live task with this id, from whichever queue holds it."""
+        raws = await self._each_queue("hget", "tasks", str(task_id))
+        return next((decode_record(raw) for raw in raws if raw is not None), None)
+
+    async def locate(self, task_id: uuid.UUID | str) -> str | None:
+        found = await self._each_queue("hexists", "tasks", str(task_id))
+        return next((sid for sid, hit in zip(SCHEDULERS, found) if hit), None)
+
+    async def qsize(self, scheduler_id: str) -> int:
+        return await self.redis.zcard(self.commands.keys(scheduler_id).queue)
+
+    async def last_activity_us(self, scheduler_id: str) -> int | None:
+        value = await self.redis.hget(self.commands.keys(scheduler_id).meta, "last_activity")
+        return int(value) if value is not None else None
+
+    async def _each_queue(self, command: str, key_name: str, *args: Any) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in SCHEDULERS:
+            getattr(pipe, command)(self.commands.keys(sid).key(key_name), *args)
+        return await pipe.execute()

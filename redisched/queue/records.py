@@ -1,0 +1,77 @@
+"""The task record: how a live task is stored in Redis and carried on the event streams.
+
+One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id). Numbers that may exceed
+2^53 or that Lua's cjson would round (priority, microsecond times) are decimal strings;
+``data`` is the payload's JSON kept as a string so Lua never re-encodes it.
+
+Each change appends to ``<p>:{<q>}:events`` an entry ``op <op> rec <record JSON>`` and, on a
+push that links a schedule, ``sched new|linked``. ``rev`` (a decimal string, compare it as a
+bigint) grows with every change of any task of the queue and never falls behind the clock in
+µs, so applying events out of order or twice is harmless: keep the version with the highest
+rev.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from redisched.models import Task, TaskStatus, us_to_datetime
+
+PRIORITY_OFFSET = 1 << 63
+
+
+class TaskRecord(msgspec.Struct, kw_only=True):
+    id: str
+    scheduler_id: str
+    schedule_id: str | None = None
+    organisation: str
+    priority: str
+    status: str
+    type: str
+    hash: str | None = None
+    data: str
+    created_at: str
+    modified_at: str
+    order: str  # the queue order key (see keys.py)
+    ix: dict[str, str] = {}  # index name -> value, for the indexes this task is in
+    lease: str | None = None  # token of the current lease
+    tries: int = 0  # leases that expired
+    rev: str = "0"
+
+    def to_task(self) -> Task:
+        return Task(
+            id=uuid.UUID(self.id),
+            scheduler_id=self.scheduler_id,
+            schedule_id=uuid.UUID(self.schedule_id) if self.schedule_id else None,
+            organisation=self.organisation,
+            priority=int(self.priority),
+            status=TaskStatus(self.status),
+            type=self.type,
+            hash=self.hash,
+            data=msgspec.Raw(self.data.encode()),
+            created_at=us_to_datetime(int(self.created_at)),
+            modified_at=us_to_datetime(int(self.modified_at)),
+        )
+
+
+_decoder = msgspec.json.Decoder(TaskRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_record(raw: bytes | str) -> TaskRecord:
+    return _decoder.decode(raw)
+
+
+def encode_record(record: TaskRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def priority_key(priority: int) -> str:
+    """Fixed-width, byte-sortable form of a signed 64-bit priority."""
+    return f"{priority + PRIORITY_OFFSET:020d}"
+
+
+def order_key(priority: int, created_at_us: int | str, task_id: str) -> str:
+    return f"{priority_key(priority)}{int(created_at_us):016d}{task_id}"

@@ -1,0 +1,80 @@
+"""Many processes against one Redis: every task is handed out exactly once, and of many
+concurrent pushes of one hash exactly one wins."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+from redisched.client import Client
+from redisched.errors import Conflict
+from tests.conftest import REDIS_URL
+from tests.factories import boefje_data, normalizer_data
+from tests.integration.conftest import make_commands
+
+TASKS = 20_000
+POPPERS = 8
+
+
+def _pop_until_empty(prefix: str, batch: int, out: mp.Queue) -> None:
+    import redis
+
+    queue = Client(redis.Redis.from_url(REDIS_URL), make_commands(prefix)).queue("normalizer")
+    ids, deadline, empty_in_a_row = [], time.monotonic() + 60, 0
+    while time.monotonic() < deadline and empty_in_a_row < 3:
+        popped = queue.pop(limit=batch)
+        empty_in_a_row = 0 if popped else empty_in_a_row + 1
+        ids.extend(r.id for r in popped)
+    out.put(ids)
+
+
+def _push_same_hash(prefix: str, data: dict, out: mp.Queue) -> None:
+    import redis
+
+    queue = Client(redis.Redis.from_url(REDIS_URL), make_commands(prefix)).queue("boefje")
+    try:
+        queue.push(organisation="o", data=data, priority=5)
+        out.put("won")
+    except Conflict:
+        out.put("conflict")
+
+
+def _fill(sync_redis, prefix: str, count: int) -> set[str]:
+    commands = make_commands(prefix)
+    calls = [commands.push("normalizer", organisation="o", data=normalizer_data(), priority=1 + i % 50) for i in range(count)]
+    pushed = set()
+    for start in range(0, count, 1000):
+        pipe = sync_redis.pipeline(transaction=False)
+        chunk = calls[start : start + 1000]
+        for call in chunk:
+            pipe.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+        pushed.update(call.parse(reply).id for call, reply in zip(chunk, pipe.execute()))
+    return pushed
+
+
+def test_eight_processes_popping_twenty_thousand_tasks_get_each_exactly_once(sync_redis, key_prefix):
+    pushed = _fill(sync_redis, key_prefix, TASKS)
+    out = mp.get_context("spawn").Queue()
+    workers = [mp.get_context("spawn").Process(target=_pop_until_empty, args=(key_prefix, 1 + i % 3, out)) for i in range(POPPERS)]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+    popped = [task_id for ids in results for task_id in ids]
+    assert len(popped) == len(set(popped)), "a task was handed out twice"
+    assert set(popped) == pushed, "a task was lost"
+    assert all(len(ids) > 0 for ids in results), "a popper got nothing: no real concurrency"
+
+
+def test_concurrent_pushes_of_one_hash_let_exactly_one_win(key_prefix):
+    data = boefje_data()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_push_same_hash, args=(key_prefix, data, out)) for _ in range(POPPERS)]
+    for worker in workers:
+        worker.start()
+    outcomes = sorted(out.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=10)
+    assert outcomes == ["conflict"] * (POPPERS - 1) + ["won"]

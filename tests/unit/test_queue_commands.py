@@ -1,0 +1,75 @@
+"""The queue's pure rules: what a call sends to Redis, before any script runs."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+
+from redisched.errors import BadRequest, NotFound
+from redisched.queue.commands import QueueCommands, QueueOptions
+from redisched.queue.keys import QueueKeys
+from redisched.queue.records import order_key, priority_key
+from tests.factories import boefje_data, report_data
+
+
+def test_every_key_of_a_queue_shares_one_hash_tag():
+    keys = QueueKeys("rs", "boefje").all
+    assert all(key.startswith("rs:{boefje}:") for key in keys)
+    assert len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("pair", [(-(2**63), -5), (-5, -1), (-1, 1), (1, 2**53), (2**53, 2**53 + 1), (2**63 - 2, 2**63 - 1)])
+def test_priority_keys_sort_as_the_priorities_do(pair):
+    low, high = pair
+    assert priority_key(low) < priority_key(high)
+    assert len(priority_key(low)) == len(priority_key(high)) == 20
+
+
+def test_order_key_breaks_priority_ties_by_creation_time():
+    first = order_key(5, 1_700_000_000_000_001, str(uuid.uuid4()))
+    later = order_key(5, 1_700_000_000_000_002, str(uuid.uuid4()))
+    assert first < later
+
+
+def test_push_call_carries_a_normalised_record_with_index_values():
+    commands = QueueCommands(options={"boefje": QueueOptions(maxsize=7, allow_priority_updates=True)})
+    data = boefje_data("b1", organization="org9", oci_image="img")
+    call = commands.push("boefje", organisation="org9", data=data, priority=12)
+    record = msgspec.json.decode(call.args[0])
+    assert record["ix"] == {"org": "org9", "boefje": "b1", "image": "img"}
+    assert msgspec.json.decode(record["data"])["id"] == record["id"]
+    assert call.args[1:5] == [priority_key(12), 7, "priority", "1"]
+    assert call.keys == QueueKeys("rs", "boefje").all
+
+
+def test_report_tasks_keep_the_given_id():
+    task_id = uuid.uuid4()
+    call = QueueCommands().push("report", organisation="o", data=report_data(), priority=1, task_id=task_id)
+    assert msgspec.json.decode(call.args[0])["id"] == str(task_id)
+
+
+@pytest.mark.parametrize("priority", [None, 0, True, 2**63, -(2**63) - 1, "5"])
+def test_priority_must_be_a_non_zero_int64(priority):
+    with pytest.raises(BadRequest, match="malformed item"):
+        QueueCommands().push("boefje", organisation="o", data=boefje_data(), priority=priority)
+
+
+def test_unknown_scheduler_is_not_found():
+    with pytest.raises(NotFound, match="Scheduler nope not found"):
+        QueueCommands().push("nope", organisation="o", data=boefje_data(), priority=1)
+
+
+def test_negative_limit_is_a_bad_request_and_zero_needs_no_round_trip():
+    commands = QueueCommands()
+    with pytest.raises(BadRequest):
+        commands.pop("boefje", limit=-1)
+    assert commands.pop("boefje", limit=0).script is None
+
+
+def test_patch_changes_are_translated_to_record_fields():
+    call = QueueCommands().patch("boefje", "id", {"status": "queued", "priority": 3, "organisation": "o2", "id": "ignored"})
+    fields = msgspec.json.decode(call.args[2])
+    assert fields == {"status": "queued", "priority": "3", "organisation": "o2", "ix": {"org": "o2"}}
+    assert call.args[3] == priority_key(3)
