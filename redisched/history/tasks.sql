@@ -1,0 +1,73 @@
+-- name: upsert
+-- A batch of task records (a JSON array, one record per task) into tasks; a stored row is
+-- only replaced by a record with a higher rev. schedule_id is kept only when that schedule
+-- exists. Rows go in id order, so concurrent batches lock them in the same order.
+INSERT INTO tasks AS t (id, scheduler_id, schedule_id, organisation, priority, status, type, hash,
+                        data, created_at, modified_at, tries, rev)
+SELECT r.id, r.scheduler_id, s.id, r.organisation, r.priority, r.status, r.type, r.hash,
+       r.data::jsonb,
+       timestamptz 'epoch' + r.created_at * interval '1 microsecond',
+       timestamptz 'epoch' + r.modified_at * interval '1 microsecond',
+       r.tries, r.rev
+FROM json_to_recordset(%s::json) AS r(id uuid, scheduler_id text, schedule_id uuid,
+                                      organisation text, priority bigint, status text,
+                                      type text, hash text, data text, created_at bigint,
+                                      modified_at bigint, tries integer, rev bigint)
+LEFT JOIN schedules AS s ON s.id = r.schedule_id
+ORDER BY r.id
+ON CONFLICT (id) DO UPDATE SET
+    scheduler_id = EXCLUDED.scheduler_id, schedule_id = EXCLUDED.schedule_id,
+    organisation = EXCLUDED.organisation, priority = EXCLUDED.priority,
+    status = EXCLUDED.status, type = EXCLUDED.type, hash = EXCLUDED.hash, data = EXCLUDED.data,
+    created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at,
+    tries = EXCLUDED.tries, rev = EXCLUDED.rev
+WHERE t.rev < EXCLUDED.rev;
+
+-- name: get
+SELECT id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data::text,
+       created_at, modified_at
+FROM tasks WHERE id = %s;
+
+-- name: select
+-- A page of tasks, newest first, filtered by the WHERE clause the store builds.
+SELECT id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data::text,
+       created_at, modified_at
+FROM tasks {where}
+ORDER BY created_at DESC
+OFFSET %s LIMIT %s;
+
+-- name: count
+SELECT count(*) FROM tasks {where};
+
+-- name: count_from_counters
+-- The same count, from the trigger-maintained task_counts, when the filters are only on
+-- scheduler_id, organisation, type and status.
+SELECT coalesce(sum(n), 0)::bigint FROM task_counts {where};
+
+-- name: status_counts
+SELECT scheduler_id, status, sum(n)::bigint FROM task_counts GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- name: stats
+-- Tasks modified in the last 24 hours, per UTC hour of modified_at and status.
+SELECT date_trunc('hour', modified_at, 'UTC') AS hour, status, count(*)
+FROM tasks
+WHERE modified_at >= now() - interval '24 hours'
+  AND (%(scheduler_id)s::text IS NULL OR scheduler_id = %(scheduler_id)s)
+  AND (%(organisation)s::text IS NULL OR organisation = %(organisation)s)
+GROUP BY 1, 2
+ORDER BY 1 DESC;
+
+-- name: live
+-- The tasks Redis should hold (reconciliation after Redis lost data), oldest first.
+SELECT id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data::text,
+       created_at, modified_at, tries, rev
+FROM tasks
+WHERE scheduler_id = %s AND status IN ('queued', 'dispatched', 'running')
+ORDER BY created_at;
+
+-- name: patch
+-- Sets the given columns; rev moves on, so a replayed older event cannot undo it.
+UPDATE tasks SET {assignments}, rev = rev + 1
+WHERE id = %s
+RETURNING id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data::text,
+          created_at, modified_at;

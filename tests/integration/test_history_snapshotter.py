@@ -1,0 +1,249 @@
+"""The snapshotter on a real Redis and Postgres: event streams written by hand (as the queue
+scripts write them) end up in Postgres, once, through crashes and Postgres outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import msgspec
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from redisched.history.db import open_pool
+from redisched.history.migrate import migrate
+from redisched.history.schedules import ScheduleStore
+from redisched.history.snapshotter import GROUP, Snapshotter, stream_id, wait_caught_up
+from redisched.history.tasks import TaskStore
+from redisched.models import TaskStatus, payload_hash
+from redisched.queue.keys import QueueKeys
+from redisched.queue.records import TaskRecord, encode_record, order_key
+
+CLOSED_PORT_DSN = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=1"
+
+
+@pytest.fixture(scope="module")
+async def dsn(pg_dsn):
+    await migrate(pg_dsn)
+    return pg_dsn
+
+
+@pytest.fixture
+async def pool(dsn):
+    pool = await open_pool(dsn)
+    yield pool
+    await pool.close()
+
+
+class ForgetRecorder:
+    """Stands in for TaskQueues.forget_finished; can hold the snapshotter right after commit."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[tuple[str, str]]]] = []
+        self.hold = asyncio.Event()
+        self.held = asyncio.Event()
+        self.hold.set()
+
+    async def __call__(self, queue: str, items: list[tuple[str, str]]) -> int:
+        self.held.set()
+        await self.hold.wait()
+        self.calls.append((queue, items))
+        return len(items)
+
+
+def make_snapshotter(pool, redis, prefix, forget=None, **options) -> Snapshotter:
+    return Snapshotter(
+        redis,
+        TaskStore(pool),
+        ScheduleStore(pool, redis, prefix),
+        prefix=prefix,
+        forget=forget,
+        block_ms=50,
+        pg_timeout=0.3,
+        **options,
+    )
+
+
+class Pusher:
+    """Writes task versions to a queue's event stream the way the Lua scripts do."""
+
+    def __init__(self, redis, prefix: str, queue: str = "boefje") -> None:
+        self.redis, self.keys, self.rev = redis, QueueKeys(prefix, queue), 1_000
+
+    def new(self, **fields) -> TaskRecord:
+        task_id, now = str(uuid.uuid4()), int(time.time() * 1_000_000)
+        data = {"id": task_id, "boefje": {"id": "dns"}, "input_ooi": f"Hostname|internet|{task_id}", "organization": "o1"}
+        return TaskRecord(
+            id=task_id, scheduler_id=self.keys.queue_id, organisation="o1", priority="7", status="queued",
+            type=self.keys.queue_id, hash=payload_hash("boefje", data), data=msgspec.json.encode(data).decode(),
+            created_at=str(now), modified_at=str(now), order=order_key(7, now, task_id), **fields,
+        )
+
+    async def emit(self, op: str, record: TaskRecord, status: str | None = None, sched: str | None = None) -> TaskRecord:
+        self.rev += 1
+        record = msgspec.structs.replace(record, status=status or record.status, rev=str(self.rev))
+        fields = {"op": op, "rec": encode_record(record)} | ({"sched": sched} if sched else {})
+        await self.redis.xadd(self.keys.events, fields)
+        return record
+
+
+async def eventually(check, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+    return result
+
+
+async def rows(pool, ids) -> list[tuple]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT *, data::text FROM tasks WHERE id = ANY(%s) ORDER BY id", [list(ids)])
+        return await cursor.fetchall()
+
+
+async def test_events_reach_postgres_with_their_schedule_and_finished_tasks_leave_redis(pool, async_redis, key_prefix):
+    pusher, forget = Pusher(async_redis, key_prefix), ForgetRecorder()
+    schedule_id = str(uuid.uuid4())
+    task = pusher.new(schedule_id=schedule_id)
+    await pusher.emit("push", task, sched="new")
+    await pusher.emit("pop", task, "dispatched")
+    done = await pusher.emit("patch", task, "completed")
+    other = await pusher.emit("push", pusher.new())
+    runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, forget).run())
+    try:
+        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+    finally:
+        runner.cancel()
+
+    tasks = TaskStore(pool)
+    stored = await tasks.get(task.id)
+    assert (stored.status, str(stored.schedule_id)) == (TaskStatus.COMPLETED, schedule_id)
+    assert (await tasks.get(other.id)).status is TaskStatus.QUEUED
+    schedule = await ScheduleStore(pool, async_redis, key_prefix).get(schedule_id)
+    assert (schedule.hash, schedule.enabled, schedule.deadline_at is not None) == (task.hash, True, True)
+    assert forget.calls == [("boefje", [(task.id, done.rev)])]
+    keys = QueueKeys(key_prefix, "boefje")
+    assert (await async_redis.xpending(keys.events, GROUP))["pending"] == 0
+
+
+async def test_wait_caught_up_is_bounded_and_true_for_empty_streams(async_redis, key_prefix):
+    assert await wait_caught_up(async_redis, key_prefix, timeout=0.05)
+    pusher = Pusher(async_redis, key_prefix, "report")
+    await pusher.emit("push", pusher.new())
+
+    started = time.monotonic()
+    assert not await wait_caught_up(async_redis, key_prefix, timeout=0.1)
+    assert time.monotonic() - started < 0.5
+
+
+async def test_a_crash_between_commit_and_ack_replays_to_identical_rows(pool, async_redis, key_prefix):
+    pusher, forget = Pusher(async_redis, key_prefix), ForgetRecorder()
+    records = [pusher.new() for _ in range(20)]
+    for record in records:
+        await pusher.emit("push", record)
+        await pusher.emit("patch", record, "failed")
+    forget.hold.clear()  # the first run stops right after its commit, before acking
+    first = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, forget, consumer="c1").run())
+    await asyncio.wait_for(forget.held.wait(), 5)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    committed = await rows(pool, [r.id for r in records])
+    keys = QueueKeys(key_prefix, "boefje")
+    assert len(committed) == 20
+    assert (await async_redis.xpending(keys.events, GROUP))["pending"] == 40
+    assert await async_redis.hget(keys.meta, "applied") is None
+
+    forget.hold.set()
+    second = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, forget, consumer="c1").run())
+    try:
+        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+    finally:
+        second.cancel()
+
+    assert await rows(pool, [r.id for r in records]) == committed
+    assert (await async_redis.xpending(keys.events, GROUP))["pending"] == 0
+    assert {task_id for _, items in forget.calls for task_id, _ in items} == {r.id for r in records}
+
+
+async def test_entries_of_a_vanished_consumer_are_claimed(pool, async_redis, key_prefix):
+    pusher = Pusher(async_redis, key_prefix)
+    record = await pusher.emit("push", pusher.new())
+    keys = QueueKeys(key_prefix, "boefje")
+    await async_redis.xgroup_create(keys.events, GROUP, id="0", mkstream=True)
+    await async_redis.xreadgroup(GROUP, "gone", {keys.events: ">"})  # read, never acked
+
+    runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, claim_idle_ms=100).run())
+    try:
+        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+    finally:
+        runner.cancel()
+    assert (await TaskStore(pool).get(record.id)).status is TaskStatus.QUEUED
+
+
+async def test_postgres_down_keeps_events_in_redis_until_it_is_back(dsn, async_redis, key_prefix, caplog):
+    target = {"dsn": CLOSED_PORT_DSN}
+
+    async def conninfo() -> str:
+        return target["dsn"]
+
+    pool = AsyncConnectionPool(conninfo, min_size=1, timeout=0.3, open=False)
+    await pool.open(wait=False)
+    pusher = Pusher(async_redis, key_prefix)
+    records = [await pusher.emit("push", pusher.new()) for _ in range(30)]
+    keys = QueueKeys(key_prefix, "boefje")
+    runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix).run())
+    try:
+        await asyncio.sleep(1.0)
+        assert await async_redis.xlen(keys.events) == 30
+        assert await async_redis.hget(keys.meta, "applied") is None
+        assert sum("Postgres unavailable" in r.message for r in caplog.records) == 1
+
+        target["dsn"] = dsn
+        assert await wait_caught_up(async_redis, key_prefix, timeout=15)
+    finally:
+        runner.cancel()
+        await pool.close()
+    check = await open_pool(dsn)
+    assert len(await rows(check, [r.id for r in records])) == 30
+    await check.close()
+    assert any("Postgres back" in r.message for r in caplog.records)
+
+
+async def test_the_queue_scripts_events_reach_postgres_and_finished_tasks_leave_redis(pool, async_redis, key_prefix):
+    """End to end with the real queue core: push (creating a schedule), pop, complete."""
+    queue_module = pytest.importorskip("redisched.queue.queue")
+    commands = pytest.importorskip("redisched.queue.commands")
+    queues = queue_module.TaskQueues(async_redis, commands.QueueCommands(prefix=key_prefix))
+    data = {"boefje": {"id": "dns"}, "input_ooi": f"Hostname|internet|{uuid.uuid4().hex}", "organization": "o1"}
+    pushed = await queues.push("boefje", organisation="o1", data=data, priority=3)
+    [popped] = await queues.pop("boefje")
+    await queues.patch(popped.id, {"status": "completed"})
+    runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, queues.forget_finished).run())
+    try:
+        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+    finally:
+        runner.cancel()
+
+    stored = await TaskStore(pool).get(pushed.id)
+    assert (stored.status, str(stored.schedule_id)) == (TaskStatus.COMPLETED, pushed.schedule_id)
+    schedule = await ScheduleStore(pool, async_redis, key_prefix).get(pushed.schedule_id)
+    assert schedule.hash == pushed.hash and schedule.deadline_at is not None
+    assert await queues.get(pushed.id) is None
+
+
+async def test_applied_stays_below_an_entry_another_consumer_still_holds(pool, async_redis, key_prefix):
+    pusher = Pusher(async_redis, key_prefix)
+    for _ in range(3):
+        await pusher.emit("push", pusher.new())
+    keys = QueueKeys(key_prefix, "boefje")
+    await async_redis.xgroup_create(keys.events, GROUP, id="0", mkstream=True)
+    [[_, [(held_id, _)]]] = await async_redis.xreadgroup(GROUP, "busy", {keys.events: ">"}, count=1)
+
+    runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix).run())
+    try:
+        applied = await eventually(lambda: async_redis.hget(keys.meta, "applied"))
+        assert stream_id(applied) < stream_id(held_id)
+        assert not await wait_caught_up(async_redis, key_prefix, timeout=0.1)
+    finally:
+        runner.cancel()
