@@ -70,14 +70,13 @@ local function mark_empty_arrays(text)
 end
 
 local function restore_empty_arrays(v)
-  if type(v) ~= 'table' then
-    return v
-  end
   if v[1] ~= v[1] then -- NaN: the marker
     return FILTER_EMPTY_ARRAY
   end
   for k, x in pairs(v) do
-    v[k] = restore_empty_arrays(x)
+    if type(x) == 'table' then
+      v[k] = restore_empty_arrays(x)
+    end
   end
   return v
 end
@@ -291,7 +290,7 @@ end
 
 local function leaf_match(leaf, rec)
   if leaf.exact and not leaf.restored then
-    leaf.val = restore_empty_arrays(leaf.val)
+    leaf.val = restore_empty_arrays({leaf.val})[1]
     leaf.restored = true
   end
   local op, v, x = leaf.op, leaf.val, field_value(leaf, rec)
