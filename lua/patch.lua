@@ -67,4 +67,6 @@ else
   redis.call('ZREM', K_LEASES, rec.id)
   rec.lease = nil
 end
-return save_record(rec, now, 'patch')
+local raw = save_record(rec, now, 'patch')
+finish(now, false)
+return raw

@@ -72,7 +72,5 @@ if not (dedup_batches and pop_dedup_batch()) then
   end
   scan(driving_ranges(), matches, budget, true, dispatch)
 end
-if #popped > 0 then
-  touch_queue(now)
-end
+finish(now, #popped > 0)
 return popped

@@ -55,8 +55,9 @@ local function update_twin(twin_id)
   twin.priority, twin.ix, twin.modified_at = rec.priority, rec.ix, us_string(now)
   twin.order = priority_key .. string.sub(twin.order, ORDER_PRIORITY_WIDTH + 1)
   enqueue(twin)
-  touch_queue(now)
-  return save_record(twin, now, 'push')
+  local raw = save_record(twin, now, 'push')
+  finish(now, true)
+  return raw
 end
 
 local function link_schedule()
@@ -95,8 +96,11 @@ rec.created_at = us_string(now)
 rec.modified_at = rec.created_at
 rec.order = priority_key .. rec.created_at .. rec.id
 enqueue(rec)
-touch_queue(now)
+local raw
 if sched then
-  return save_record(rec, now, 'push', 'sched', sched)
+  raw = save_record(rec, now, 'push', 'sched', sched)
+else
+  raw = save_record(rec, now, 'push')
 end
-return save_record(rec, now, 'push')
+finish(now, true)
+return raw

@@ -35,7 +35,5 @@ for _, id in ipairs(expired) do
     save_record(rec, now, 'reap')
   end
 end
-if requeued > 0 then
-  touch_queue(now)
-end
+finish(now, false)
 return {requeued, failed}

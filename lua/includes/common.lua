@@ -16,14 +16,27 @@ end
 
 -- rev orders the versions of a task for the snapshotter: strictly increasing per queue and
 -- never below the clock in µs, so it stays ahead of what Postgres has even after Redis lost
--- data. Kept as a decimal string: cjson would round a 16-digit number.
+-- data. Kept as a decimal string: cjson would round a 16-digit number. The last rev handed
+-- out is written back once per script, by finish().
+local last_rev = nil
+
 local function next_rev(now)
-  local rev = redis.call('HINCRBY', K_META, 'rev', 1)
-  if rev < now then
-    redis.call('HSET', K_META, 'rev', us_string(now))
-    rev = now
+  if last_rev == nil then
+    last_rev = tonumber(redis.call('HGET', K_META, 'rev') or '0')
   end
-  return string.format('%d', rev)
+  last_rev = math.max(last_rev + 1, now)
+  return string.format('%d', last_rev)
+end
+
+-- Every script that saved a record ends here; `active` also moves the queue's last_activity.
+local function finish(now, active)
+  if last_rev ~= nil and active then
+    redis.call('HSET', K_META, 'rev', string.format('%d', last_rev), 'last_activity', us_string(now))
+  elseif last_rev ~= nil then
+    redis.call('HSET', K_META, 'rev', string.format('%d', last_rev))
+  elseif active then
+    redis.call('HSET', K_META, 'last_activity', us_string(now))
+  end
 end
 
 local function load_record(id)
@@ -91,10 +104,6 @@ end
 
 local function set_lease(id, now, lease_ms)
   redis.call('ZADD', K_LEASES, math.floor(now / 1000) + lease_ms, id)
-end
-
-local function touch_queue(now)
-  redis.call('HSET', K_META, 'last_activity', now)
 end
 
 -- Error codes, mapped to exceptions by redisched/queue/errors.py.

@@ -306,6 +306,12 @@ def _record_changes(scheduler_id: str, changes: dict[str, Any]) -> tuple[dict[st
     return fields, new_priority_key
 
 
+def index_values_of(organisation: str, data: dict[str, Any]) -> dict[str, str]:
+    """The index values of a task, from its organisation and (any shape of) data."""
+    values = {"org": organisation, **_data_index_values(data)}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _data_index_values(data: dict[str, Any]) -> dict[str, str | None]:
     boefje = data.get("boefje") if isinstance(data.get("boefje"), dict) else {}
     dedup = data.get("deduplication_key")

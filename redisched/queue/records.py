@@ -17,7 +17,7 @@ import uuid
 
 import msgspec
 
-from redisched.models import Task, TaskStatus, us_to_datetime
+from redisched.models import Task, TaskStatus, datetime_to_us, us_to_datetime
 
 PRIORITY_OFFSET = 1 << 63
 
@@ -75,3 +75,29 @@ def priority_key(priority: int) -> str:
 
 def order_key(priority: int, created_at_us: int | str, task_id: str) -> str:
     return f"{priority_key(priority)}{int(created_at_us):016d}{task_id}"
+
+
+def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecord:
+    """The Redis record of a task Postgres has: for putting a task back live (a finished task
+    patched to queued, reconciliation after Redis lost data)."""
+    from redisched.queue.commands import index_values_of
+
+    created_us = datetime_to_us(task.created_at)
+    data = bytes(task.data).decode()
+    return TaskRecord(
+        id=str(task.id),
+        scheduler_id=task.scheduler_id,
+        schedule_id=str(task.schedule_id) if task.schedule_id else None,
+        organisation=task.organisation,
+        priority=str(task.priority),
+        status=task.status.value,
+        type=task.type,
+        hash=task.hash,
+        data=data,
+        created_at=f"{created_us:016d}",
+        modified_at=f"{datetime_to_us(task.modified_at):016d}",
+        order=order_key(task.priority, created_us, str(task.id)),
+        ix=index_values_of(task.organisation, msgspec.json.decode(data)),
+        tries=tries,
+        rev=rev,
+    )
