@@ -16,7 +16,6 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from importlib import resources
 from typing import Any
 
 import msgspec
@@ -27,7 +26,9 @@ from redis.exceptions import ResponseError
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore, latest_records
 from redisched.models import FINISHED, utcnow
+from redisched.queue.commands import QueueCommands
 from redisched.queue.keys import QueueKeys
+from redisched.queue.queue import run_script
 from redisched.queue.records import decode_record
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Snapshotter:
         self.pg_timeout = pg_timeout
         # queue -> seconds between its newest applied event being written and its commit.
         self.lag: dict[str, float] = {}
-        self._ack = redis.register_script((resources.files("redisched.history") / "ack.lua").read_text())
+        self._commands = QueueCommands(prefix=prefix)
         self._postgres = Outage("Postgres")
 
     def lag_seconds(self) -> float:
@@ -189,7 +190,7 @@ class Snapshotter:
         if finished and self.forget is not None:
             await self.forget(keys.queue_id, finished)
         entry_ids = [_text(entry_id) for entry_id, _ in entries]
-        await self._ack(keys=[keys.events, keys.meta], args=[GROUP, *entry_ids])
+        await run_script(self.redis, self._commands.ack_events(keys.queue_id, GROUP, entry_ids))
         self.lag[keys.queue_id] = max(0.0, time.time() - stream_id(entry_ids[-1])[0] / 1000)
 
     async def _store(self, events: list[Event]) -> None:

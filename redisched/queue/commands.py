@@ -212,6 +212,10 @@ class QueueCommands:
         args = [value for task_id, rev in items for value in (task_id, rev)]
         return self._call("forget", scheduler_id, args, int)
 
+    def ack_events(self, scheduler_id: str, group: str, entry_ids: list[str]) -> ScriptCall[str]:
+        """The snapshotter's: entries committed to Postgres are acked and trimmed."""
+        return self._call("ack", scheduler_id, [group, *entry_ids], lambda r: r.decode() if isinstance(r, bytes) else r)
+
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
         args = [msgspec.json.encode(record), self.dispatch_lease_ms, self.running_lease_ms]
         return self._call("restore", record.scheduler_id, args, lambda r: bool(r))

@@ -17,6 +17,18 @@ from redisched.queue.records import TaskRecord, decode_record
 T = TypeVar("T")
 
 
+async def run_script(redis: Redis | RedisCluster, call: ScriptCall[T]) -> T:
+    """Run a script call by SHA; on NOSCRIPT, EVAL puts it back in that server's cache."""
+    if call.script is None:
+        return call.parse(None)
+    keys, args = call.keys, call.args
+    try:
+        reply = await redis.evalsha(call.script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        reply = await redis.eval(call.script.source, len(keys), *keys, *args)
+    return call.parse(reply)
+
+
 class TaskQueues:
     """The three scheduler queues on one Redis (or Redis Cluster)."""
 
@@ -25,14 +37,7 @@ class TaskQueues:
         self.commands = commands or QueueCommands()
 
     async def run(self, call: ScriptCall[T]) -> T:
-        if call.script is None:
-            return call.parse(None)
-        keys, args = call.keys, call.args
-        try:
-            reply = await self.redis.evalsha(call.script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            reply = await self.redis.eval(call.script.source, len(keys), *keys, *args)
-        return call.parse(reply)
+        return await run_script(self.redis, call)
 
     async def push(self, scheduler_id: str, **task: Any) -> TaskRecord:
         return await self.run(self.commands.push(scheduler_id, **task))

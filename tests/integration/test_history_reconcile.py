@@ -16,6 +16,8 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.snapshotter import Snapshotter, wait_caught_up
 from redisched.history.tasks import TaskStore
 from redisched.models import LEASED
+from redisched.queue.commands import QueueCommands
+from redisched.queue.queue import TaskQueues
 from redisched.queue.records import decode_record
 from tests.factories import boefje_data, normalizer_data
 
@@ -24,6 +26,11 @@ from tests.factories import boefje_data, normalizer_data
 async def dsn(pg_dsn):
     await migrate(pg_dsn)
     return pg_dsn
+
+
+@pytest.fixture
+def queues(async_redis, key_prefix) -> TaskQueues:  # the snapshotter's Redis: the single one
+    return TaskQueues(async_redis, QueueCommands(prefix=key_prefix))
 
 
 @pytest.fixture
