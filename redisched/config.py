@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # Bearer tokens; empty = auth off (mula has none).
     admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))
     runner_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_RUNNER_TOKENS"))
+    # Seconds between the schedulers' periodic rounds (new boefjes, due schedules, reports).
+    scheduler_interval: float = Field(60, validation_alias=_env("REDISCHED_SCHEDULER_INTERVAL"))
     max_body_bytes: int = Field(1 << 20, validation_alias=_env("REDISCHED_MAX_BODY_BYTES"))
 
     @property

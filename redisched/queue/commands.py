@@ -94,7 +94,10 @@ class QueueCommands:
         priority: int | None,
         task_id: uuid.UUID | str | None = None,
         item_scheduler_id: str | None = None,
+        link_schedule: bool = True,
     ) -> ScriptCall[TaskRecord]:
+        """``link_schedule`` False: the task gets no schedule even on a queue that has them
+        (boefjes that run only on object events, ``run_on``)."""
         scheduler = self.scheduler(scheduler_id)
         if item_scheduler_id is not None and item_scheduler_id != scheduler_id:
             raise BadRequest("scheduler_id in item does not match the scheduler_id in the path")
@@ -129,7 +132,7 @@ class QueueCommands:
             priority_key(priority),
             options.maxsize,
             options.twin_policy,
-            "1" if scheduler.has_schedules else "0",
+            "1" if scheduler.has_schedules and link_schedule else "0",
             str(uuid.uuid4()),
         ]
         return self._call("push", scheduler_id, args, _parse_push)

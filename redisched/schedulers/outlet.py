@@ -1,0 +1,67 @@
+"""Where the schedulers put their tasks: the Redis queues, through the same scripts the API
+uses. A task whose hash is queued already is not pushed again (mula's NotAllowedError)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from redisched import filters
+from redisched.clients.amqp import Retryable
+from redisched.errors import Conflict, QueueFull
+from redisched.models import Payload, TaskStatus
+from redisched.queue.queue import TaskQueues
+
+CANCEL_BATCH = 1000
+
+
+class TaskOutlet:
+    def __init__(self, queues: TaskQueues) -> None:
+        self.queues = queues
+
+    async def push(
+        self, scheduler_id: str, organisation: str, payload: Payload, priority: int, *, schedule: bool = True
+    ) -> bool:
+        """Queue the task; False when a twin with the same hash is queued. A full queue raises
+        Retryable: the event (or the next round) tries again later."""
+        try:
+            await self.queues.push(
+                scheduler_id,
+                organisation=organisation,
+                data=msgspec.to_builtins(payload),
+                priority=priority,
+                task_id=getattr(payload, "id", None),
+                link_schedule=schedule,
+            )
+        except Conflict:
+            return False
+        except QueueFull as exc:
+            raise Retryable(f"{scheduler_id} queue is full") from exc
+        return True
+
+    async def live_status(self, task_id: uuid.UUID) -> str | None:
+        """The task's status in Redis; None when no queue holds it any more."""
+        record = await self.queues.get(task_id)
+        return record.status if record is not None else None
+
+    async def set_status(self, task_id: uuid.UUID, status: TaskStatus) -> None:
+        await self.queues.patch(task_id, {"status": status})
+
+    async def cancel_queued(self, scheduler_id: str, organisation: str, input_ooi: str) -> int:
+        """Cancel the queued tasks of this organisation on this object; returns how many."""
+        node = filters.parse_filter_request(_on_object(organisation, input_ooi))
+        queued = await self.queues.peek(scheduler_id, node, limit=CANCEL_BATCH)
+        for record in queued:
+            await self.queues.patch(record.id, {"status": TaskStatus.CANCELLED})
+        return len(queued)
+
+
+def _on_object(organisation: str, input_ooi: str) -> dict[str, Any]:
+    return {
+        "filters": [
+            {"column": "organisation", "operator": "eq", "value": organisation},
+            {"column": "data", "field": "input_ooi", "operator": "eq", "value": input_ooi},
+        ]
+    }
