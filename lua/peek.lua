@@ -13,22 +13,9 @@
 --- @include "filter"
 --- @include "candidates"
 
-local limit = tonumber(ARGV[1])
-local filter = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or nil
-local budget, index_name = tonumber(ARGV[3]), ARGV[4]
+local limit, matches, budget, ranges = search_args(1)
 local found = {}
-
-local ranges = {lex_range(K_QUEUE)}
-if index_name ~= '' then
-  ranges = {}
-  for i = 5, #ARGV do
-    ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i])
-  end
-end
-
-scan(ranges, function(rec)
-  return filter == nil or filter_match(filter, rec)
-end, budget, false, function(rec)
+scan(ranges, matches, budget, false, function(rec)
   found[#found + 1] = cjson.encode(rec)
   return #found < limit
 end)

@@ -4,11 +4,11 @@
 
   KEYS: the queue's keys (redisched/queue/keys.py)
   ARGV[1] lease token for this pop
-  ARGV[2] limit: the most tasks to return
-  ARGV[3] "1" for the boefje rule: the best matching task that has a deduplication key
+  ARGV[2] "1" for the boefje rule: the best matching task that has a deduplication key
           brings its batch (same key, up to limit); without one, at most one task is popped
-  ARGV[4] filter (redisched.filters.to_lua JSON), or "" for none
-  ARGV[5] lease length in ms
+  ARGV[3] lease length in ms
+  ARGV[4] limit: the most tasks to return
+  ARGV[5] filter (redisched.filters.to_lua JSON), or "" for none
   ARGV[6] scan budget: how many non-matching candidates may be passed over
   ARGV[7] index that drives the search ("" = the queue itself), ARGV[8..] its values
 
@@ -19,15 +19,10 @@
 --- @include "filter"
 --- @include "candidates"
 
-local token, limit, dedup_batches = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
-local filter = ARGV[4] ~= '' and cjson.decode(ARGV[4]) or nil
-local lease_ms, budget, index_name = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local token, dedup_batches, lease_ms = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local limit, matches, budget, ranges = search_args(4)
 local now = now_us()
 local popped = {}
-
-local function matches(rec)
-  return filter == nil or filter_match(filter, rec)
-end
 
 local function dispatch(rec)
   dequeue(rec)
@@ -37,17 +32,6 @@ local function dispatch(rec)
   set_lease(rec.id, now, lease_ms)
   popped[#popped + 1] = save_record(rec, now, 'pop')
   return #popped < limit
-end
-
-local function driving_ranges()
-  if index_name == '' then
-    return {lex_range(K_QUEUE)}
-  end
-  local ranges = {}
-  for i = 8, #ARGV do
-    ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i])
-  end
-  return ranges
 end
 
 local function pop_dedup_batch()
@@ -70,7 +54,7 @@ if not (dedup_batches and pop_dedup_batch()) then
   if dedup_batches then
     limit = 1
   end
-  scan(driving_ranges(), matches, budget, true, dispatch)
+  scan(ranges, matches, budget, true, dispatch)
 end
 finish(now, #popped > 0)
 return popped

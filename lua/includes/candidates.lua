@@ -57,3 +57,21 @@ local function scan(ranges, matches, budget, removes, take)
     end
   end
 end
+
+-- The search both pop and peek take, from ARGV[first] on: limit, filter (to_lua JSON or ""),
+-- scan budget, the index that drives the search ("" = the queue itself) and its values.
+local function search_args(first)
+  local limit, filter, budget, index_name = tonumber(ARGV[first]), ARGV[first + 1], tonumber(ARGV[first + 2]), ARGV[first + 3]
+  filter = filter ~= '' and cjson.decode(filter) or nil
+  local ranges = {lex_range(K_QUEUE)}
+  if index_name ~= '' then
+    ranges = {}
+    for i = first + 4, #ARGV do
+      ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i])
+    end
+  end
+  local function matches(rec)
+    return filter == nil or filter_match(filter, rec)
+  end
+  return limit, matches, budget, ranges
+end

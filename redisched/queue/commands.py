@@ -148,35 +148,30 @@ class QueueCommands:
         token: str | None = None,
     ) -> ScriptCall[list[TaskRecord]]:
         self.scheduler(scheduler_id)
-        limit = self._limit(limit)
-        plan = _plan(filters_node)
-        if limit == 0 or plan is None:
+        search = self._search(filters_node, limit)
+        if search is None:
             return _NOTHING
-        index_name, values = plan
-        args = [
-            token or secrets.token_hex(8),
-            limit,
-            "1" if scheduler_id == "boefje" else "0",
-            filters.to_lua(filters_node) if filters_node is not None else "",
-            self.dispatch_lease_ms,
-            self.scan_budget,
-            index_name,
-            *values,
-        ]
+        dedup_batches = "1" if scheduler_id == "boefje" else "0"
+        args = [token or secrets.token_hex(8), dedup_batches, self.dispatch_lease_ms, *search]
         return self._call("pop", scheduler_id, args, _parse_records)
 
     def peek(
         self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10
     ) -> ScriptCall[list[TaskRecord]]:
         self.scheduler(scheduler_id)
+        search = self._search(filters_node, limit)
+        return _NOTHING if search is None else self._call("peek", scheduler_id, search, _parse_records)
+
+    def _search(self, filters_node: filters.Node | None, limit: int | None) -> list[Any] | None:
+        """The ARGV tail both pop and peek read (lua/includes/candidates.lua, search_args);
+        None when nothing can match, so no round trip is needed."""
         limit = self._limit(limit)
         plan = _plan(filters_node)
         if limit == 0 or plan is None:
-            return _NOTHING
+            return None
         index_name, values = plan
         lua_filter = filters.to_lua(filters_node) if filters_node is not None else ""
-        args = [limit, lua_filter, self.scan_budget, index_name, *values]
-        return self._call("peek", scheduler_id, args, _parse_records)
+        return [limit, lua_filter, self.scan_budget, index_name, *values]
 
     def _limit(self, limit: int | None) -> int:
         if limit is None:
