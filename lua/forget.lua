@@ -16,6 +16,7 @@ for i = 1, #ARGV, 2 do
   local finished = rec and (rec.status == 'completed' or rec.status == 'failed' or rec.status == 'cancelled')
   if finished and rec.rev == ARGV[i + 1] then
     redis.call('HDEL', K_TASKS, rec.id)
+    redis.call('HDEL', K_DATA, rec.id)
     dropped = dropped + 1
   end
 end

@@ -7,20 +7,20 @@
   KEYS: the queue's keys (redisched/queue/keys.py)
   ARGV[1] task id
   ARGV[2] lease token, or "" for none
-  ARGV[3] JSON object of record fields to set (status, priority, organisation, data,
-          schedule_id, type, hash, created_at); "ix" entries are merged (null = drop)
-  ARGV[4] new priority key (records.priority_key) when the priority changes, else ""
-  ARGV[5] lease length in ms for "dispatched"
-  ARGV[6] lease length in ms for "running"
+  ARGV[3] JSON object of record fields to set (status, priority with its pk, organisation,
+          schedule_id, type, hash, created_at); "ix" entries are merged (null = drop);
+          "data" (a JSON string) replaces the data
+  ARGV[4] lease length in ms for "dispatched"
+  ARGV[5] lease length in ms for "running"
 
-  Returns: the stored record JSON, or an error code
+  Returns: {record JSON, data JSON} as stored, or an error code
     E_NOT_FOUND (not live in this queue), E_STALE_LEASE, E_CONFLICT (back to queued while
     a twin with the same hash is queued).
-  Emits: op=patch rec=<record>
+  Emits: op=patch rec=<record> [data=<data> when it changed]
 ]]
 --- @include "common"
 
-local token, changes, priority_key = ARGV[2], cjson.decode(ARGV[3]), ARGV[4]
+local token, changes = ARGV[2], cjson.decode(ARGV[3])
 local now = now_us()
 local rec = load_record(ARGV[1])
 if not rec then
@@ -30,6 +30,9 @@ if token ~= '' and rec.lease ~= token then
   return E_STALE_LEASE
 end
 
+local new_data = changes.data
+changes.data = nil
+local before = {id = rec.id, hash = rec.hash}
 local was_queued = rec.status == 'queued'
 if was_queued then
   dequeue(rec)
@@ -43,30 +46,29 @@ for field, value in pairs(changes) do
     rec[field] = value
   end
 end
-if priority_key == '' then
-  priority_key = string.sub(rec.order, 1, ORDER_PRIORITY_WIDTH)
-end
-rec.order = priority_key .. rec.created_at .. rec.id
 rec.modified_at = us_string(now)
 
-if rec.status == 'queued' then
-  if queued_twin(rec) then
-    if was_queued then
-      enqueue(load_record(ARGV[1]))
-    end
-    return E_CONFLICT
+if rec.status == 'queued' and queued_twin(rec) then
+  if was_queued then
+    enqueue(load_record(ARGV[1]))
   end
+  return E_CONFLICT
+end
+if rec.hash ~= before.hash then
+  release_hash(before)
+end
+if rec.status == 'queued' then
   redis.call('ZREM', K_LEASES, rec.id)
   rec.lease = nil
   enqueue(rec)
-elseif rec.status == 'dispatched' then
-  set_lease(rec.id, now, tonumber(ARGV[5]))
-elseif rec.status == 'running' then
-  set_lease(rec.id, now, tonumber(ARGV[6]))
+elseif rec.status == 'dispatched' or rec.status == 'running' then
+  set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and ARGV[4] or ARGV[5]))
+  claim_hash_if_free(rec)
 else
   redis.call('ZREM', K_LEASES, rec.id)
   rec.lease = nil
+  release_hash(rec)
 end
-local raw = save_record(rec, now, 'patch')
+local raw = save_record(rec, now, 'patch', new_data)
 finish(now, false)
-return raw
+return {raw, new_data or load_data(rec.id)}

@@ -7,7 +7,7 @@
   ARGV[3] scan budget: how many non-matching candidates may be passed over
   ARGV[4] index that drives the search ("" = the queue itself), ARGV[5..] its values
 
-  Returns: an array of records (JSON), best first.
+  Returns: {record, data, record, data, ...} (JSON), best first.
 ]]
 --- @include "common"
 --- @include "filter"
@@ -17,6 +17,7 @@ local limit, matches, budget, ranges = search_args(1)
 local found = {}
 scan(ranges, matches, budget, false, function(rec)
   found[#found + 1] = cjson.encode(rec)
-  return #found < limit
+  found[#found + 1] = load_data(rec.id)
+  return #found < 2 * limit
 end)
 return found

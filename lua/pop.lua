@@ -12,7 +12,8 @@
   ARGV[6] scan budget: how many non-matching candidates may be passed over
   ARGV[7] index that drives the search ("" = the queue itself), ARGV[8..] its values
 
-  Returns: an array of the popped records (JSON), best first; empty when none matched.
+  Returns: {record, data, record, data, ...} of the popped tasks (JSON), best first;
+  empty when none matched.
   Emits: op=pop rec=<record> per task
 ]]
 --- @include "common"
@@ -31,7 +32,8 @@ local function dispatch(rec)
   rec.lease = token
   set_lease(rec.id, now, lease_ms)
   popped[#popped + 1] = save_record(rec, now, 'pop')
-  return #popped < limit
+  popped[#popped + 1] = load_data(rec.id)
+  return #popped < 2 * limit
 end
 
 local function pop_dedup_batch()

@@ -3,38 +3,41 @@
   schedule, store, index and emit an event, in one step.
 
   KEYS: the queue's keys (redisched/queue/keys.py, all under one hash tag)
-  ARGV[1] record JSON, complete but for created_at, modified_at, order, rev, status
-  ARGV[2] priority key: 20-digit sortable priority (records.priority_key)
+  ARGV[1] record JSON (records.py), complete but for created_at, modified_at, rev, status
+  ARGV[2] data JSON
   ARGV[3] maxsize (0 = unbounded); priority <= 1 always gets in
   ARGV[4] on a queued twin: "" refuse, "replace" replace it, or a combination of
           "updates" (data changed) and "priority" (priority changed), comma separated
-  ARGV[5] "1" when this queue's tasks link to schedules
+  ARGV[5] "1" when this task links to a schedule
   ARGV[6] id for a new schedule, used when no schedule has this hash yet
+  ARGV[7] "1": refuse while any twin is live (queued, dispatched or running), as the
+          schedulers want; "0": only a queued twin refuses, as the API contract says
 
-  Returns: the stored record JSON, or an error code
-    E_CONFLICT when a twin is queued and the options do not allow the change,
+  Returns: {record JSON, data JSON} as stored, or an error code
+    E_CONFLICT when a twin is queued and the options do not allow the change (or is live
+    and ARGV[7] is "1"),
     E_QUEUE_FULL, E_ID_EXISTS.
-  Emits: op=push rec=<record> [sched=new|linked]
+  Emits: op=push rec=<record> data=<data> [sched=new|linked]
 ]]
 --- @include "common"
 
-local rec = cjson.decode(ARGV[1])
-local priority_key, maxsize, twin_policy = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local rec, data = decode_record(ARGV[1]), ARGV[2]
+local maxsize, twin_policy = tonumber(ARGV[3]), ARGV[4]
 local now = now_us()
 
 -- Boefje and normalizer payloads start with their task's id; what a twin shares is the rest.
-local function without_id(data)
-  return (string.gsub(data, '^{"id":"[%x-]+",', '{', 1))
+local function without_id(json)
+  return (string.gsub(json, '^{"id":"[%x-]+",', '{', 1))
 end
 
-local function twin_may_change(twin)
+local function twin_may_change(twin, twin_data)
   if twin_policy == '' then
     return false
   end
   if string.find(twin_policy, 'replace', 1, true) then
     return true
   end
-  local data_changed = without_id(twin.data) ~= without_id(rec.data)
+  local data_changed = without_id(twin_data) ~= without_id(data)
   local priority_changed = twin.priority ~= rec.priority
   return (data_changed and string.find(twin_policy, 'updates', 1, true) ~= nil)
     or (priority_changed and string.find(twin_policy, 'priority', 1, true) ~= nil)
@@ -42,22 +45,21 @@ end
 
 -- A queued twin is updated in place: it keeps its id, created_at and schedule.
 local function update_twin(twin_id)
-  local twin = load_record(twin_id)
-  if not twin_may_change(twin) then
+  local twin, twin_data = load_record(twin_id), load_data(twin_id)
+  if not twin_may_change(twin, twin_data) then
     return E_CONFLICT
   end
   dequeue(twin)
-  if without_id(rec.data) ~= rec.data then
-    twin.data = '{"id":"' .. twin.id .. '",' .. string.sub(without_id(rec.data), 2)
+  if without_id(data) ~= data then
+    twin_data = '{"id":"' .. twin.id .. '",' .. string.sub(without_id(data), 2)
   else
-    twin.data = rec.data
+    twin_data = data
   end
-  twin.priority, twin.ix, twin.modified_at = rec.priority, rec.ix, us_string(now)
-  twin.order = priority_key .. string.sub(twin.order, ORDER_PRIORITY_WIDTH + 1)
+  twin.priority, twin.pk, twin.ix, twin.modified_at = rec.priority, rec.pk, rec.ix, us_string(now)
   enqueue(twin)
-  local raw = save_record(twin, now, 'push')
+  local raw = save_record(twin, now, 'push', twin_data)
   finish(now, true)
-  return raw
+  return {raw, twin_data}
 end
 
 local function link_schedule()
@@ -83,6 +85,9 @@ local twin_id = queued_twin(rec)
 if twin_id then
   return update_twin(twin_id)
 end
+if ARGV[7] == '1' and live_twin(rec) then
+  return E_CONFLICT
+end
 if maxsize > 0 and tonumber(rec.priority) > 1 and redis.call('ZCARD', K_QUEUE) >= maxsize then
   return E_QUEUE_FULL
 end
@@ -94,13 +99,12 @@ local sched = link_schedule()
 rec.status = 'queued'
 rec.created_at = us_string(now)
 rec.modified_at = rec.created_at
-rec.order = priority_key .. rec.created_at .. rec.id
 enqueue(rec)
 local raw
 if sched then
-  raw = save_record(rec, now, 'push', 'sched', sched)
+  raw = save_record(rec, now, 'push', data, 'sched', sched)
 else
-  raw = save_record(rec, now, 'push')
+  raw = save_record(rec, now, 'push', data)
 end
 finish(now, true)
-return raw
+return {raw, data}

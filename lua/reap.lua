@@ -26,6 +26,7 @@ for _, id in ipairs(expired) do
     rec.modified_at = us_string(now)
     if rec.tries >= max_tries or queued_twin(rec) then
       rec.status = 'failed'
+      release_hash(rec)
       failed = failed + 1
     else
       rec.status = 'queued'

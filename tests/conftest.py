@@ -72,3 +72,16 @@ def pg_dsn() -> str:
     yield dsn
     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def no_task_outlives_the_session():
+    """A task still running when the session's loop closes would hang the run (a Redis read
+    can swallow its cancellation): name and cancel the leftovers, and fail loudly."""
+    import asyncio
+
+    yield
+    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in leftovers:
+        print(f"\nleft running after the tests: {task.get_name()} {task.get_coro()}")
+        task.cancel()

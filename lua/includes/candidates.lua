@@ -2,7 +2,7 @@
 -- slices of an index for the values a filter asks for), merging them like a k-way merge.
 -- Each step is one ZRANGE ... BYLEX LIMIT: O(log N), whatever the queue depth.
 
-local ORDER_ID_START = ORDER_PRIORITY_WIDTH + 16 + 1
+local ORDER_ID_START = ORDER_PRIORITY_WIDTH + 16 + 1  -- priority key, created_at, id
 
 local function lex_range(key, value)
   if value == nil then

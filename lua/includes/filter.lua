@@ -2,9 +2,9 @@
 -- redisched/filters.py (its Python evaluate and SQL compiler agree with this file).
 -- node: the decoded JSON of redisched.filters.to_lua (leaf {op, col, path?, val, exact?};
 --       groups {and = {...}}, {or = {...}}, {not = node}).
--- rec:  a task record; priority, created_at and modified_at are decimal strings, data is a
---       JSON string, decoded on first use. The decoded data is cached beside rec, never on it,
---       because the scripts save rec back as it is.
+-- rec:  a task record; priority, created_at and modified_at are decimal strings. Its data is
+--       read (load_data, from common.lua) and decoded on first use, and cached beside rec,
+--       never on it, because the scripts save rec back as it is.
 -- Lua 5.1 + cjson, no globals: this text is prepended to the scripts that use it.
 
 local FILTER_NUMERIC_COLUMNS = {priority = true, created_at = true, modified_at = true}
@@ -88,10 +88,10 @@ local function record_data(rec, exact)
     filter_decoded[rec] = cache
   end
   if exact then
-    cache.exact = cache.exact or restore_empty_arrays(cjson.decode(mark_empty_arrays(rec.data)))
+    cache.exact = cache.exact or restore_empty_arrays(cjson.decode(mark_empty_arrays(load_data(rec.id))))
     return cache.exact
   end
-  cache.plain = cache.plain or cjson.decode(rec.data)
+  cache.plain = cache.plain or cjson.decode(load_data(rec.id))
   return cache.plain
 end
 

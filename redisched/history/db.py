@@ -37,11 +37,22 @@ async def _configure_session(conn: AsyncConnection) -> None:
     await conn.commit()
 
 
+RECONNECT_GIVE_UP_SECONDS = 4.0
+
+
 async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> AsyncConnectionPool:
     """A pool of sessions in UTC (see _configure_session). Opens without waiting:
-    a Postgres that is down is retried in the background, callers time out after ``timeout``."""
+    a Postgres that is down is retried in the background, callers time out after ``timeout``.
+    The pool's reconnect backoff doubles without bound; giving up after a few seconds makes the
+    next caller start a fresh attempt (1 s), so the history resumes soon after an outage."""
     pool = AsyncConnectionPool(
-        dsn, min_size=min_size, max_size=max_size, timeout=timeout, configure=_configure_session, open=False
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
+        configure=_configure_session,
+        open=False,
     )
     await pool.open(wait=False)
     return pool

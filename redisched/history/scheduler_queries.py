@@ -13,6 +13,7 @@ from typing import NamedTuple
 from redisched.errors import Conflict
 from redisched.history.db import queries
 from redisched.history.schedules import ScheduleStore
+from redisched.history.snapshotter import wait_caught_up
 from redisched.history.tasks import TaskStore
 from redisched.models import Schedule, ScheduleCreate, TaskStatus
 
@@ -32,10 +33,13 @@ class SchedulerHistory:
         self.tasks = tasks
         self.schedules = schedules
 
-    async def latest_tasks(self, hashes: Sequence[str]) -> dict[str, TaskState]:
-        """Hash -> the newest task with that hash, for the hashes that have one."""
+    async def latest_tasks(self, hashes: Sequence[str], queue: str = "boefje") -> dict[str, TaskState]:
+        """Hash -> the newest task with that hash, for the hashes that have one. The history
+        is written behind Redis: first wait (bounded) until it holds what the queue did before
+        this call, or a task popped a moment ago would look absent and be created twice."""
         if not hashes:
             return {}
+        await wait_caught_up(self.schedules.redis, self.schedules.prefix, (queue,))
         async with self.tasks.pool.connection() as conn:
             rows = await (await conn.execute(Q["latest_by_hash"], [list(hashes)])).fetchall()
         return {h: TaskState(id_, TaskStatus(status), modified) for h, id_, status, modified in rows}

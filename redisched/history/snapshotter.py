@@ -58,7 +58,8 @@ def decode_events(entries: Iterable[tuple[Any, dict | None]]) -> list[Event]:
     for entry_id, fields in entries:
         fields = {_text(k): v for k, v in (fields or {}).items()}
         try:
-            events.append(Event(_text(fields["op"]), decode_record(fields["rec"]), _text(fields.get("sched"))))
+            record = decode_record(fields["rec"], fields.get("data"))
+            events.append(Event(_text(fields["op"]), record, _text(fields.get("sched"))))
         except (KeyError, msgspec.DecodeError) as exc:
             log.error("skipping unreadable event %s: %r", _text(entry_id), exc)
     return events

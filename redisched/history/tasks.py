@@ -73,12 +73,15 @@ def _live_task(*row: Any) -> LiveTask:
 
 
 def latest_records(events: Iterable[Event]) -> list[TaskRecord]:
-    """The highest-rev record of each task among ``events``."""
+    """The highest-rev record of each task among ``events``; events that did not change the
+    data carry none, so the newest data seen goes along with it."""
     latest: dict[str, TaskRecord] = {}
-    for event in events:
+    for event in sorted(events, key=lambda e: int(e.record.rev)):
         seen = latest.get(event.record.id)
-        if seen is None or int(event.record.rev) > int(seen.rev):
-            latest[event.record.id] = event.record
+        record = event.record
+        if seen is not None and record.data is None and seen.data is not None:
+            record = msgspec.structs.replace(record, data=seen.data)
+        latest[record.id] = record
     return list(latest.values())
 
 

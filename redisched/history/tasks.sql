@@ -1,14 +1,16 @@
 -- name: upsert
 -- A batch of task records (a JSON array, one record per task) into tasks; a stored row is
 -- only replaced by a record with a higher rev. schedule_id is kept only when that schedule
--- exists. Rows go in id order, so concurrent batches lock them in the same order.
+-- exists. Rows go in id order, so concurrent batches lock them in the same order. A record
+-- whose event did not change the data has none: JSON null stands in (NOT NULL is checked
+-- before ON CONFLICT) and the stored data stays.
 INSERT INTO tasks AS t (id, scheduler_id, schedule_id, organisation, priority, status, type, hash,
                         data, created_at, modified_at, tries, rev)
 SELECT r.id, r.scheduler_id, s.id, r.organisation, r.priority, r.status, r.type, r.hash,
-       r.data::jsonb,
+       COALESCE(r.data::jsonb, 'null'::jsonb),
        timestamptz 'epoch' + r.created_at * interval '1 microsecond',
        timestamptz 'epoch' + r.modified_at * interval '1 microsecond',
-       r.tries, r.rev
+       COALESCE(r.tries, 0), r.rev
 FROM json_to_recordset(%s::json) AS r(id uuid, scheduler_id text, schedule_id uuid,
                                       organisation text, priority bigint, status text,
                                       type text, hash text, data text, created_at bigint,
@@ -18,7 +20,8 @@ ORDER BY r.id
 ON CONFLICT (id) DO UPDATE SET
     scheduler_id = EXCLUDED.scheduler_id, schedule_id = EXCLUDED.schedule_id,
     organisation = EXCLUDED.organisation, priority = EXCLUDED.priority,
-    status = EXCLUDED.status, type = EXCLUDED.type, hash = EXCLUDED.hash, data = EXCLUDED.data,
+    status = EXCLUDED.status, type = EXCLUDED.type, hash = EXCLUDED.hash,
+    data = CASE WHEN EXCLUDED.data = 'null'::jsonb THEN t.data ELSE EXCLUDED.data END,
     created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at,
     tries = EXCLUDED.tries, rev = EXCLUDED.rev
 WHERE t.rev < EXCLUDED.rev;

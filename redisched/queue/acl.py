@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Commands the Lua scripts call: Redis checks them against the caller's ACL too.
 SCRIPT_COMMANDS = (
-    "time", "hget", "hset", "hdel", "hexists", "hincrby",
+    "time", "hget", "hset", "hsetnx", "hdel", "hexists", "hincrby",
     "zadd", "zrem", "zrange", "zcard", "zscore",
     "xadd", "xack", "xpending", "xinfo|groups", "xtrim",
 )  # fmt: skip

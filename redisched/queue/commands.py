@@ -17,7 +17,7 @@ import msgspec
 
 from redisched import filters
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
-from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, SchedulerType, parse_payload
+from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, SchedulerType, datetime_to_us, parse_payload
 from redisched.queue.keys import INDEXES, QueueKeys
 from redisched.queue.records import TaskRecord, decode_record, priority_key
 from redisched.queue.scripts import Script, load
@@ -95,9 +95,12 @@ class QueueCommands:
         task_id: uuid.UUID | str | None = None,
         item_scheduler_id: str | None = None,
         link_schedule: bool = True,
+        refuse_live_twin: bool = False,
     ) -> ScriptCall[TaskRecord]:
         """``link_schedule`` False: the task gets no schedule even on a queue that has them
-        (boefjes that run only on object events, ``run_on``)."""
+        (boefjes that run only on object events, ``run_on``). ``refuse_live_twin``: a twin
+        that is dispatched or running refuses the push too (the schedulers' rule; the API's
+        contract lets only a queued twin refuse)."""
         scheduler = self.scheduler(scheduler_id)
         if item_scheduler_id is not None and item_scheduler_id != scheduler_id:
             raise BadRequest("scheduler_id in item does not match the scheduler_id in the path")
@@ -120,20 +123,20 @@ class QueueCommands:
             status="queued",
             type=scheduler_id,
             hash=payload.hash(),
-            data=msgspec.json.encode(payload).decode(),
             created_at="0",
             modified_at="0",
-            order="",
+            pk=priority_key(priority),
             ix=_index_values(organisation, payload),
         )
         options = self.options.get(scheduler_id, QueueOptions())
         args = [
             msgspec.json.encode(record),
-            priority_key(priority),
+            msgspec.json.encode(payload),
             options.maxsize,
             options.twin_policy,
             "1" if scheduler.has_schedules and link_schedule else "0",
             str(uuid.uuid4()),
+            "1" if refuse_live_twin else "0",
         ]
         return self._call("push", scheduler_id, args, _parse_push)
 
@@ -187,12 +190,10 @@ class QueueCommands:
     ) -> ScriptCall[TaskRecord | None]:
         """``changes`` are Task fields (API names and types). Returns None when the task is
         not live in this queue (the caller looks in the history)."""
-        fields, new_priority_key = _record_changes(scheduler_id, changes)
         args = [
             str(task_id),
             token or "",
-            msgspec.json.encode(fields),
-            new_priority_key,
+            msgspec.json.encode(_record_changes(changes)),
             self.dispatch_lease_ms,
             self.running_lease_ms,
         ]
@@ -215,7 +216,8 @@ class QueueCommands:
         return self._call("ack", scheduler_id, [group, *entry_ids], lambda r: r.decode() if isinstance(r, bytes) else r)
 
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
-        args = [msgspec.json.encode(record), self.dispatch_lease_ms, self.running_lease_ms]
+        data, record = record.data, msgspec.structs.replace(record, data=None)
+        args = [msgspec.json.encode(record), data, self.dispatch_lease_ms, self.running_lease_ms]
         return self._call("restore", record.scheduler_id, args, lambda r: bool(r))
 
 
@@ -272,11 +274,8 @@ def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
     return "", []
 
 
-def _record_changes(scheduler_id: str, changes: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    from redisched.models import datetime_to_us
-
+def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    new_priority_key = ""
     ix: dict[str, Any] = {}
     for name, value in changes.items():
         if name in ("id", "scheduler_id", "modified_at"):
@@ -289,7 +288,7 @@ def _record_changes(scheduler_id: str, changes: dict[str, Any]) -> tuple[dict[st
         elif name == "priority":
             if not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
                 raise BadRequest("priority must be a 64-bit integer")
-            fields["priority"], new_priority_key = str(value), priority_key(value)
+            fields["priority"], fields["pk"] = str(value), priority_key(value)
         elif name == "created_at":
             fields["created_at"] = f"{datetime_to_us(value):016d}"
         elif name == "data":
@@ -305,7 +304,7 @@ def _record_changes(scheduler_id: str, changes: dict[str, Any]) -> tuple[dict[st
         if any(isinstance(v, str) and "\0" in v for v in ix.values()):
             raise BadRequest("index values must not contain NUL")
         fields["ix"] = ix
-    return fields, new_priority_key
+    return fields
 
 
 def index_values_of(organisation: str, data: dict[str, Any]) -> dict[str, str]:
@@ -342,7 +341,7 @@ def _raise_for_code(code: int) -> None:
 def _parse_push(reply: Any) -> TaskRecord:
     if isinstance(reply, int):
         _raise_for_code(reply)
-    return decode_record(reply)
+    return decode_record(*reply)
 
 
 def _parse_patch(reply: Any) -> TaskRecord | None:
@@ -352,7 +351,7 @@ def _parse_patch(reply: Any) -> TaskRecord | None:
         raise Conflict("a task with the same hash is already queued")
     if isinstance(reply, int):
         _raise_for_code(reply)
-    return decode_record(reply)
+    return decode_record(*reply)
 
 
 def _parse_extend(reply: int) -> int:
@@ -364,7 +363,8 @@ def _parse_extend(reply: int) -> int:
 
 
 def _parse_records(reply: list[bytes]) -> list[TaskRecord]:
-    return [decode_record(raw) for raw in reply]
+    """{record, data, record, data, ...} as pop and peek return them."""
+    return [decode_record(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
 
 _NOTHING: ScriptCall[list[TaskRecord]] = ScriptCall(None, [], [], lambda _reply: [])

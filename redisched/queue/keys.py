@@ -6,6 +6,7 @@ positions are fixed and every key it touches is declared in KEYS.
 
     <p>:{<q>}:queue      ZSET, all scores 0, member = order key: queued tasks, best first
     <p>:{<q>}:tasks      HASH task id -> task record (JSON, see records.py)
+    <p>:{<q>}:data       HASH task id -> the task's data (JSON, as the API returns it)
     <p>:{<q>}:hashes     HASH dedup hash -> id of the task queued with it
     <p>:{<q>}:leases     ZSET task id scored by lease expiry (ms): dispatched/running tasks
     <p>:{<q>}:events     STREAM one entry per change, read by the snapshotter
@@ -36,7 +37,7 @@ INDEXES: dict[str, tuple[str, str | None]] = {
     "dedup": ("data", "deduplication_key"),
 }
 
-KEY_NAMES = ("queue", "tasks", "hashes", "leases", "events", "meta", "schedules", "dedupq") + tuple(
+KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq") + tuple(
     f"ix:{name}" for name in INDEXES
 )
 

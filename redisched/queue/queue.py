@@ -77,12 +77,13 @@ class TaskQueues:
 
     async def get(self, task_id: uuid.UUID | str) -> TaskRecord | None:
         """The live task with this id, from whichever queue holds it."""
-        raws = await self._each_queue("hget", "tasks", str(task_id))
-        return next((decode_record(raw) for raw in raws if raw is not None), None)
+        replies = await self._each_queue(("tasks", "data"), str(task_id))
+        pairs = zip(replies[0::2], replies[1::2])
+        return next((decode_record(raw, data) for raw, data in pairs if raw is not None), None)
 
     async def locate(self, task_id: uuid.UUID | str) -> str | None:
-        found = await self._each_queue("hexists", "tasks", str(task_id))
-        return next((sid for sid, hit in zip(SCHEDULERS, found) if hit), None)
+        found = await self._each_queue(("tasks",), str(task_id))
+        return next((sid for sid, hit in zip(SCHEDULERS, found) if hit is not None), None)
 
     async def qsize(self, scheduler_id: str) -> int:
         return await self.redis.zcard(self.commands.keys(scheduler_id).queue)
@@ -91,8 +92,10 @@ class TaskQueues:
         value = await self.redis.hget(self.commands.keys(scheduler_id).meta, "last_activity")
         return int(value) if value is not None else None
 
-    async def _each_queue(self, command: str, key_name: str, *args: Any) -> list[Any]:
+    async def _each_queue(self, key_names: tuple[str, ...], field: str) -> list[Any]:
+        """HGET ``field`` of each named hash of every queue, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for sid in SCHEDULERS:
-            getattr(pipe, command)(self.commands.keys(sid).key(key_name), *args)
+            for key_name in key_names:
+                pipe.hget(self.commands.keys(sid).key(key_name), field)
         return await pipe.execute()

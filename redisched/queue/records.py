@@ -1,11 +1,13 @@
 """The task record: how a live task is stored in Redis and carried on the event streams.
 
-One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id). Numbers that may exceed
-2^53 or that Lua's cjson would round (priority, microsecond times) are decimal strings;
-``data`` is the payload's JSON kept as a string so Lua never re-encodes it.
+One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id), fields at their default
+left out. Numbers that may exceed 2^53 or that Lua's cjson would round (priority,
+microsecond times) are decimal strings. The task's ``data`` lives beside it, in
+``<p>:{<q>}:data``, as the API returns it: Lua never decodes or re-encodes it on the pop path.
 
-Each change appends to ``<p>:{<q>}:events`` an entry ``op <op> rec <record JSON>`` and, on a
-push that links a schedule, ``sched new|linked``. ``rev`` (a decimal string, compare it as a
+Each change appends to ``<p>:{<q>}:events`` an entry ``op <op> rec <record JSON>``, with
+``data <data JSON>`` when the data is new or changed and, on a push that links a schedule,
+``sched new|linked``. ``rev`` (a decimal string, compare it as a
 bigint) grows with every change of any task of the queue and never falls behind the clock in
 µs, so applying events out of order or twice is harmless: keep the version with the highest
 rev.
@@ -22,7 +24,7 @@ from redisched.models import Task, TaskStatus, datetime_to_us, us_to_datetime
 PRIORITY_OFFSET = 1 << 63
 
 
-class TaskRecord(msgspec.Struct, kw_only=True):
+class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     scheduler_id: str
     schedule_id: str | None = None
@@ -31,14 +33,18 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     status: str
     type: str
     hash: str | None = None
-    data: str
+    data: str | None = None  # stored apart; None in events that do not change it
     created_at: str
     modified_at: str
-    order: str  # the queue order key (see keys.py)
+    pk: str  # the priority key, first part of the queue order key (see keys.py)
     ix: dict[str, str] = {}  # index name -> value, for the indexes this task is in
     lease: str | None = None  # token of the current lease
     tries: int = 0  # leases that expired
     rev: str = "0"
+
+    @property
+    def order(self) -> str:
+        return f"{self.pk}{self.created_at}{self.id}"
 
     def to_task(self) -> Task:
         return Task(
@@ -60,8 +66,11 @@ _decoder = msgspec.json.Decoder(TaskRecord)
 _encoder = msgspec.json.Encoder()
 
 
-def decode_record(raw: bytes | str) -> TaskRecord:
-    return _decoder.decode(raw)
+def decode_record(raw: bytes | str, data: bytes | str | None = None) -> TaskRecord:
+    record = _decoder.decode(raw)
+    if data is not None:
+        record.data = data.decode() if isinstance(data, bytes) else data
+    return record
 
 
 def encode_record(record: TaskRecord) -> bytes:
@@ -96,7 +105,7 @@ def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecor
         data=data,
         created_at=f"{created_us:016d}",
         modified_at=f"{datetime_to_us(task.modified_at):016d}",
-        order=order_key(task.priority, created_us, str(task.id)),
+        pk=priority_key(task.priority),
         ix=index_values_of(task.organisation, msgspec.json.decode(data)),
         tries=tries,
         rev=rev,

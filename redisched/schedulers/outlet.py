@@ -24,8 +24,9 @@ class TaskOutlet:
     async def push(
         self, scheduler_id: str, organisation: str, payload: Payload, priority: int, *, schedule: bool = True
     ) -> bool:
-        """Queue the task; False when a twin with the same hash is queued. A full queue raises
-        Retryable: the event (or the next round) tries again later."""
+        """Queue the task; False when a twin with the same hash is live (queued, dispatched or
+        running: Redis knows before the history does). A full queue raises Retryable: the
+        event (or the next round) tries again later."""
         try:
             await self.queues.push(
                 scheduler_id,
@@ -34,6 +35,7 @@ class TaskOutlet:
                 priority=priority,
                 task_id=getattr(payload, "id", None),
                 link_schedule=schedule,
+                refuse_live_twin=True,
             )
         except Conflict:
             return False

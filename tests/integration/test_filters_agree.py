@@ -19,11 +19,19 @@ from redisched.filters import FilterError, evaluate, parse_filter_request, to_lu
 from redisched.models import datetime_to_us
 
 FILTER_LUA = (Path(__file__).parents[2] / "lua" / "includes" / "filter.lua").read_text()
-MATCH_ALL_SCRIPT = FILTER_LUA + """
+# In the queue scripts a task's data lives in its own hash (common.lua's load_data); here the
+# records come in ARGV as (record, data) pairs.
+MATCH_ALL_SCRIPT = """
+local DATA = {}
+local function load_data(id)
+  return DATA[id]
+end
+""" + FILTER_LUA + """
 local node = cjson.decode(ARGV[1])
 local matched = {}
-for i = 2, #ARGV do
+for i = 2, #ARGV, 2 do
   local rec = cjson.decode(ARGV[i])
+  DATA[rec.id] = ARGV[i + 1]
   if filter_match(node, rec) then
     matched[#matched + 1] = rec.id
   end
@@ -85,16 +93,15 @@ TASKS = [make_task(i) for i in range(36)]
 TASK_COLUMNS = ["id", "scheduler_id", "schedule_id", "organisation", "priority", "status", "type", "hash"]
 
 
-def redis_record(task: dict) -> bytes:
-    return msgspec.json.encode(
-        {
-            **task,
-            "priority": str(task["priority"]),
-            "data": msgspec.json.encode(task["data"]).decode(),
-            "created_at": str(datetime_to_us(task["created_at"])),
-            "modified_at": str(datetime_to_us(task["modified_at"])),
-        }
-    )
+def redis_record(task: dict) -> list[bytes]:
+    """The task as the queue stores it: its record, then its data."""
+    record = {
+        **{k: v for k, v in task.items() if k != "data"},
+        "priority": str(task["priority"]),
+        "created_at": str(datetime_to_us(task["created_at"])),
+        "modified_at": str(datetime_to_us(task["modified_at"])),
+    }
+    return [msgspec.json.encode(record), msgspec.json.encode(task["data"])]
 
 
 # --- the grid --------------------------------------------------------------------------------
@@ -217,7 +224,7 @@ def lua_match_all(redis_url):
 
     client = redis.Redis.from_url(redis_url)
     script = client.register_script(MATCH_ALL_SCRIPT)
-    records = [redis_record(t) for t in TASKS]
+    records = [part for t in TASKS for part in redis_record(t)]
     yield lambda node: {i.decode() for i in script(args=[to_lua(node), *records])}
     client.close()
 

@@ -186,7 +186,7 @@ async def test_delete_is_idempotent_detaches_tasks_and_clears_the_mirror(store, 
     record = TaskRecord(
         id=str(uuid.uuid4()), scheduler_id="report", schedule_id=str(created.id), organisation="org1",
         priority="1", status="completed", type="report", hash=created.hash,
-        data=msgspec.json.encode(created.data).decode(), created_at="1", modified_at="1", order="", rev="1",
+        data=msgspec.json.encode(created.data).decode(), created_at="1", modified_at="1", pk="", rev="1",
     )
     await tasks.apply([Event("push", record, None)])
     assert (await tasks.get(record.id)).schedule_id == created.id
@@ -226,7 +226,7 @@ def push_event(schedule_id: uuid.UUID | str, scheduler_id: str, data: dict, sche
         id=str(uuid.uuid4()), scheduler_id=scheduler_id, schedule_id=str(schedule_id), organisation="org1",
         priority="1", status="queued", type=scheduler_id, hash=payload_hash(scheduler_id, data),
         data=msgspec.json.encode(data).decode(), created_at="1700000000000000", modified_at="1700000000000000",
-        order="", rev="1",
+        pk="", rev="1",
     )
     return Event("push", record, sched)
 

@@ -18,7 +18,7 @@ from redisched.history.snapshotter import GROUP, Snapshotter, stream_id, wait_ca
 from redisched.history.tasks import TaskStore
 from redisched.models import TaskStatus, payload_hash
 from redisched.queue.keys import QueueKeys
-from redisched.queue.records import TaskRecord, encode_record, order_key
+from redisched.queue.records import TaskRecord, encode_record, priority_key
 
 CLOSED_PORT_DSN = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=1"
 
@@ -77,7 +77,7 @@ class Pusher:
         return TaskRecord(
             id=task_id, scheduler_id=self.keys.queue_id, organisation="o1", priority="7", status="queued",
             type=self.keys.queue_id, hash=payload_hash("boefje", data), data=msgspec.json.encode(data).decode(),
-            created_at=str(now), modified_at=str(now), order=order_key(7, now, task_id), **fields,
+            created_at=str(now), modified_at=str(now), pk=priority_key(7), **fields,
         )
 
     async def emit(self, op: str, record: TaskRecord, status: str | None = None, sched: str | None = None) -> TaskRecord:

@@ -13,7 +13,7 @@ from redisched.history.db import open_pool
 from redisched.history.migrate import migrate
 from redisched.history.tasks import Event, TaskStore
 from redisched.models import STATUSES, TaskStatus, datetime_to_us, us_to_datetime
-from redisched.queue.records import TaskRecord, order_key
+from redisched.queue.records import TaskRecord, priority_key
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def boefje_record(org: str, *, status: str = "queued", rev: int = 1, created_us:
         data=msgspec.json.encode(data).decode(),
         created_at=str(created_us),
         modified_at=str(created_us + rev),
-        order=order_key(10, created_us, task_id),
+        pk=priority_key(10),
         rev=str(rev),
         **fields,
     )

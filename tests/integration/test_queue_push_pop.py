@@ -206,3 +206,19 @@ async def test_unknown_scheduler_and_bad_pushes_raise_and_leave_redis_unchanged(
     with pytest.raises(BadRequest):
         await queues.push("boefje", organisation="a\0b", data=boefje_data(), priority=1)
     assert {k: await backend_redis.dump(k) for k in all_keys} == snapshot
+
+
+async def test_a_dispatched_twin_lets_the_api_push_but_not_a_scheduler(queues):
+    data = boefje_data()
+    await queues.push("boefje", organisation="o", data=data, priority=3)
+    [dispatched] = await queues.pop("boefje")
+    with pytest.raises(Conflict):
+        await queues.push("boefje", organisation="o", data=data, priority=3, refuse_live_twin=True)
+    second = await queues.push("boefje", organisation="o", data=data, priority=3)
+    with pytest.raises(Conflict):  # now a queued twin refuses everyone
+        await queues.push("boefje", organisation="o", data=data, priority=3)
+    await queues.patch(dispatched.id, {"status": "completed"})
+    [popped] = await queues.pop("boefje")
+    assert popped.id == second.id
+    await queues.patch(second.id, {"status": "failed"})
+    assert await queues.push("boefje", organisation="o", data=data, priority=3, refuse_live_twin=True)

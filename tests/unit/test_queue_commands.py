@@ -39,8 +39,9 @@ def test_push_call_carries_a_normalised_record_with_index_values():
     call = commands.push("boefje", organisation="org9", data=data, priority=12)
     record = msgspec.json.decode(call.args[0])
     assert record["ix"] == {"org": "org9", "boefje": "b1", "image": "img"}
-    assert msgspec.json.decode(record["data"])["id"] == record["id"]
-    assert call.args[1:5] == [priority_key(12), 7, "priority", "1"]
+    assert record["pk"] == priority_key(12) and "data" not in record
+    assert msgspec.json.decode(call.args[1])["id"] == record["id"]
+    assert call.args[2:5] == [7, "priority", "1"]
     assert call.keys == QueueKeys("rs", "boefje").all
 
 
@@ -71,5 +72,4 @@ def test_negative_limit_is_a_bad_request_and_zero_needs_no_round_trip():
 def test_patch_changes_are_translated_to_record_fields():
     call = QueueCommands().patch("boefje", "id", {"status": "queued", "priority": 3, "organisation": "o2", "id": "ignored"})
     fields = msgspec.json.decode(call.args[2])
-    assert fields == {"status": "queued", "priority": "3", "organisation": "o2", "ix": {"org": "o2"}}
-    assert call.args[3] == priority_key(3)
+    assert fields == {"status": "queued", "priority": "3", "pk": priority_key(3), "organisation": "o2", "ix": {"org": "o2"}}
