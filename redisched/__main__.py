@@ -1,0 +1,3 @@
+from redisched.cli import main
+
+raise SystemExit(main())

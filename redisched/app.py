@@ -1,0 +1,183 @@
+"""Wiring: from Settings to the running parts (the API's services, the snapshotter, the lease
+reaper, the schedulers). The CLI picks which parts a process runs; nothing here keeps state a
+second process would need, so any number run side by side.
+
+``asgi_app`` is an app factory for any ASGI server (``uvicorn --factory redisched.app:asgi_app``):
+it reads the environment and opens its services in the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import redis.asyncio as aredis
+from starlette.applications import Starlette
+
+from redisched.clients.http import ServiceClients
+from redisched.config import Settings
+from redisched.history.db import open_pool
+from redisched.history.reconcile import Reconciled
+from redisched.history.reconcile import reconcile as reconcile_from_history
+from redisched.history.schedules import ScheduleStore
+from redisched.history.snapshotter import Snapshotter
+from redisched.history.tasks import TaskStore
+from redisched.models import SCHEDULERS
+from redisched.queue.commands import QueueCommands, QueueOptions
+from redisched.queue.queue import TaskQueues
+from redisched.server import Services
+from redisched.server.app import api_app
+
+log = logging.getLogger("redisched")
+
+REDIS_SOCKET_TIMEOUT = 5.0  # an API call to Redis slower than this is a 503 (the long-poll blocks less)
+SHUTDOWN_GRACE_SECONDS = 5.0
+REAP_INTERVAL_SECONDS = 1.0
+REAP_BATCH = 1000
+SCHEDULERS_MODULE = "redisched.schedulers.runner"
+
+Background = Callable[[Services], Awaitable[None]]
+
+
+def queue_commands(settings: Settings) -> QueueCommands:
+    return QueueCommands(
+        prefix=settings.key_prefix,
+        dispatch_lease_ms=settings.dispatch_timeout * 1000,
+        running_lease_ms=settings.lease_running_seconds * 1000,
+        max_tries=settings.max_tries,
+        scan_budget=settings.scan_budget,
+        options={sid: QueueOptions(maxsize=settings.pq_maxsize) for sid in SCHEDULERS},
+    )
+
+
+def open_redis(settings: Settings, socket_timeout: float | None = REDIS_SOCKET_TIMEOUT) -> aredis.Redis:
+    """A client for the API (reads time out: a 503 beats a hung request) or, with
+    ``socket_timeout=None``, for a loop that blocks on streams. On Python 3.11 a read under a
+    socket timeout can swallow a task's cancellation, so blocking loops must not have one."""
+    options = {"socket_timeout": socket_timeout, "socket_connect_timeout": REDIS_SOCKET_TIMEOUT}
+    if settings.redis_cluster:
+        return aredis.RedisCluster.from_url(settings.redis_url, **options)
+    return aredis.Redis.from_url(settings.redis_url, **options)
+
+
+async def open_services(settings: Settings) -> Services:
+    """Connections for ``settings.redis_url`` and ``settings.db_uri`` (both must be set)."""
+    redis = open_redis(settings)
+    pool = await open_pool(settings.db_uri)
+    return Services(
+        settings=settings,
+        redis=redis,
+        queues=TaskQueues(redis, queue_commands(settings)),
+        tasks=TaskStore(pool),
+        schedules=ScheduleStore(pool, redis, settings.key_prefix, grace_period=settings.pq_grace_period),
+        externals=ServiceClients.from_settings(settings),
+    )
+
+
+async def close_services(services: Services) -> None:
+    await services.externals.aclose()
+    await services.tasks.pool.close()
+    await services.redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *background: Background) -> AsyncIterator[Services]:
+    """Services open, and the ``background`` loops running, for the duration of the block."""
+    services = await open_services(settings)
+    tasks = [asyncio.create_task(loop(services), name=loop.__name__) for loop in background]
+    try:
+        yield services
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in stuck:
+                log.warning("%s did not stop within %.0f s", task.get_name(), SHUTDOWN_GRACE_SECONDS)
+        await close_services(services)
+
+
+def build_app(settings: Settings, *background: Background) -> Starlette:
+    """The API whose lifespan opens its services (and runs ``background`` loops alongside)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with running(settings, *background) as services:
+            app.state.services = services
+            yield
+
+    return api_app(settings, lifespan=lifespan)
+
+
+def asgi_app() -> Starlette:
+    return build_app(Settings())
+
+
+# --- background loops ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def loop_redis(settings: Settings) -> AsyncIterator[aredis.Redis]:
+    """A Redis client of a background loop's own, without socket timeout (see open_redis)."""
+    redis = open_redis(settings, socket_timeout=None)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def snapshot(services: Services) -> None:
+    """Follow the queues' event streams into Postgres until cancelled."""
+    async with loop_redis(services.settings) as redis:
+        queues = TaskQueues(redis, services.queues.commands)
+        await Snapshotter(
+            redis,
+            services.tasks,
+            services.schedules,
+            prefix=services.settings.key_prefix,
+            forget=queues.forget_finished,
+        ).run()
+
+
+async def reap_leases(services: Services) -> None:
+    """Every second, take back the tasks whose lease expired (requeued, or failed after
+    ``max_tries``), in bounded batches, until cancelled."""
+    async with loop_redis(services.settings) as redis:
+        queues = TaskQueues(redis, services.queues.commands)
+        while True:
+            for scheduler_id in SCHEDULERS:
+                try:
+                    await _reap_queue(queues, scheduler_id)
+                except Exception:  # Redis away: try again next round
+                    log.exception("reaping %s failed", scheduler_id)
+            await asyncio.sleep(REAP_INTERVAL_SECONDS)
+
+
+async def _reap_queue(queues: TaskQueues, scheduler_id: str) -> None:
+    while True:
+        requeued, failed = await queues.reap(scheduler_id, max_count=REAP_BATCH)
+        if requeued or failed:
+            log.info("%s: expired leases: %d requeued, %d failed", scheduler_id, requeued, failed)
+        if requeued + failed < REAP_BATCH:
+            return
+
+
+async def schedule(services: Services) -> None:
+    """Run the boefje, normalizer and report schedulers, when this build has them."""
+    try:
+        runner = importlib.import_module(SCHEDULERS_MODULE)
+    except ModuleNotFoundError:
+        log.warning("no scheduler runner (%s): the schedulers idle; pushes over HTTP still work", SCHEDULERS_MODULE)
+        return
+    await runner.run(services)
+
+
+# --- one-off commands ------------------------------------------------------------------------
+
+
+async def reconcile(services: Services) -> Reconciled:
+    """After Redis lost data: schedule mirrors and live tasks back from Postgres."""
+    return await reconcile_from_history(services.queues, services.tasks, services.schedules)

@@ -1,0 +1,199 @@
+"""``redisched serve | api | worker | migrate | reconcile | bench``.
+
+serve      API + schedulers + snapshotter + lease reaper in one process (the default setup)
+api        the API only: run as many as you like, side by side (``--workers`` forks more)
+worker     schedulers + snapshotter + lease reaper, no API
+migrate    apply the Postgres migrations
+reconcile  after Redis lost data: put live tasks and schedule mirrors back from Postgres
+bench      the benchmarks (``python -m benchmarks``), when this checkout has them
+
+With no Redis or Postgres URL configured, embedded servers start under the data folder
+(``REDISCHED_DATA_DIR``); migrations run on start then, or when ``DATABASE_MIGRATION=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import uvicorn
+
+from redisched import __version__
+from redisched.app import build_app, reap_leases, reconcile, running, schedule, snapshot
+from redisched.config import Settings
+from redisched.embedded import ensure_servers, redact
+from redisched.history.migrate import migrate
+
+log = logging.getLogger("redisched")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    _configure_logging(settings)
+    return args.run(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redisched", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="command")
+    _http_options(commands.add_parser("serve", help="API, schedulers, snapshotter and reaper in one process")).set_defaults(run=serve)
+    api_parser = _http_options(commands.add_parser("api", help="the API only"))
+    api_parser.add_argument("--workers", type=int, default=1, help="API processes to fork (default 1)")
+    api_parser.set_defaults(run=api)
+    commands.add_parser("worker", help="schedulers, snapshotter and lease reaper").set_defaults(run=worker)
+    commands.add_parser("migrate", help="apply the Postgres migrations").set_defaults(run=migrate_command)
+    commands.add_parser("reconcile", help="restore live tasks from Postgres into Redis").set_defaults(run=reconcile_command)
+    bench = commands.add_parser("bench", help="run the benchmarks")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
+    bench.set_defaults(run=bench_command)
+    return parser
+
+
+def _http_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--host", help="bind address (default SCHEDULER_API_HOST, 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default SCHEDULER_API_PORT, 8000)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    with _backends(settings) as settings:
+        _serve_http(build_app(settings, snapshot, reap_leases, schedule), settings, args)
+    return 0
+
+
+def api(settings: Settings, args: argparse.Namespace) -> int:
+    with _backends(settings) as settings:
+        if args.workers <= 1:
+            _serve_http(build_app(settings), settings, args)
+            return 0
+        os.environ.update(REDISCHED_REDIS_URL=settings.redis_url, SCHEDULER_DB_URI=settings.db_uri)
+        uvicorn.run(
+            "redisched.app:asgi_app", factory=True, workers=args.workers, log_config=None,
+            host=args.host or settings.api_host, port=args.port or settings.api_port, access_log=args.access_log,
+        )  # fmt: skip
+    return 0
+
+
+def worker(settings: Settings, _args: argparse.Namespace) -> int:
+    async def work(settings: Settings) -> None:
+        async with running(settings, snapshot, reap_leases, schedule):
+            log.info("worker running: snapshotter, lease reaper, schedulers")
+            await _until_stopped()
+
+    with _backends(settings) as settings:
+        _run(work(settings))
+    return 0
+
+
+def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
+    with _backends(settings, migrate_on_start=False) as settings:
+        applied = _run(migrate(settings.db_uri))
+    print(f"applied: {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+def reconcile_command(settings: Settings, _args: argparse.Namespace) -> int:
+    async def restore(settings: Settings):
+        async with running(settings) as services:
+            return await reconcile(services)
+
+    with _backends(settings) as settings:
+        result = _run(restore(settings))
+    print(f"restored {result.restored} tasks ({result.present} already live), {result.schedules} schedules mirrored")
+    return 0
+
+
+def bench_command(_settings: Settings, args: argparse.Namespace) -> int:
+    if not (Path.cwd() / "benchmarks").is_dir() and importlib.util.find_spec("benchmarks") is None:
+        print("no benchmarks here: run from a redisched checkout (benchmarks/)", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.bench_args])
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _backends(settings: Settings, *, migrate_on_start: bool = True) -> Iterator[Settings]:
+    """``settings`` with Redis and Postgres URLs: the configured ones, else embedded servers
+    (stopped on exit). Migrations run first when asked, or on an embedded Postgres."""
+    redis_url, db_dsn, servers = ensure_servers(settings)
+    if servers is not None:
+        log.info("embedded servers under %s: redis %s, postgres %s", settings.data_dir, redact(redis_url), redact(db_dsn))
+    try:
+        if migrate_on_start and (settings.db_migrate_on_start or not settings.db_uri):
+            applied = _run(migrate(db_dsn))
+            log.info("migrations applied: %s", ", ".join(applied) or "none (up to date)")
+        yield settings.model_copy(update={"redis_url": redis_url, "db_uri": db_dsn})
+    finally:
+        if servers is not None:
+            servers.stop()
+
+
+def _serve_http(app: object, settings: Settings, args: argparse.Namespace) -> None:
+    """uvicorn (with uvloop and httptools when installed) until SIGINT/SIGTERM."""
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=args.access_log)
+    _exit_on_signals()  # uvicorn re-raises the signal that stopped it: leave through the finally blocks
+    uvicorn.Server(config).run()
+
+
+def _run(coroutine):
+    """Run on uvloop when it is installed."""
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    return asyncio.run(coroutine)
+
+
+def _exit_on_signals() -> None:
+    def leave(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)
+
+
+async def _until_stopped() -> None:
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name}
+        entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(entry).decode()
+
+
+def _configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    if settings.logging_format == "json":
+        handler.setFormatter(_JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, handlers=[handler])
+
+

@@ -1,0 +1,109 @@
+"""The HTTP API: one table of routes (path, method, who may call it, what goes in and out),
+from which the Starlette router, the auth guards and ``/openapi.json`` are all built.
+
+The pop path in three files: ``routes/schedulers.py:pop`` → ``queue/queue.py:TaskQueues.pop``
+→ ``lua/pop.lua``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from redisched.config import Settings
+from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler, ServiceHealth, Task, TaskPatch, TaskPush
+from redisched.server import openapi
+from redisched.server.auth import Endpoint, Role, Tokens, warn_if_open
+from redisched.server.errors import HANDLERS
+from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult
+from redisched.server.routes import schedulers, schedules, service, tasks
+from redisched.server.services import Services
+
+PAGE = {"offset": "integer", "limit": "integer"}
+TASK_QUERY = {"scheduler_id": "string", "organisation": "string", "task_type": "string", "status": "string"}
+TASK_QUERY |= {"min_created_at": "date-time", "max_created_at": "date-time"} | PAGE
+SCHEDULE_QUERY = {"scheduler_id": "string", "organisation": "string", "schedule_hash": "string"}
+SCHEDULE_QUERY |= {"enabled": "boolean", "min_deadline_at": "date-time", "max_deadline_at": "date-time"}
+SCHEDULE_QUERY |= {"min_created_at": "date-time", "max_created_at": "date-time"} | PAGE
+
+
+@dataclass(frozen=True)
+class Api:
+    method: str
+    path: str
+    endpoint: Endpoint
+    role: Role
+    summary: str
+    returns: Any = None  # the response body's type (None: no schema)
+    status: int = 200
+    body: Any = None  # the request body's type; openapi.FILTERS for a FilterRequest
+    body_required: bool = True
+    query: dict[str, str] = field(default_factory=dict)
+
+
+API = [
+    Api("GET", "/", service.root, "admin", "Nothing (mula answers null)"),
+    Api("GET", "/health", service.health, "public", "Health", ServiceHealth, query={"externals": "boolean"}),
+    Api("GET", "/metrics", service.metrics, "admin", "Prometheus metrics"),
+    Api("GET", "/schedulers", schedulers.list_schedulers, "admin", "List schedulers", list[Scheduler]),
+    Api("GET", "/schedulers/{scheduler_id}", schedulers.get_scheduler, "admin", "Get a scheduler", Scheduler),
+    Api("POST", "/schedulers/{scheduler_id}/push", schedulers.push, "admin", "Push a task", Task, 201, TaskPush),
+    Api(
+        "POST", "/schedulers/{scheduler_id}/pop", schedulers.pop, "runner",
+        "Pop tasks (lease token in the X-Lease-Token header; ?wait= long-polls up to 30 s)",
+        PopResult, body=openapi.FILTERS, body_required=False, query={"limit": "integer", "wait": "number"},
+    ),  # fmt: skip
+    Api("GET", "/tasks", tasks.list_tasks, "admin", "List tasks", Paginated[Task], query=TASK_QUERY,
+        body=openapi.FILTERS, body_required=False),  # fmt: skip
+    Api("POST", "/tasks", tasks.list_tasks, "admin", "List tasks", Paginated[Task], query=TASK_QUERY,
+        body=openapi.FILTERS, body_required=False),  # fmt: skip
+    Api("GET", "/tasks/stats", tasks.task_stats, "admin", "Tasks per hour and status (last 24 h)", dict[str, dict[str, int]],
+        query={"scheduler_id": "string", "organisation_id": "string"}),  # fmt: skip
+    Api("GET", "/tasks/{task_id}", tasks.get_task, "runner", "Get a task", Task),
+    Api("PATCH", "/tasks/{task_id}", tasks.patch_task, "runner", "Patch a task", Task, body=TaskPatch),
+    Api("POST", "/tasks/{task_id}/lease", tasks.extend_lease, "runner", "Extend a task's lease (X-Lease-Token)",
+        LeaseExtended, query={"seconds": "number"}),  # fmt: skip
+    Api("GET", "/schedules", schedules.list_schedules, "admin", "List schedules", Paginated[Schedule], query=SCHEDULE_QUERY),
+    Api("POST", "/schedules", schedules.create_schedule, "admin", "Create a schedule", Schedule, 201, ScheduleCreate),
+    Api("POST", "/schedules/search", schedules.search_schedules, "admin", "Search schedules", Paginated[Schedule],
+        body=openapi.FILTERS, query=PAGE),  # fmt: skip
+    Api("GET", "/schedules/{schedule_id}", schedules.get_schedule, "admin", "Get a schedule", Schedule),
+    Api("PATCH", "/schedules/{schedule_id}", schedules.patch_schedule, "admin", "Patch a schedule", Schedule,
+        body=SchedulePatch),  # fmt: skip
+    Api("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "admin", "Delete a schedule", status=204),
+]
+
+
+def create_app(services: Services, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
+    """The API on open ``services``."""
+    app = api_app(services.settings, lifespan=lifespan)
+    app.state.services = services
+    return app
+
+
+def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
+    """The API whose ``lifespan`` puts its services in ``app.state.services``."""
+    tokens = Tokens(settings.admin_tokens, settings.runner_tokens)
+    warn_if_open(tokens)
+    document = openapi.document(API)
+    routes = [Route(api.path, tokens.guard(api.endpoint, api.role), methods=[api.method]) for api in API]
+    routes += [
+        Route("/openapi.json", tokens.guard(_serve(JSON(document)), "admin"), methods=["GET"]),
+        Route("/docs", tokens.guard(_serve(HTMLResponse(openapi.SWAGGER_PAGE)), "admin"), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app.state.max_body_bytes = settings.max_body_bytes
+    return app
+
+
+def _serve(response: Response) -> Endpoint:
+    async def constant(_request: Request) -> Response:
+        return response
+
+    return constant

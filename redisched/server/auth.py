@@ -1,0 +1,92 @@
+"""Optional bearer-token auth. With no token configured every route is open, as in mula (and
+the app logs a loud warning). With any token configured, every route but ``/health`` needs
+one: a runner token opens what the runners call (pop, get a task, patch its status, extend
+its lease), an admin token opens everything."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from redisched.errors import SchedulerError
+
+log = logging.getLogger(__name__)
+
+Role = Literal["public", "runner", "admin"]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Unauthorized(SchedulerError):
+    status_code = 401
+    prefix = "Not authenticated"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(SchedulerError):
+    status_code = 403
+    prefix = "Not enough permissions"
+
+
+class Tokens:
+    def __init__(self, admin: list[str], runner: list[str]) -> None:
+        self.admin = [token.encode() for token in admin if token]
+        self.runner = [token.encode() for token in runner if token]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.admin or self.runner)
+
+    def role_of(self, request: Request) -> Role | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        given = token.strip().encode()
+        if _any_equal(given, self.admin):
+            return "admin"
+        if _any_equal(given, self.runner):
+            return "runner"
+        return None
+
+    def guard(self, endpoint: Endpoint, needs: Role) -> Endpoint:
+        """``endpoint`` behind a check that the caller's role opens it; the role is left in
+        ``request.state.role`` ("admin" for everyone when auth is off)."""
+        if not self.enabled or needs == "public":
+            return endpoint
+
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            role = self.role_of(request)
+            if role is None:
+                raise Unauthorized()
+            if needs == "admin" and role != "admin":
+                raise Forbidden()
+            request.state.role = role
+            return await endpoint(request)
+
+        return guarded
+
+
+def role(request: Request) -> Role:
+    return getattr(request.state, "role", "admin")
+
+
+def _any_equal(given: bytes, tokens: list[bytes]) -> bool:
+    """Compares with every token, in constant time each, so timing tells nothing."""
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given, token)
+    return found
+
+
+def warn_if_open(tokens: Tokens) -> None:
+    if not tokens.enabled:
+        log.warning(
+            "AUTH IS OFF: every route answers anyone who can reach it (as mula did). "
+            "Set REDISCHED_ADMIN_TOKENS / REDISCHED_RUNNER_TOKENS to require bearer tokens."
+        )

@@ -1,0 +1,176 @@
+"""What a route reads from a request: the body (bounded, decoded with msgspec into a Struct or
+a FilterRequest tree), query parameters and path ids, each failing as mula does (a 422 in
+FastAPI's shape, a 400 for a bad filter)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from redisched import filters
+from redisched.errors import BadRequest, SchedulerError
+from redisched.server.validation import InvalidRequest, enum_error, error, from_msgspec, json_invalid, missing, uuid_error
+
+T = TypeVar("T")
+
+DATETIME_FIELDS = ("created_at", "modified_at", "deadline_at")
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+class PayloadTooLarge(SchedulerError):
+    status_code = 413
+    prefix = "Request body too large"
+
+
+# --- body ----------------------------------------------------------------------------------
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refused (413) beyond ``max_body_bytes`` before it is all read."""
+    limit = request.app.state.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"more than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, *, required: bool) -> Any:
+    """The decoded JSON body; None when absent (422 ``missing`` if required)."""
+    body = await read_body(request)
+    if not body.strip():
+        if required:
+            raise InvalidRequest([missing(["body"])])
+        return None
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest([json_invalid(exc)]) from None
+
+
+async def struct_body(request: Request, target: type[T]) -> T:
+    """The body as a ``target`` Struct. Datetimes may be any ISO-8601 (date-only, naive = UTC)."""
+    document = await json_body(request, required=True)
+    if isinstance(document, dict):
+        document = _iso_datetimes(document)
+    try:
+        return msgspec.convert(document, target, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest([from_msgspec(exc, document, target)]) from None
+
+
+async def filter_body(request: Request, target: str = "tasks", *, required: bool = False) -> filters.Node | None:
+    """The FilterRequest body as a filter tree for ``target`` ("tasks" or "schedules"); None
+    when it constrains nothing. ``required``: a body with a ``filters`` key must be sent."""
+    document = await json_body(request, required=required)
+    if required and not (isinstance(document, dict) and "filters" in document):
+        raise InvalidRequest([missing(["body", "filters"], document)])
+    return filters.parse_filter_request(document, target)
+
+
+def _iso_datetimes(document: dict[str, Any]) -> dict[str, Any]:
+    parsed = {name: parse_datetime(document[name]) for name in DATETIME_FIELDS if isinstance(document.get(name), str)}
+    return {**document, **{name: value for name, value in parsed.items() if value is not None}}
+
+
+def parse_datetime(text: str) -> datetime | None:
+    """Any ISO-8601 date or datetime, naive meaning UTC; None when it is not one."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+# --- query and path ------------------------------------------------------------------------
+
+
+def query_int(request: Request, name: str, default: int | None = None, *, minimum: int | None = None) -> int | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        message = "Input should be a valid integer, unable to parse string as an integer"
+        raise InvalidRequest([error("int_parsing", ["query", name], message, text)]) from None
+    if minimum is not None and value < minimum:
+        message = f"Input should be greater than or equal to {minimum}"
+        raise InvalidRequest([error("greater_than_equal", ["query", name], message, text, ge=minimum)])
+    return value
+
+
+def query_float(request: Request, name: str, default: float) -> float:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        message = "Input should be a valid number, unable to parse string as a number"
+        raise InvalidRequest([error("float_parsing", ["query", name], message, text)]) from None
+
+
+def query_bool(request: Request, name: str, default: bool | None = None) -> bool | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    message = "Input should be a valid boolean, unable to interpret input"
+    raise InvalidRequest([error("bool_parsing", ["query", name], message, text)])
+
+
+def query_datetime(request: Request, name: str) -> datetime | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    value = parse_datetime(text)
+    if value is None:
+        message = "Input should be a valid datetime or date"
+        raise InvalidRequest([error("datetime_from_date_parsing", ["query", name], message, text)])
+    return value
+
+
+def query_enum(request: Request, name: str, kind: type[enum.Enum]) -> Any:
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        return kind(text).value
+    except ValueError:
+        raise InvalidRequest([enum_error(["query", name], text, kind)]) from None
+
+
+def path_uuid(request: Request, name: str) -> uuid.UUID:
+    text = request.path_params[name]
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidRequest([uuid_error(["path", name], text)]) from None
+
+
+def query_range(request: Request, column: str) -> tuple[datetime | None, datetime | None]:
+    """``min_<column>`` and ``max_<column>``, inclusive; 400 when min > max."""
+    low, high = query_datetime(request, f"min_{column}"), query_datetime(request, f"max_{column}")
+    if low is not None and high is not None and low > high:
+        raise BadRequest(f"min_{column} must be less than max_{column}")
+    return low, high
+
+
+def page(request: Request) -> tuple[int, int]:
+    """``offset`` (default 0) and ``limit`` (default 10)."""
+    return query_int(request, "offset", 0, minimum=0), query_int(request, "limit", 10, minimum=0)

@@ -1,0 +1,86 @@
+"""``/``, ``/health`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from starlette.requests import Request
+from starlette.responses import Response
+
+from redisched import __version__
+from redisched.models import SCHEDULERS, STATUSES, ServiceHealth
+from redisched.server.inputs import query_bool
+from redisched.server.responses import JSON
+from redisched.server.services import Services, services
+
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+async def root(_request: Request) -> JSON:
+    return JSON(None)
+
+
+async def health(request: Request) -> JSON:
+    """mula's health; with ``?externals=true`` also Katalogus, Octopoes and Bytes in
+    ``externals``, and our own Redis and Postgres in ``results`` (``healthy`` follows them)."""
+    if not query_bool(request, "externals", False):
+        return JSON(ServiceHealth(version=__version__))
+    externals, own = await asyncio.gather(services(request).externals.health(), _own_dependencies(services(request)))
+    healthy = all(result.healthy for result in own)
+    return JSON(ServiceHealth(version=__version__, healthy=healthy, results=own, externals=externals))
+
+
+async def metrics(request: Request) -> Response:
+    """Process metrics plus the queue gauges, computed at scrape time: a ZCARD per queue and
+    the status counters Postgres keeps (no table scan)."""
+    svc = services(request)
+    qsizes = await asyncio.gather(*(svc.queues.qsize(sid) for sid in SCHEDULERS))
+    status_counts = await svc.tasks.status_counts()
+    body = generate_latest(REGISTRY) + generate_latest(_Scrape(_queue_metrics(qsizes, status_counts)))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _queue_metrics(qsizes: list[int], status_counts: dict[tuple[str, str], int]) -> list[Metric]:
+    qsize = GaugeMetricFamily("scheduler_qsize", "Tasks queued now", labels=["scheduler_id"])
+    for scheduler_id, size in zip(SCHEDULERS, qsizes):
+        qsize.add_metric([scheduler_id], size)
+    counts = GaugeMetricFamily(
+        "scheduler_task_status_counts", "Tasks per status (history)", labels=["scheduler_id", "status"]
+    )
+    for scheduler_id in SCHEDULERS:
+        for status in STATUSES:
+            counts.add_metric([scheduler_id, status], status_counts.get((scheduler_id, status), 0))
+    return [qsize, counts]
+
+
+class _Scrape:
+    """Metrics computed for one scrape, in the shape ``generate_latest`` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+async def _own_dependencies(svc: Services) -> list[ServiceHealth]:
+    redis_ok, postgres_ok = await asyncio.gather(_probe(svc.redis.ping()), _probe(_postgres_answers(svc)))
+    return [
+        ServiceHealth(service="redis", healthy=redis_ok, version=""),
+        ServiceHealth(service="postgres", healthy=postgres_ok, version=""),
+    ]
+
+
+async def _postgres_answers(svc: Services) -> bool:
+    async with svc.tasks.pool.connection(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+        await conn.execute("SELECT 1")
+    return True
+
+
+async def _probe(check) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check, PROBE_TIMEOUT_SECONDS))
+    except Exception:
+        return False

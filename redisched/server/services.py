@@ -1,0 +1,39 @@
+"""What the routes run on, built once per process by ``redisched.app`` and kept in
+``app.state.services``. Nothing here holds state of its own: any number of API processes
+serve side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from redisched.clients.http import ServiceClients
+from redisched.config import Settings
+from redisched.history.schedules import ScheduleStore
+from redisched.history.snapshotter import wait_caught_up
+from redisched.history.tasks import TaskStore
+from redisched.models import SCHEDULERS
+from redisched.queue.queue import TaskQueues
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    queues: TaskQueues
+    tasks: TaskStore
+    schedules: ScheduleStore
+    externals: ServiceClients
+    read_wait_seconds: float = 1.0  # how long a history read waits for the snapshotter
+
+    async def history_caught_up(self, scheduler_id: str | None = None) -> None:
+        """Let Postgres catch up with every queue change acknowledged before this call (bounded:
+        after ``read_wait_seconds`` the read goes ahead on what Postgres has)."""
+        queues = [scheduler_id] if scheduler_id in SCHEDULERS else list(SCHEDULERS)
+        await wait_caught_up(self.redis, self.queues.commands.prefix, queues, timeout=self.read_wait_seconds)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services

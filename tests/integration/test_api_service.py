@@ -1,0 +1,83 @@
+"""``/``, ``/health``, ``/metrics``, ``/openapi.json``, unknown routes, body size and backend
+outages."""
+
+from __future__ import annotations
+
+import httpx
+
+from redisched.app import close_services, open_services
+from redisched.server import create_app
+from tests.acceptance.harness import api, api_client, boefje_push, db_dsn, settings, template_db  # noqa: F401
+
+
+async def test_root_is_null(api):
+    response = await api.get("/")
+    assert response.status_code == 200 and response.content == b"null"
+    assert response.headers["content-type"] == "application/json"
+
+
+async def test_health_is_mulas_shape(api):
+    health = (await api.get("/health")).json()
+    assert health == {"service": "scheduler", "healthy": True, "version": health["version"], "additional": None,
+                      "results": [], "externals": {}}  # fmt: skip
+
+
+async def test_health_with_externals_probes_services_and_our_backends(api):
+    health = (await api.get("/health", params={"externals": "true"})).json()
+    assert health["externals"] == {"katalogus": False, "octopoes": False, "bytes": False}  # not configured here
+    assert [(r["service"], r["healthy"]) for r in health["results"]] == [("redis", True), ("postgres", True)]
+    assert health["healthy"] is True
+
+
+async def test_metrics_has_the_dashboard_gauges(api):
+    await api.post("/schedulers/boefje/push", json=boefje_push("Hostname|internet|m.example"))
+    response = await api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'scheduler_qsize{scheduler_id="boefje"} 1.0' in response.text
+    assert 'scheduler_task_status_counts{scheduler_id="boefje",status="queued"}' in response.text
+
+
+async def test_openapi_describes_every_route(api):
+    document = (await api.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    pop = document["paths"]["/schedulers/{scheduler_id}/pop"]["post"]
+    assert pop["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PopResult"}
+    assert {"Task", "TaskPush", "TaskPatch", "Schedule", "ScheduleCreate", "FilterRequest"} <= set(document["components"]["schemas"])
+    assert len([op for path in document["paths"].values() for op in path]) == 19
+    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_unknown_route_and_method(api):
+    missing = await api.get("/nope")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    wrong = await api.delete("/schedulers")
+    assert wrong.status_code == 405 and wrong.json() == {"detail": "Method Not Allowed"}
+
+
+async def test_a_body_over_the_limit_is_413(settings):
+    async with api_client(settings.model_copy(update={"max_body_bytes": 1000})) as api:
+        body = boefje_push("Hostname|internet|big.example", padding="x" * 2000)
+        response = await api.post("/schedulers/boefje/push", json=body)
+        assert response.status_code == 413
+        assert response.json()["detail"].startswith("Request body too large")
+        chunked = await api.post("/schedulers/boefje/push", content=_chunks(b"x" * 2000))
+        assert chunked.status_code == 413
+
+
+async def test_redis_unreachable_is_503_with_retry_after(settings):
+    services = await open_services(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    try:
+        transport = httpx.ASGITransport(app=create_app(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
+            response = await api.post("/schedulers/boefje/pop")
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["detail"].startswith("Service unavailable")
+    finally:
+        await close_services(services)
+
+
+async def _chunks(data: bytes):
+    for start in range(0, len(data), 500):
+        yield data[start : start + 500]
