@@ -1,9 +1,11 @@
 --[[
   Pop the best queued tasks that match a filter: mark them dispatched, lease them and emit
-  an event, in one step, so no task is ever handed out twice.
+  an event, in one step, so no task is ever handed out twice. Several identical pop
+  requests (an API process merges concurrent ones) are served one after the other, each
+  with its own lease token, as if they had come in one by one.
 
   KEYS: the queue's keys (redisched/queue/keys.py)
-  ARGV[1] lease token for this pop
+  ARGV[1] the requests' lease tokens, comma separated: one request per token
   ARGV[2] "1" for the boefje rule: the best matching task that has a deduplication key
           brings its batch (same key, up to limit); without one, at most one task is popped
   ARGV[3] lease length in ms
@@ -12,18 +14,18 @@
   ARGV[6] scan budget: how many non-matching candidates may be passed over
   ARGV[7] index that drives the search ("" = the queue itself), ARGV[8..] its values
 
-  Returns: {record, data, record, data, ...} of the popped tasks (JSON), best first;
-  empty when none matched.
+  Returns: per request, in token order: its count n, then n pairs record, data (JSON) of
+  its tasks, best first: {n1, rec, data, ..., n2, rec, data, ...}.
   Emits: op=pop rec=<record> per task
 ]]
 --- @include "common"
 --- @include "filter"
 --- @include "candidates"
 
-local token, dedup_batches, lease_ms = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
-local limit, matches, budget, ranges = search_args(4)
+local dedup_batches, lease_ms = ARGV[2] == '1', tonumber(ARGV[3])
+local request_limit, matches, budget, ranges = search_args(4)
 local now = now_us()
-local popped = {}
+local replies, token, limit, taken = {}, nil, nil, 0
 
 local function dispatch(rec)
   dequeue(rec)
@@ -31,9 +33,10 @@ local function dispatch(rec)
   rec.modified_at = us_string(now)
   rec.lease = token
   set_lease(rec.id, now, lease_ms)
-  popped[#popped + 1] = save_record(rec, now, 'pop')
-  popped[#popped + 1] = load_data(rec.id)
-  return #popped < 2 * limit
+  replies[#replies + 1] = save_record(rec, now, 'pop')
+  replies[#replies + 1] = load_data(rec.id)
+  taken = taken + 1
+  return taken < limit
 end
 
 local function pop_dedup_batch()
@@ -52,11 +55,23 @@ local function pop_dedup_batch()
   return true
 end
 
-if not (dedup_batches and pop_dedup_batch()) then
-  if dedup_batches then
-    limit = 1
+local function serve(request_token)
+  token, limit, taken = request_token, request_limit, 0
+  local count_at = #replies + 1
+  replies[count_at] = 0
+  if not (dedup_batches and pop_dedup_batch()) then
+    if dedup_batches then
+      limit = 1
+    end
+    scan(ranges, matches, budget, true, dispatch)
   end
-  scan(ranges, matches, budget, true, dispatch)
+  replies[count_at] = taken
+  return taken
 end
-finish(now, #popped > 0)
-return popped
+
+local served = 0
+for request_token in string.gmatch(ARGV[1], '[^,]+') do
+  served = served + serve(request_token)
+end
+finish(now, served > 0)
+return replies

@@ -59,8 +59,13 @@ def open_redis(settings: Settings, socket_timeout: float | None = REDIS_SOCKET_T
     socket timeout can swallow a task's cancellation, so blocking loops must not have one."""
     options = {"socket_timeout": socket_timeout, "socket_connect_timeout": REDIS_SOCKET_TIMEOUT}
     if settings.redis_cluster:
-        return aredis.RedisCluster.from_url(settings.redis_url, **options)
-    return aredis.Redis.from_url(settings.redis_url, **options)
+        return aredis.RedisCluster.from_url(settings.redis_url, max_connections=settings.redis_max_connections, **options)
+    # Callers past the pool's size wait their turn (a long-poll holds a connection) instead
+    # of failing with "Too many connections".
+    pool = aredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=REDIS_SOCKET_TIMEOUT, **options
+    )
+    return aredis.Redis(connection_pool=pool)
 
 
 async def open_services(settings: Settings) -> Services:

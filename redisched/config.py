@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # --- redisched's own ---------------------------------------------------------------------
     redis_url: str | None = Field(None, validation_alias=_env("REDISCHED_REDIS_URL"))
     redis_cluster: bool = Field(False, validation_alias=_env("REDISCHED_REDIS_CLUSTER"))
+    # Connections per process (per node on a cluster); callers past it wait for one.
+    redis_max_connections: int = Field(512, validation_alias=_env("REDISCHED_REDIS_MAX_CONNECTIONS"))
     key_prefix: str = Field("rs", validation_alias=_env("REDISCHED_KEY_PREFIX"))
     data_dir: Path = Field(Path(".data"), validation_alias=_env("REDISCHED_DATA_DIR"))
     # A popped task not PATCHed to running within this many seconds goes back on its queue.

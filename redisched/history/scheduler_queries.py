@@ -28,6 +28,13 @@ class TaskState(NamedTuple):
     modified_at: datetime
 
 
+CATCH_UP_SECONDS = 5.0
+
+
+class HistoryBehind(Exception):
+    """The snapshotter lags too far to judge on the history now; try again later."""
+
+
 class SchedulerHistory:
     def __init__(self, tasks: TaskStore, schedules: ScheduleStore) -> None:
         self.tasks = tasks
@@ -36,10 +43,12 @@ class SchedulerHistory:
     async def latest_tasks(self, hashes: Sequence[str], queue: str = "boefje") -> dict[str, TaskState]:
         """Hash -> the newest task with that hash, for the hashes that have one. The history
         is written behind Redis: first wait (bounded) until it holds what the queue did before
-        this call, or a task popped a moment ago would look absent and be created twice."""
+        this call, or a task popped a moment ago would look absent and be created twice.
+        Raises HistoryBehind when it does not catch up in time: decide later, not on old news."""
         if not hashes:
             return {}
-        await wait_caught_up(self.schedules.redis, self.schedules.prefix, (queue,))
+        if not await wait_caught_up(self.schedules.redis, self.schedules.prefix, (queue,), timeout=CATCH_UP_SECONDS):
+            raise HistoryBehind(f"the history of {queue} is more than {CATCH_UP_SECONDS} s behind")
         async with self.tasks.pool.connection() as conn:
             rows = await (await conn.execute(Q["latest_by_hash"], [list(hashes)])).fetchall()
         return {h: TaskState(id_, TaskStatus(status), modified) for h, id_, status, modified in rows}

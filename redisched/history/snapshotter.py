@@ -250,3 +250,22 @@ async def wait_caught_up(
         if waiting:
             await asyncio.sleep(poll)
     return True
+
+
+async def backlog_seconds(redis: aredis.Redis, prefix: str, queues: Iterable[str] = QUEUES) -> dict[str, float]:
+    """Per queue, how far the history is behind: the age gap between the newest event and the
+    last one applied (0 when caught up). For /metrics: any process can answer it."""
+    streams = [QueueKeys(prefix, queue) for queue in queues]
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys in streams:
+            pipe.xrevrange(keys.events, count=1)
+            pipe.hget(keys.meta, "applied")
+        replies = await pipe.execute()
+    backlog = {}
+    for keys, newest, applied in zip(streams, replies[0::2], replies[1::2]):
+        behind = 0.0
+        if newest and (applied is None or stream_id(applied) < stream_id(newest[0][0])):
+            applied_ms = stream_id(applied)[0] if applied is not None else stream_id(newest[0][0])[0]
+            behind = max(0.0, (stream_id(newest[0][0])[0] - applied_ms) / 1000)
+        backlog[keys.queue_id] = behind
+    return backlog

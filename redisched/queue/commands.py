@@ -33,12 +33,16 @@ E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE = -1, -2, -3, 
 
 @dataclass(frozen=True)
 class ScriptCall(Generic[T]):
-    """One script run. ``script`` None: the answer is known without Redis (parse(None))."""
+    """One script run. ``script`` None: the answer is known without Redis (parse(None)).
+    Calls with the same ``merge_key`` may run as one script run: their first argument (the
+    lease token) joined by commas; ``split`` cuts the reply back into one reply per call."""
 
     script: Script | None
     keys: list[str]
     args: list[Any]
     parse: Callable[[Any], T]
+    merge_key: tuple[Any, ...] | None = None
+    split: Callable[[list[Any]], list[list[Any]]] | None = None
 
 
 @dataclass
@@ -156,7 +160,9 @@ class QueueCommands:
             return _NOTHING
         dedup_batches = "1" if scheduler_id == "boefje" else "0"
         args = [token or secrets.token_hex(8), dedup_batches, self.dispatch_lease_ms, *search]
-        return self._call("pop", scheduler_id, args, _parse_records)
+        keys = self.keys(scheduler_id).all
+        merge_key = (keys[0], *args[1:])
+        return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies)
 
     def peek(
         self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10
@@ -260,18 +266,20 @@ def _index_values(organisation: str, payload: Any) -> dict[str, str]:
 
 
 def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
-    """Which index drives the search, and for which values. None: nothing can match."""
+    """Which index drives the search, and for which values: the indexed term with the fewest
+    values (each value is one range to merge), the more selective index on a tie. None:
+    nothing can match."""
     if node is None:
         return "", []
-    terms = {}
+    terms: dict[str, set[str]] = {}
     for column, path, _op, values in filters.index_terms(node):
         name = _INDEX_BY_PATH.get((column, path))
         if name is not None and name != "dedup":
-            terms[name] = sorted(set(values)) if name not in terms else sorted(set(terms[name]) & set(values))
-    for name in DRIVING_INDEX_PREFERENCE:
-        if name in terms:
-            return (name, terms[name]) if terms[name] else None
-    return "", []
+            terms[name] = terms[name] & set(values) if name in terms else set(values)
+    if not terms:
+        return "", []
+    name = min(terms, key=lambda n: (len(terms[n]), DRIVING_INDEX_PREFERENCE.index(n)))
+    return (name, sorted(terms[name])) if terms[name] else None
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +368,20 @@ def _parse_extend(reply: int) -> int:
     if reply < 0:
         _raise_for_code(reply)
     return reply
+
+
+def split_pop_replies(reply: list[Any]) -> list[list[Any]]:
+    """A merged pop's reply, {n1, rec, data, ..., n2, ...}, cut per request."""
+    parts, i = [], 0
+    while i < len(reply):
+        end = i + 1 + 2 * int(reply[i])
+        parts.append(reply[i:end])
+        i = end
+    return parts
+
+
+def _parse_pop(reply: list[Any]) -> list[TaskRecord]:
+    return _parse_records(reply[1:])
 
 
 def _parse_records(reply: list[bytes]) -> list[TaskRecord]:

@@ -16,9 +16,10 @@ positions are fixed and every key it touches is declared in KEYS.
                          boefje id, oci image, dedup key)
     <p>:{<q>}:dedupq     ZSET like queue, only tasks with a deduplication_key
 
-Outside the queues, one key per organisation for the boefje scheduler:
+Outside the queues, for the schedulers:
 
     <p>:scheduler:boefjes-seen:<org>  SET of boefje ids already swept for that organisation
+    <p>:scheduler:handling:<sha1>     STRING, set while a message with that body is handled
 
 Order key = 20-digit (priority + 2^63) ++ 16-digit created_at µs ++ task id: byte order is
 (priority, created_at) order for any signed 64-bit priority, so ZSET lex order is queue order.
@@ -69,3 +70,7 @@ class QueueKeys:
 
 def boefjes_seen_key(prefix: str, organisation: str) -> str:
     return f"{prefix}:scheduler:boefjes-seen:{organisation}"
+
+
+def handling_key(prefix: str, body_digest: str) -> str:
+    return f"{prefix}:scheduler:handling:{body_digest}"

@@ -12,6 +12,7 @@ from redis.exceptions import NoScriptError
 from redisched import filters
 from redisched.models import SCHEDULERS
 from redisched.queue.commands import QueueCommands, ScriptCall
+from redisched.queue.pipeliner import Pipeliner
 from redisched.queue.records import TaskRecord, decode_record
 
 T = TypeVar("T")
@@ -35,9 +36,13 @@ class TaskQueues:
     def __init__(self, redis: Redis | RedisCluster, commands: QueueCommands | None = None) -> None:
         self.redis = redis
         self.commands = commands or QueueCommands()
+        # Concurrent calls share round trips on one Redis; a cluster client routes each call.
+        self._pipeliner = None if isinstance(redis, RedisCluster) else Pipeliner(redis)
 
     async def run(self, call: ScriptCall[T]) -> T:
-        return await run_script(self.redis, call)
+        if call.script is None or self._pipeliner is None:
+            return await run_script(self.redis, call)
+        return await self._pipeliner.run(call)
 
     async def push(self, scheduler_id: str, **task: Any) -> TaskRecord:
         return await self.run(self.commands.push(scheduler_id, **task))

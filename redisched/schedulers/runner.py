@@ -32,11 +32,13 @@ from redisched.clients.amqp import (
     json_handler,
 )
 from redisched.clients.http import ServiceClients, ServiceUnavailable
+from redisched.history.scheduler_queries import HistoryBehind
 from redisched.config import Settings
 from redisched.history.scheduler_queries import SchedulerHistory
 from redisched.models import utcnow
 from redisched.queue.queue import TaskQueues
 from redisched.schedulers.boefje import BoefjeScheduler
+from redisched.schedulers.exclusive import MessageLocks
 from redisched.schedulers.context import Clock, SchedulerContext
 from redisched.schedulers.normalizer import NormalizerScheduler
 from redisched.schedulers.outlet import TaskOutlet
@@ -70,8 +72,10 @@ class SchedulerRunner:
         mutations_queue: str = SCAN_PROFILE_MUTATIONS,
         raw_files_queue: str = RAW_FILE_RECEIVED,
         listener_options: dict[str, Any] | None = None,
+        locks: MessageLocks | None = None,
     ) -> None:
         missing = set(unconfigured)
+        self.locks = locks
         self.boefje = BoefjeScheduler(ctx, seen) if missing.isdisjoint(BOEFJE_NEEDS) else None
         self.normalizer = NormalizerScheduler(ctx) if missing.isdisjoint(NORMALIZER_NEEDS) else None
         self.report = ReportScheduler(ctx)
@@ -97,9 +101,9 @@ class SchedulerRunner:
         """Queue name -> message handler, for the schedulers that are not idle."""
         found = {}
         if self.boefje is not None:
-            found[self.mutations_queue] = _handler(ScanProfileMutation, self.boefje.handle_mutation)
+            found[self.mutations_queue] = _handler(ScanProfileMutation, self.boefje.handle_mutation, self.locks)
         if self.normalizer is not None:
-            found[self.raw_files_queue] = _handler(RawFileReceived, self.normalizer.handle_raw_file)
+            found[self.raw_files_queue] = _handler(RawFileReceived, self.normalizer.handle_raw_file, self.locks)
         return found
 
     async def start(self) -> None:
@@ -161,6 +165,7 @@ def build_schedulers(
     return SchedulerRunner(
         ctx,
         SeenBoefjes(queues.redis, queues.commands.prefix),
+        locks=MessageLocks(queues.redis, queues.commands.prefix),
         unconfigured=clients.unconfigured(),
         amqp_url=settings.amqp_uri,
         prefetch_count=settings.rabbitmq_prefetch_count,
@@ -211,14 +216,25 @@ async def supervise(name: str, step: Step, interval: float) -> None:
         await asyncio.sleep(delay)
 
 
-def _handler(model: type[M], handle: Callable[[M], Awaitable[None]]) -> Callable[[bytes], Awaitable[None]]:
+def _handler(
+    model: type[M], handle: Callable[[M], Awaitable[None]], locks: MessageLocks | None
+) -> Callable[[bytes], Awaitable[None]]:
     """A listener handler for ``handle``. An outage of a service it needs is Retryable: the
-    listener holds the message and tries again instead of dead-lettering it."""
+    listener holds the message and tries again instead of dead-lettering it. With ``locks``,
+    a message is handled by one handler at a time (see exclusive.py)."""
 
     async def handle_or_retry(message: M) -> None:
         try:
             await handle(message)
-        except (ServiceUnavailable, psycopg.OperationalError) as exc:
+        except (ServiceUnavailable, psycopg.OperationalError, HistoryBehind) as exc:
             raise Retryable(str(exc)) from exc
 
-    return json_handler(model, handle_or_retry)
+    decoded = json_handler(model, handle_or_retry)
+    if locks is None:
+        return decoded
+
+    async def handle_alone(body: bytes) -> None:
+        async with locks.holding(body):
+            await decoded(body)
+
+    return handle_alone

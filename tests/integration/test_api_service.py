@@ -36,6 +36,20 @@ async def test_metrics_has_the_dashboard_gauges(api):
     assert response.headers["content-type"].startswith("text/plain")
     assert 'scheduler_qsize{scheduler_id="boefje"} 1.0' in response.text
     assert 'scheduler_task_status_counts{scheduler_id="boefje",status="queued"}' in response.text
+    assert 'redisched_snapshot_lag_seconds{scheduler_id="boefje"}' in response.text
+
+
+async def test_backlog_is_the_gap_between_the_newest_event_and_the_last_applied(api, sync_redis, key_prefix):
+    from redisched.history.snapshotter import backlog_seconds
+    from redisched.queue.keys import QueueKeys
+
+    keys = QueueKeys(key_prefix, "report")
+    sync_redis.xadd(keys.events, {"op": "x"}, id="2000-0")
+    sync_redis.hset(keys.meta, "applied", "500-3")
+    backlog = await backlog_seconds(api.services.queues.redis, key_prefix, ("report",))
+    assert backlog == {"report": 1.5}
+    sync_redis.hset(keys.meta, "applied", "2000-0")
+    assert await backlog_seconds(api.services.queues.redis, key_prefix, ("report",)) == {"report": 0.0}
 
 
 async def test_openapi_describes_every_route(api):

@@ -90,6 +90,6 @@ async def test_a_service_outage_in_a_handler_is_retryable_not_poison():
     async def outage(_message) -> None:
         raise ServiceUnavailable("katalogus", "down")
 
-    handle = runner_module._handler(dict, outage)
+    handle = runner_module._handler(dict, outage, None)
     with pytest.raises(Retryable):
         await handle(msgspec.json.encode({}))

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from redisched import __version__
+from redisched.history.snapshotter import backlog_seconds
 from redisched.models import SCHEDULERS, STATUSES, ServiceHealth
 from redisched.server.inputs import query_bool
 from redisched.server.responses import JSON
@@ -38,7 +39,9 @@ async def metrics(request: Request) -> Response:
     svc = services(request)
     qsizes = await asyncio.gather(*(svc.queues.qsize(sid) for sid in SCHEDULERS))
     status_counts = await svc.tasks.status_counts()
-    body = generate_latest(REGISTRY) + generate_latest(_Scrape(_queue_metrics(qsizes, status_counts)))
+    backlog = await backlog_seconds(svc.queues.redis, svc.queues.commands.prefix)
+    families = [*_queue_metrics(qsizes, status_counts), _backlog_metric(backlog)]
+    body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -53,6 +56,15 @@ def _queue_metrics(qsizes: list[int], status_counts: dict[tuple[str, str], int])
         for status in STATUSES:
             counts.add_metric([scheduler_id, status], status_counts.get((scheduler_id, status), 0))
     return [qsize, counts]
+
+
+def _backlog_metric(backlog: dict[str, float]) -> Metric:
+    lag = GaugeMetricFamily(
+        "redisched_snapshot_lag_seconds", "How far the Postgres history is behind the queue", labels=["scheduler_id"]
+    )
+    for scheduler_id, seconds in backlog.items():
+        lag.add_metric([scheduler_id], seconds)
+    return lag
 
 
 class _Scrape:

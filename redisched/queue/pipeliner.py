@@ -1,0 +1,116 @@
+"""Group commit for script calls: calls made while a round trip is in flight go together in
+the next one, as one pipeline. One caller alone goes straight out; fifty concurrent callers
+share a round trip and redis-py's per-call cost. Redis still runs every script on its own,
+atomically, in arrival order: batching changes the cost, never the outcome.
+
+Identical pops waiting together (same queue and filter: the runners all send the same one)
+become one script run that serves each in turn with its own lease token, exactly as
+separate pops in a row would."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from redisched.queue.commands import ScriptCall
+
+MAX_BATCH = 256
+
+
+class _Waiting:
+    """One script run to send: a call, or several merged ones, with their callers' futures."""
+
+    def __init__(self, call: ScriptCall[Any], future: asyncio.Future[Any]) -> None:
+        self.call, self.calls, self.futures = call, [call], [future]
+
+    def join(self, call: ScriptCall[Any], future: asyncio.Future[Any]) -> None:
+        self.calls.append(call)
+        self.futures.append(future)
+        tokens = ",".join(str(c.args[0]) for c in self.calls)
+        self.call = replace(self.call, args=[tokens, *self.call.args[1:]])
+
+    def deliver(self, reply: Any) -> None:
+        if isinstance(reply, Exception):
+            replies = [reply] * len(self.futures)
+        elif len(self.calls) > 1:
+            replies = self.call.split(reply)
+        else:
+            replies = [reply]
+        for future, each in zip(self.futures, replies):
+            if future.done():  # its caller went away
+                continue
+            if isinstance(each, Exception):
+                future.set_exception(each)
+            else:
+                future.set_result(each)
+
+    def fail(self, exc: Exception) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(exc)
+
+
+class Pipeliner:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._waiting: list[_Waiting] = []
+        self._mergeable: dict[tuple[Any, ...], _Waiting] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def run(self, call: ScriptCall[Any]) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        group = self._mergeable.get(call.merge_key) if call.merge_key is not None else None
+        if group is not None and len(group.calls) < MAX_BATCH:
+            group.join(call, future)
+        else:
+            group = _Waiting(call, future)
+            self._waiting.append(group)
+            if call.merge_key is not None:
+                self._mergeable[call.merge_key] = group
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return call.parse(await future)
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                self._mergeable = {k: g for k, g in self._mergeable.items() if g not in batch}
+                await self._send(batch)
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            replies = await self._execute([group.call for group in batch])
+        except BaseException as exc:  # the connection failed: every caller hears it
+            for group in batch:
+                group.fail(exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for group, reply in zip(batch, replies):
+            group.deliver(reply)
+
+    async def _execute(self, calls: list[ScriptCall[Any]]) -> list[Any]:
+        replies = await self._pipeline(calls, by_sha=True)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # SCRIPT FLUSH or a restart: EVAL puts the scripts back
+            again = await self._pipeline([calls[i] for i in missing], by_sha=False)
+            for i, reply in zip(missing, again):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[ScriptCall[Any]], *, by_sha: bool) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                script = call.script
+                if by_sha:
+                    pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+                else:
+                    pipe.eval(script.source, len(call.keys), *call.keys, *call.args)
+            return await pipe.execute(raise_on_error=False)
