@@ -1,0 +1,161 @@
+"""End to end with the direct client: N tasks pushed (pipelined), then C concurrent asyncio
+workers each loop pop(limit=1) → PATCH running → PATCH completed until the queue is empty.
+The same workload with BullMQ (benchmarks/peers/bullmq/bench.mjs: addBulk, then a Worker
+with concurrency C and a no-op processor) on the same private Redis. Alternating runs,
+medians of the repeats; the ratio is redisched / BullMQ on the processing phase.
+
+redisched runs three ways: the public ``AsyncClient`` API with no filter (BullMQ has none),
+the same with the runners' filter, and with a queue-scoped patch (the script call without
+``AsyncClient.patch``'s locate round trip) to show what that round trip costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks.common import RUNNER_FILTER, Context, poppable_numbers, boefje_data, median, progress
+from benchmarks.servers import private_redis
+from redisched.client import AsyncClient
+from redisched.queue.commands import QueueCommands
+from redisched.queue.scripts import load
+
+PEER = Path(__file__).resolve().parent / "peers" / "bullmq"
+REPEATS = 3
+
+
+def run(ctx: Context) -> None:
+    n = ctx.scale(20_000, 5_000)
+    concurrency = 10
+    ctx.note(f"N={n:,} tasks, C={concurrency} concurrent workers, one Python process (asyncio, uvloop) "
+             "vs one Node process; both share the 2 cores with Redis")
+    peer_missing = _peer_missing()
+    if peer_missing:
+        ctx.note(f"BullMQ peer skipped: {peer_missing}")
+    variants = {"public API, no filter": (None, False), "public API, runner filters": (RUNNER_FILTER, False),
+                "queue-scoped patch, no filter": (None, True)}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    bull: dict[str, list[dict[str, Any]]] = {"fifo": [], "priority": []}
+    with private_redis() as url:
+        for rep in range(REPEATS):
+            for name, (filters, scoped) in variants.items():
+                r = _run_redisched(url, f"e2e{rep}{len(results[name])}{scoped:d}{filters is not None:d}", n,
+                                   concurrency, filters, scoped)
+                results[name].append(r)
+                progress(f"e2e: redisched ({name}) run {rep + 1}: {r['process_per_s']:,.0f} tasks/s processed, "
+                         f"push {r['push_per_s']:,.0f}/s")
+            if not peer_missing:
+                for mode in bull:
+                    r = _run_bullmq(url, n, concurrency, mode == "priority")
+                    if r is not None:
+                        bull[mode].append(r)
+                        progress(f"e2e: BullMQ ({mode}) run {rep + 1}: {r['jobs_per_s']:,.0f} jobs/s processed, "
+                                 f"add {r['n'] / r['add_s']:,.0f}/s")
+            redis.Redis.from_url(url).flushdb()
+    ctx.detail("redisched", results)
+    ctx.detail("bullmq", bull)
+
+    for name, runs in results.items():
+        ctx.row(f"redisched {name}: pop+running+completed", median([r["process_per_s"] for r in runs]), "tasks/s")
+    main = median([r["process_per_s"] for r in results["public API, no filter"]])
+    ctx.row("redisched push phase (pipelined, 1000/batch)",
+            median([r["push_per_s"] for r in results["public API, no filter"]]), "tasks/s")
+    ctx.row("redisched end to end incl. push", median([r["total_per_s"] for r in results["public API, no filter"]]),
+            "tasks/s")
+    if peer_missing:
+        ctx.skip("BullMQ", peer_missing)
+        return
+    for mode, runs in bull.items():
+        if not runs:
+            ctx.skip(f"BullMQ {mode}", "no successful run")
+            continue
+        jobs = median([r["jobs_per_s"] for r in runs])
+        ctx.row(f"BullMQ {mode} ({runs[0].get('bullmq')}): worker processing", jobs, "jobs/s")
+        ctx.row(f"BullMQ {mode}: end to end incl. addBulk", median([r["total_jobs_per_s"] for r in runs]), "jobs/s")
+        ctx.row(f"ratio redisched / BullMQ {mode} (processing)", main / jobs, "x", "> 1" if mode == "priority" else "")
+
+
+def _peer_missing() -> str | None:
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not (PEER / "node_modules" / "bullmq").is_dir():
+        if not shutil.which("npm"):
+            return "npm is not installed (needed for `npm install` in benchmarks/peers/bullmq)"
+        progress("e2e: npm install in benchmarks/peers/bullmq")
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=PEER, capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            return f"npm install failed: {done.stderr.strip()[-300:]}"
+    return None
+
+
+def _run_bullmq(url: str, n: int, concurrency: int, priority: bool) -> dict[str, Any] | None:
+    args = ["node", "bench.mjs", "--redis", url, "--n", str(n), "--concurrency", str(concurrency), "--timeout", "120"]
+    if priority:
+        args.append("--priority")
+    done = subprocess.run(args, cwd=PEER, capture_output=True, text=True, timeout=180)
+    if done.returncode != 0:
+        progress(f"e2e: BullMQ run failed: {done.stderr.strip()[-500:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_redisched(url: str, prefix: str, n: int, concurrency: int, filters: dict | None, scoped: bool) -> dict[str, float]:
+    import uvloop
+
+    return uvloop.run(_redisched(url, prefix, n, concurrency, filters, scoped))
+
+
+async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: dict | None, scoped: bool) -> dict[str, float]:
+    client = AsyncClient.from_url(url, prefix=prefix)
+    commands: QueueCommands = client.commands
+    rng = random.Random(1)
+    for name in ("push", "pop", "patch"):
+        await client.redis.script_load(load(name).source)
+    # Every task poppable under the runners' filter too: only enabled plugins of supported images.
+    payloads = [boefje_data(i, rng=rng) for i in poppable_numbers(n)]
+    t0 = time.perf_counter()
+    for start in range(0, n, 1000):
+        calls = [commands.push("boefje", organisation=org, data=data, priority=priority)
+                 for data, org, priority in payloads[start:start + 1000]]
+        async with client.redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            replies = await pipe.execute()
+        for call, reply in zip(calls, replies):
+            call.parse(reply)
+    t1 = time.perf_counter()
+    deadline = time.monotonic() + 120
+    done = 0
+
+    async def patch(task_id: str, status: str, token: str | None) -> None:
+        if scoped:
+            await client.run(commands.patch("boefje", task_id, {"status": status}, token=token))
+        else:
+            await client.patch(task_id, {"status": status}, token=token)
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            got = await client.pop("boefje", filters, limit=1)
+            if not got:
+                return
+            task = got[0]
+            await patch(task.id, "running", task.lease)
+            await patch(task.id, "completed", task.lease)
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    t2 = time.perf_counter()
+    await client.close()
+    if done != n:
+        raise RuntimeError(f"redisched e2e completed {done} of {n} tasks")
+    return {"push_per_s": n / (t1 - t0), "process_per_s": n / (t2 - t1), "total_per_s": n / (t2 - t0)}
