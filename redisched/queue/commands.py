@@ -175,11 +175,10 @@ class QueueCommands:
         """The ARGV tail both pop and peek read (lua/includes/candidates.lua, search_args);
         None when nothing can match, so no round trip is needed."""
         limit = self._limit(limit)
-        plan = _plan(filters_node)
+        plan = _compiled(filters_node)
         if limit == 0 or plan is None:
             return None
-        index_name, values = plan
-        lua_filter = filters.to_lua(filters_node) if filters_node is not None else ""
+        lua_filter, index_name, values = plan
         return [limit, lua_filter, self.scan_budget, index_name, *values]
 
     def _limit(self, limit: int | None) -> int:
@@ -265,9 +264,29 @@ def _index_values(organisation: str, payload: Any) -> dict[str, str]:
     return values
 
 
+_COMPILED: dict[int, tuple[filters.Node, tuple[bytes | str, str, list[str]] | None]] = {}
+
+
+def _compiled(node: filters.Node | None) -> tuple[bytes | str, str, list[str]] | None:
+    """The filter's Lua form and index plan, computed once per filter tree (the API reuses
+    the tree of a body it has seen: runners send the same one on every pop)."""
+    if node is None:
+        return "", "", []
+    cached = _COMPILED.get(id(node))
+    if cached is not None and cached[0] is node:
+        return cached[1]
+    plan = _plan(node)
+    compiled = (filters.to_lua(node), *plan) if plan is not None else None
+    if len(_COMPILED) >= 256:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(node)] = (node, compiled)
+    return compiled
+
+
 def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
-    """Which index drives the search, and for which values: the indexed term with the fewest
-    values (each value is one range to merge), the more selective index on a tie. None:
+    """Which index drives the search, and for which values: the most selective index the
+    filter constrains (a boefje id names its image, not the other way round: driving from
+    the image would pass over every task of the image's other boefjes on each pop). None:
     nothing can match."""
     if node is None:
         return "", []
@@ -276,10 +295,10 @@ def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
         name = _INDEX_BY_PATH.get((column, path))
         if name is not None and name != "dedup":
             terms[name] = terms[name] & set(values) if name in terms else set(values)
-    if not terms:
-        return "", []
-    name = min(terms, key=lambda n: (len(terms[n]), DRIVING_INDEX_PREFERENCE.index(n)))
-    return (name, sorted(terms[name])) if terms[name] else None
+    for name in DRIVING_INDEX_PREFERENCE:
+        if name in terms:
+            return (name, sorted(terms[name])) if terms[name] else None
+    return "", []
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,10 @@ async def read_body(request: Request) -> bytes:
 
 async def json_body(request: Request, *, required: bool) -> Any:
     """The decoded JSON body; None when absent (422 ``missing`` if required)."""
-    body = await read_body(request)
+    return _decoded(await read_body(request), required=required)
+
+
+def _decoded(body: bytes, *, required: bool) -> Any:
     if not body.strip():
         if required:
             raise InvalidRequest([missing(["body"])])
@@ -72,11 +75,27 @@ async def struct_body(request: Request, target: type[T]) -> T:
 
 async def filter_body(request: Request, target: str = "tasks", *, required: bool = False) -> filters.Node | None:
     """The FilterRequest body as a filter tree for ``target`` ("tasks" or "schedules"); None
-    when it constrains nothing. ``required``: a body with a ``filters`` key must be sent."""
-    document = await json_body(request, required=required)
+    when it constrains nothing. ``required``: a body with a ``filters`` key must be sent.
+    Runners send the same body on every pop: its tree is parsed once and then reused (the
+    same tree also lets the queue reuse its search plan)."""
+    body = await read_body(request)
+    cached = _parsed_filters.get((target, body))
+    if cached is not None:
+        return cached
+    document = _decoded(body, required=required)
     if required and not (isinstance(document, dict) and "filters" in document):
         raise InvalidRequest([missing(["body", "filters"], document)])
-    return filters.parse_filter_request(document, target)
+    node = filters.parse_filter_request(document, target)
+    if node is not None and len(body) <= MAX_CACHED_FILTER_BYTES:
+        if len(_parsed_filters) >= MAX_CACHED_FILTERS:
+            _parsed_filters.pop(next(iter(_parsed_filters)))
+        _parsed_filters[(target, body)] = node
+    return node
+
+
+MAX_CACHED_FILTERS = 256
+MAX_CACHED_FILTER_BYTES = 16_384
+_parsed_filters: dict[tuple[str, bytes], filters.Node] = {}
 
 
 def _iso_datetimes(document: dict[str, Any]) -> dict[str, Any]:
