@@ -243,3 +243,41 @@ def test_redact() -> None:
     assert embedded.redact("redis://:s3cret@127.0.0.1:1/0") == "redis://:***@127.0.0.1:1/0"
     assert embedded.redact("postgresql://postgres:pw@h:5/db") == "postgresql://postgres:***@h:5/db"
     assert embedded.redact("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_the_service_with_nothing_configured_pushes_and_pops(initialized: Path) -> None:
+    """`redisched serve` with no Redis or Postgres URL: embedded servers, the API answers,
+    a push pops, and SIGTERM stops everything."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISCHED_", "SCHEDULER_", "QUEUE_URI"))}
+    env |= {"REDISCHED_DATA_DIR": str(initialized), "SCHEDULER_API_HOST": "127.0.0.1", "SCHEDULER_API_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "redisched", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.2)
+        data = {"boefje": {"id": "dns-records"}, "input_ooi": "Hostname|internet|e.example", "organization": "org1"}
+        pushed = httpx.post(f"{base}/schedulers/boefje/push", json={"organisation": "org1", "priority": 3, "data": data})
+        assert pushed.status_code == 201, pushed.text
+        popped = httpx.post(f"{base}/schedulers/boefje/pop").json()["results"]
+        assert [task["id"] for task in popped] == [pushed.json()["id"]]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
