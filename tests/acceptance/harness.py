@@ -88,6 +88,7 @@ def serving(settings: Settings, command: str = "serve", **env: str) -> Iterator[
         "REDISCHED_REDIS_URL": settings.redis_url,
         "SCHEDULER_DB_URI": settings.db_uri,
         "REDISCHED_KEY_PREFIX": settings.key_prefix,
+        "REDISCHED_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
         **env,
     }
     process = subprocess.Popen(
