@@ -25,7 +25,7 @@ from benchmarks.servers import private_redis
 from redisched import filters
 from redisched.client import Client
 from redisched.models import parse_payload
-from redisched.queue.commands import QueueCommands, _parse_push, _parse_records
+from redisched.queue.commands import QueueCommands, _parse_push
 from redisched.queue.scripts import load
 
 
@@ -126,7 +126,7 @@ def run(ctx: Context) -> None:
         replies = []
         round_trip = _p50_us(lambda: replies.append(raw.evalsha(call.script.sha, len(keys), *keys, *call.args)), n)
         reply = next(r for r in replies if r)
-        parse = _p50_us(lambda: _parse_records(reply), n)
+        parse = _p50_us(lambda: call.parse(reply), n)
         side = _redis_side(raw, lambda: raw.evalsha(call.script.sha, len(keys), *keys, *call.args), n)
         ctx.detail("pop_redis_commands", side["commands"])
         _report(ctx, "pop", pop_total, {"parse filter request": parse_filter, "build script call (plan, to_lua, token)": build,
