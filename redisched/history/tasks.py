@@ -31,8 +31,7 @@ PATCHABLE = (
     "hash",
     "data",
     "created_at",
-    "modified_at",
-)
+)  # modified_at is the patch's own time
 
 
 class Event(NamedTuple):

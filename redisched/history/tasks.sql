@@ -69,8 +69,9 @@ WHERE scheduler_id = %s AND status IN ('queued', 'dispatched', 'running')
 ORDER BY created_at;
 
 -- name: patch
--- Sets the given columns; rev moves on, so a replayed older event cannot undo it.
-UPDATE tasks SET {assignments}, rev = rev + 1
+-- Sets the given columns and moves modified_at (as a live task's PATCH does); rev moves on,
+-- so a replayed older event cannot undo it.
+UPDATE tasks SET {assignments}, rev = rev + 1, modified_at = clock_timestamp()
 WHERE id = %s
 RETURNING id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data::text,
           created_at, modified_at;
