@@ -58,7 +58,7 @@ def _decoded(body: bytes, *, required: bool) -> Any:
         return None
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidRequest([json_invalid(exc)]) from None
 
 

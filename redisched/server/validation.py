@@ -43,7 +43,7 @@ def missing(loc: list[Any], value: Any = None) -> dict[str, Any]:
     return error("missing", loc, "Field required", value)
 
 
-def json_invalid(exc: msgspec.DecodeError) -> dict[str, Any]:
+def json_invalid(exc: msgspec.DecodeError | RecursionError) -> dict[str, Any]:
     position = re.search(r"\(byte (\d+)\)", str(exc))
     loc = ["body", int(position.group(1)) if position else 0]
     return error("json_invalid", loc, "JSON decode error", {}, error=str(exc))
