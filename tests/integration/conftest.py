@@ -9,6 +9,8 @@ import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from redisched.client import Client
+from redisched.history.db import open_pool
+from redisched.history.migrate import migrate
 from redisched.queue.commands import QueueCommands, QueueOptions
 from redisched.queue.queue import TaskQueues
 from tests.servers import private_cluster
@@ -16,6 +18,15 @@ from tests.servers import private_cluster
 
 def make_commands(prefix: str, **overrides) -> QueueCommands:
     return QueueCommands(prefix=prefix, **overrides)
+
+
+@pytest.fixture(scope="module")
+async def pool(pg_dsn):
+    """A connection pool on the session's database, migrated (history tests)."""
+    await migrate(pg_dsn)
+    pool = await open_pool(pg_dsn)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture(scope="session")

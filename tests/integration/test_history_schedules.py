@@ -11,8 +11,6 @@ import msgspec
 import pytest
 
 from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
-from redisched.history.db import open_pool
-from redisched.history.migrate import migrate
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore
 from redisched.models import ScheduleCreate, payload_hash, utcnow
@@ -20,14 +18,6 @@ from redisched.queue.keys import QueueKeys
 from redisched.queue.records import TaskRecord
 
 GRACE = 86400
-
-
-@pytest.fixture(scope="module")
-async def pool(pg_dsn):
-    await migrate(pg_dsn)
-    pool = await open_pool(pg_dsn)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

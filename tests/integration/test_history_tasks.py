@@ -9,19 +9,9 @@ import msgspec
 import pytest
 
 from redisched.errors import BadRequest, NotFound
-from redisched.history.db import open_pool
-from redisched.history.migrate import migrate
 from redisched.history.tasks import Event, TaskStore
 from redisched.models import STATUSES, TaskStatus, datetime_to_us, us_to_datetime
 from redisched.queue.records import TaskRecord, priority_key
-
-
-@pytest.fixture(scope="module")
-async def pool(pg_dsn):
-    await migrate(pg_dsn)
-    pool = await open_pool(pg_dsn)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
