@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, TypeVar
 
@@ -60,11 +61,16 @@ class TaskQueues:
         return await self.run(self.commands.peek(scheduler_id, filters_node=filters_node, limit=limit))
 
     async def patch(self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
-        """Patch a live task wherever it is queued; None when no queue has it."""
-        scheduler_id = await self.locate(task_id)
-        if scheduler_id is None:
-            return None
-        return await self.run(self.commands.patch(scheduler_id, str(task_id), changes, token=token))
+        """Patch a live task wherever it is queued; None when no queue has it. The patch is
+        sent to every queue at once (one round trip through the pipeliner): the queues that
+        lack the task answer E_NOT_FOUND, which costs Redis one HGET, instead of a lookup
+        round trip before every PATCH."""
+        calls = [self.commands.patch(sid, str(task_id), changes, token=token) for sid in SCHEDULERS]
+        outcomes = await asyncio.gather(*(self.run(call) for call in calls), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return next((record for record in outcomes if record is not None), None)
 
     async def extend_lease(self, scheduler_id: str, task_id: str, token: str, seconds: float) -> int:
         return await self.run(self.commands.extend_lease(scheduler_id, task_id, token, seconds))
