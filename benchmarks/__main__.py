@@ -27,6 +27,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "http": ("benchmarks.bench_http", "HTTP push and pop at 1/10/50 concurrent, 1 and 2 API processes, vs the ceiling"),
     "memory": ("benchmarks.bench_memory", "Redis memory per queued boefje task"),
     "snapshot": ("benchmarks.bench_snapshot", "snapshot lag to Postgres at a steady 2,000 pushes/s"),
+    "shards": ("benchmarks.bench_shards", "runner pops on a 1/2/3-master Redis Cluster, the queue in 1/2/3 partitions"),
     "profile": ("benchmarks.bench_profile", "where the direct-client pop and push time goes (Python vs Redis)"),
 }
 

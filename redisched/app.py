@@ -50,6 +50,7 @@ def queue_commands(settings: Settings) -> QueueCommands:
         max_tries=settings.max_tries,
         scan_budget=settings.scan_budget,
         options={sid: QueueOptions(maxsize=settings.pq_maxsize) for sid in SCHEDULERS},
+        partitions=settings.partitions,
     )
 
 
@@ -71,13 +72,17 @@ def open_redis(settings: Settings, socket_timeout: float | None = REDIS_SOCKET_T
 async def open_services(settings: Settings) -> Services:
     """Connections for ``settings.redis_url`` and ``settings.db_uri`` (both must be set)."""
     redis = open_redis(settings)
+    queues = TaskQueues(redis, queue_commands(settings))
+    await queues.check_layout()
     pool = await open_pool(settings.db_uri)
     return Services(
         settings=settings,
         redis=redis,
-        queues=TaskQueues(redis, queue_commands(settings)),
+        queues=queues,
         tasks=TaskStore(pool),
-        schedules=ScheduleStore(pool, redis, settings.key_prefix, grace_period=settings.pq_grace_period),
+        schedules=ScheduleStore(
+            pool, redis, settings.key_prefix, grace_period=settings.pq_grace_period, partitions=settings.partitions
+        ),
         externals=ServiceClients.from_settings(settings),
     )
 
@@ -144,6 +149,7 @@ async def snapshot(services: Services) -> None:
             services.schedules,
             prefix=services.settings.key_prefix,
             forget=queues.forget_finished,
+            partitions=services.settings.partitions,
         ).run()
 
 

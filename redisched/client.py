@@ -10,12 +10,14 @@ scripts as the API, without HTTP. Sync (``Client``) and asyncio (``AsyncClient``
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, TypeVar
 
 import redis
 from redis.exceptions import NoScriptError
 
 from redisched import filters
+from redisched.errors import NotFound
 from redisched.queue.commands import QueueCommands, ScriptCall
 from redisched.queue.queue import TaskQueues
 from redisched.queue.records import TaskRecord
@@ -57,26 +59,58 @@ class Client:
 
 
 class SyncQueue:
+    """One queue; with partitions, a pop starts at a different partition each time, and a
+    task's patch or lease extension looks in each partition until it finds the task."""
+
     def __init__(self, client: Client, scheduler_id: str) -> None:
         self._client, self._commands, self.id = client, client.commands, scheduler_id
+        self._partitions = range(self._commands.partitions)
+        self._next_start = itertools.count()
 
     def push(self, **task: Any) -> TaskRecord:
         return self._client.run(self._commands.push(self.id, **task))
 
     def pop(self, filters: dict[str, Any] | None = None, limit: int | None = 1) -> list[TaskRecord]:
-        return self._client.run(self._commands.pop(self.id, filters_node=_node(filters), limit=limit))
+        steps = self._commands.pop_steps(
+            self.id, filters_node=_node(filters), limit=limit, start=next(self._next_start)
+        )
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._client.run(call))
+        except StopIteration as done:
+            return done.value
 
     def peek(self, filters: dict[str, Any] | None = None, limit: int = 10) -> list[TaskRecord]:
-        return self._client.run(self._commands.peek(self.id, filters_node=_node(filters), limit=limit))
+        node = _node(filters)
+        found = [
+            record
+            for partition in self._partitions
+            for record in self._client.run(self._commands.peek(self.id, filters_node=node, limit=limit, partition=partition))
+        ]
+        return sorted(found, key=lambda r: r.order)[:limit]
 
     def patch(self, task_id: str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
-        return self._client.run(self._commands.patch(self.id, task_id, changes, token=token))
+        for partition in self._partitions:
+            call = self._commands.patch(self.id, task_id, changes, token=token, partition=partition)
+            if (record := self._client.run(call)) is not None:
+                return record
+        return None
 
     def extend_lease(self, task_id: str, token: str, seconds: float) -> int:
-        return self._client.run(self._commands.extend_lease(self.id, task_id, token, seconds))
+        *others, last = self._partitions
+        for partition in others:
+            try:
+                return self._extend_lease(task_id, token, seconds, partition)
+            except NotFound:
+                continue
+        return self._extend_lease(task_id, token, seconds, last)
+
+    def _extend_lease(self, task_id: str, token: str, seconds: float, partition: int) -> int:
+        return self._client.run(self._commands.extend_lease(self.id, task_id, token, seconds, partition=partition))
 
     def qsize(self) -> int:
-        return self._client.redis.zcard(self._commands.keys(self.id).queue)
+        return sum(self._client.redis.zcard(self._commands.keys(self.id, p).queue) for p in self._partitions)
 
 
 class AsyncClient(TaskQueues):

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Connections per process (per node on a cluster); callers past it wait for one.
     redis_max_connections: int = Field(512, validation_alias=_env("REDISCHED_REDIS_MAX_CONNECTIONS"))
     key_prefix: str = Field("rs", validation_alias=_env("REDISCHED_KEY_PREFIX"))
+    # Each queue spread over this many hash-tagged partitions (Redis Cluster: one per shard).
+    # Fixed for the life of the data: change it only with the queues empty.
+    partitions: int = Field(1, ge=1, le=64, validation_alias=_env("REDISCHED_PARTITIONS"))
     data_dir: Path = Field(Path(".data"), validation_alias=_env("REDISCHED_DATA_DIR"))
     # A popped task not PATCHed to running within this many seconds goes back on its queue.
     dispatch_timeout: int = Field(300, validation_alias=_env("REDISCHED_DISPATCH_TIMEOUT"))

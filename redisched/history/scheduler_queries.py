@@ -47,7 +47,11 @@ class SchedulerHistory:
         Raises HistoryBehind when it does not catch up in time: decide later, not on old news."""
         if not hashes:
             return {}
-        if not await wait_caught_up(self.schedules.redis, self.schedules.prefix, (queue,), timeout=CATCH_UP_SECONDS):
+        caught_up = await wait_caught_up(
+            self.schedules.redis, self.schedules.prefix, (queue,), timeout=CATCH_UP_SECONDS,
+            partitions=self.schedules.partitions,
+        )
+        if not caught_up:
             raise HistoryBehind(f"the history of {queue} is more than {CATCH_UP_SECONDS} s behind")
         async with self.tasks.pool.connection() as conn:
             rows = await (await conn.execute(Q["latest_by_hash"], [list(hashes)])).fetchall()

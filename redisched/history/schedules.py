@@ -28,7 +28,7 @@ from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from redisched.history.db import Where, queries
 from redisched.history.tasks import Event
 from redisched.models import SCHEDULERS, MalformedPayload, Schedule, ScheduleCreate, payload_hash, utcnow
-from redisched.queue.keys import QueueKeys
+from redisched.queue.keys import QueueLayout
 
 Q = queries("schedules.sql")
 
@@ -68,15 +68,24 @@ def mirror_value(schedule_id: uuid.UUID | str, enabled: bool) -> str:
 
 class ScheduleStore:
     def __init__(
-        self, pool: AsyncConnectionPool, redis: aredis.Redis, prefix: str, *, grace_period: int = 86400
+        self,
+        pool: AsyncConnectionPool,
+        redis: aredis.Redis,
+        prefix: str,
+        *,
+        grace_period: int = 86400,
+        partitions: int = 1,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.prefix = prefix
+        self.partitions = partitions
+        self.layout = QueueLayout(prefix, partitions)
         self.grace_period = grace_period
 
-    def _mirror(self, scheduler_id: str) -> str:
-        return QueueKeys(self.prefix, scheduler_id).schedules
+    def _mirror(self, scheduler_id: str, schedule_hash: str) -> str:
+        """The mirror the push script of this hash's partition reads."""
+        return self.layout.for_hash(scheduler_id, schedule_hash).schedules
 
     # --- the API's CRUD ----------------------------------------------------------------------
 
@@ -84,7 +93,7 @@ class ScheduleStore:
         """Store a new schedule. Its hash is claimed in the mirror first (HSETNX: atomic
         against pushes and other creates), then in Postgres (the unique index)."""
         schedule = _validated(new)
-        key = self._mirror(schedule.scheduler_id)
+        key = self._mirror(schedule.scheduler_id, schedule.hash)
         conflict = Conflict(f"schedule with the same hash already exists: {schedule.hash}")
         if not await self.redis.hsetnx(key, schedule.hash, mirror_value(schedule.id, True)):
             raise conflict
@@ -177,7 +186,7 @@ class ScheduleStore:
                 return
             await conn.execute(Q["detach_tasks"], [schedule_id])
             scheduler_id, schedule_hash = row
-            await self._release(self._mirror(scheduler_id), schedule_hash, schedule_id)
+            await self._release(self._mirror(scheduler_id, schedule_hash), schedule_hash, schedule_id)
 
     # --- the schedulers' timers --------------------------------------------------------------
 
@@ -222,14 +231,17 @@ class ScheduleStore:
         returns how many."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(Q["mirror_entries"], [scheduler_id])).fetchall()
-        if rows:
-            entries = {schedule_hash: mirror_value(id_, enabled) for schedule_hash, id_, enabled in rows}
-            await self.redis.hset(self._mirror(scheduler_id), mapping=entries)
+        by_mirror: dict[str, dict[str, str]] = {}
+        for schedule_hash, id_, enabled in rows:
+            key = self._mirror(scheduler_id, schedule_hash)
+            by_mirror.setdefault(key, {})[schedule_hash] = mirror_value(id_, enabled)
+        for key, entries in by_mirror.items():
+            await self.redis.hset(key, mapping=entries)
         return len(rows)
 
     async def _follow(self, old: Schedule, new: Schedule) -> None:
         """Bring the mirror in step with a patch of ``old`` into ``new``."""
-        key = self._mirror(new.scheduler_id)
+        key = self._mirror(new.scheduler_id, new.hash)
         value = mirror_value(new.id, new.enabled)
         if new.hash == old.hash:
             if new.enabled != old.enabled:
@@ -239,7 +251,7 @@ class ScheduleStore:
             if await self._owner(key, new.hash) != str(new.id):
                 raise Conflict(f"schedule with the same hash already exists: {new.hash}")
             await self.redis.hset(key, new.hash, value)
-        await self._release(key, old.hash, old.id)
+        await self._release(self._mirror(old.scheduler_id, old.hash), old.hash, old.id)
 
     async def _owner(self, key: str, schedule_hash: str) -> str | None:
         """The schedule id the mirror has for a hash."""

@@ -1,6 +1,6 @@
 """The snapshotter: each queue's event stream, written behind into Postgres.
 
-Per queue, a consumer group reads ``<p>:{<q>}:events`` in batches. A batch is applied in one
+Per queue (per partition of a partitioned queue: each has its own stream), a consumer group reads ``<p>:{<q>}:events`` in batches. A batch is applied in one
 Postgres transaction (schedules created or linked by pushes, then the tasks, highest rev
 winning), then the finished tasks are dropped from Redis, then the entries are acked, the
 queue's applied position (``meta`` field ``applied``) moves and the stream is trimmed behind
@@ -27,7 +27,7 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore, latest_records
 from redisched.models import FINISHED, utcnow
 from redisched.queue.commands import QueueCommands
-from redisched.queue.keys import QueueKeys
+from redisched.queue.keys import QueueKeys, QueueLayout
 from redisched.queue.queue import run_script
 from redisched.queue.records import decode_record
 
@@ -38,7 +38,7 @@ GROUP = "snapshotter"
 # Worth retrying: Postgres or Redis away, or a transaction that lost a lock race.
 PG_TRANSIENT = (psycopg.OperationalError, psycopg.errors.TransactionRollback)
 
-# TaskQueues.forget_finished: (queue, [(task id, rev)]) -> how many left Redis.
+# TaskQueues.forget_finished: (queue, [(task id, rev)], partition) -> how many left Redis.
 Forget = Callable[[str, list[tuple[str, str]]], Awaitable[Any]]
 
 
@@ -105,6 +105,7 @@ class Snapshotter:
         block_ms: int = 1000,
         claim_idle_ms: int = 60_000,
         pg_timeout: float = 5.0,
+        partitions: int = 1,
     ) -> None:
         self.redis = redis
         self.tasks = tasks
@@ -112,14 +113,16 @@ class Snapshotter:
         self.prefix = prefix
         self.forget = forget
         self.queues = tuple(queues)
+        self.layout = QueueLayout(prefix, partitions)
         self.consumer = consumer or socket.gethostname()
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.pg_timeout = pg_timeout
-        # queue -> seconds between its newest applied event being written and its commit.
+        # queue partition tag -> seconds between its newest applied event being written and
+        # its commit.
         self.lag: dict[str, float] = {}
-        self._commands = QueueCommands(prefix=prefix)
+        self._commands = QueueCommands(prefix=prefix, partitions=partitions)
         self._postgres = Outage("Postgres")
 
     def lag_seconds(self) -> float:
@@ -129,13 +132,13 @@ class Snapshotter:
     async def run(self) -> None:
         """Follow every queue until cancelled."""
         async with asyncio.TaskGroup() as group:
-            for queue in self.queues:
-                group.create_task(self.run_queue(queue), name=f"snapshotter:{queue}")
+            for keys in self.layout.every(self.queues):
+                group.create_task(self.run_partition(keys), name=f"snapshotter:{keys.tag}")
 
-    async def run_queue(self, queue: str) -> None:
-        """Follow one queue until cancelled; any failure restarts it from its pending entries."""
-        keys = QueueKeys(self.prefix, queue)
-        trouble = Outage(f"snapshotter of {queue}")
+    async def run_partition(self, keys: QueueKeys) -> None:
+        """Follow one queue (partition) until cancelled; any failure restarts it from its
+        pending entries."""
+        trouble = Outage(f"snapshotter of {keys.tag}")
         delays = _backoff()
         while True:
             try:
@@ -189,10 +192,11 @@ class Snapshotter:
         await self._store(events)
         finished = [(r.id, r.rev) for r in latest_records(events) if r.status in FINISHED]
         if finished and self.forget is not None:
-            await self.forget(keys.queue_id, finished)
+            await self.forget(keys.queue_id, finished, keys.partition)
         entry_ids = [_text(entry_id) for entry_id, _ in entries]
-        await run_script(self.redis, self._commands.ack_events(keys.queue_id, GROUP, entry_ids))
-        self.lag[keys.queue_id] = max(0.0, time.time() - stream_id(entry_ids[-1])[0] / 1000)
+        ack = self._commands.ack_events(keys.queue_id, GROUP, entry_ids, partition=keys.partition)
+        await run_script(self.redis, ack)
+        self.lag[keys.tag] = max(0.0, time.time() - stream_id(entry_ids[-1])[0] / 1000)
 
     async def _store(self, events: list[Event]) -> None:
         """Commit the events; a batch Postgres refuses is retried event by event, and an event
@@ -224,11 +228,17 @@ class Snapshotter:
 
 
 async def wait_caught_up(
-    redis: aredis.Redis, prefix: str, queues: Iterable[str] = QUEUES, timeout: float = 1.0, poll: float = 0.005
+    redis: aredis.Redis,
+    prefix: str,
+    queues: Iterable[str] = QUEUES,
+    timeout: float = 1.0,
+    poll: float = 0.005,
+    *,
+    partitions: int = 1,
 ) -> bool:
     """Wait until Postgres holds every event written to the queues' streams before this call
     (at most ``timeout`` seconds); False when it does not in time."""
-    streams = [QueueKeys(prefix, queue) for queue in queues]
+    streams = QueueLayout(prefix, partitions).every(tuple(queues))
     async with redis.pipeline(transaction=False) as pipe:
         for keys in streams:
             pipe.xrevrange(keys.events, count=1)
@@ -252,10 +262,13 @@ async def wait_caught_up(
     return True
 
 
-async def backlog_seconds(redis: aredis.Redis, prefix: str, queues: Iterable[str] = QUEUES) -> dict[str, float]:
+async def backlog_seconds(
+    redis: aredis.Redis, prefix: str, queues: Iterable[str] = QUEUES, *, partitions: int = 1
+) -> dict[str, float]:
     """Per queue, how far the history is behind: the age gap between the newest event and the
-    last one applied (0 when caught up). For /metrics: any process can answer it."""
-    streams = [QueueKeys(prefix, queue) for queue in queues]
+    last one applied (0 when caught up; the worst partition's). For /metrics: any process can
+    answer it."""
+    streams = QueueLayout(prefix, partitions).every(tuple(queues))
     async with redis.pipeline(transaction=False) as pipe:
         for keys in streams:
             pipe.xrevrange(keys.events, count=1)
@@ -267,5 +280,5 @@ async def backlog_seconds(redis: aredis.Redis, prefix: str, queues: Iterable[str
         if newest and (applied is None or stream_id(applied) < stream_id(newest[0][0])):
             applied_ms = stream_id(applied)[0] if applied is not None else stream_id(newest[0][0])[0]
             behind = max(0.0, (stream_id(newest[0][0])[0] - applied_ms) / 1000)
-        backlog[keys.queue_id] = behind
+        backlog[keys.queue_id] = max(behind, backlog.get(keys.queue_id, 0.0))
     return backlog

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -18,7 +18,7 @@ import msgspec
 from redisched import filters
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, SchedulerType, datetime_to_us, parse_payload
-from redisched.queue.keys import INDEXES, QueueKeys
+from redisched.queue.keys import INDEXES, QueueKeys, QueueLayout
 from redisched.queue.records import TaskRecord, decode_record, priority_key
 from redisched.queue.scripts import Script, load
 
@@ -70,12 +70,13 @@ class QueueCommands:
     scan_budget: int = 2000
     pop_max: int = 1000
     options: dict[str, QueueOptions] = field(default_factory=dict)
+    partitions: int = 1
 
     def __post_init__(self) -> None:
-        self._keys = {sid: QueueKeys(self.prefix, sid) for sid in SCHEDULERS}
+        self.layout = QueueLayout(self.prefix, self.partitions, tuple(SCHEDULERS))
 
-    def keys(self, scheduler_id: str) -> QueueKeys:
-        return self._keys[self.scheduler(scheduler_id).id]
+    def keys(self, scheduler_id: str, partition: int = 0) -> QueueKeys:
+        return self.layout.of(self.scheduler(scheduler_id).id)[partition]
 
     @staticmethod
     def scheduler(scheduler_id: str) -> SchedulerType:
@@ -84,8 +85,10 @@ class QueueCommands:
         except KeyError:
             raise NotFound(f"Scheduler {scheduler_id} not found") from None
 
-    def _call(self, name: str, scheduler_id: str, args: list[Any], parse: Callable[[Any], T]) -> ScriptCall[T]:
-        return ScriptCall(load(name), self.keys(scheduler_id).all, args, parse)
+    def _call(
+        self, name: str, scheduler_id: str, args: list[Any], parse: Callable[[Any], T], partition: int = 0
+    ) -> ScriptCall[T]:
+        return ScriptCall(load(name), self.keys(scheduler_id, partition).all, args, parse)
 
     # --- push --------------------------------------------------------------------------------
 
@@ -136,13 +139,14 @@ class QueueCommands:
         args = [
             msgspec.json.encode(record),
             msgspec.json.encode(payload),
-            options.maxsize,
+            -(-options.maxsize // self.partitions),  # each partition holds its share
             options.twin_policy,
             "1" if scheduler.has_schedules and link_schedule else "0",
             str(uuid.uuid4()),
             "1" if refuse_live_twin else "0",
         ]
-        return self._call("push", scheduler_id, args, _parse_push)
+        keys = self.layout.for_hash(scheduler_id, record.hash)
+        return ScriptCall(load("push"), keys.all, args, _parse_push)
 
     # --- pop and peek ------------------------------------------------------------------------
 
@@ -153,35 +157,58 @@ class QueueCommands:
         filters_node: filters.Node | None = None,
         limit: int | None = None,
         token: str | None = None,
+        partition: int = 0,
     ) -> ScriptCall[list[TaskRecord]]:
         self.scheduler(scheduler_id)
         search = self._search(filters_node, limit)
         if search is None:
             return _NOTHING
-        dedup_batches = "1" if scheduler_id == "boefje" else "0"
+        dedup_batches = "1" if _pops_one_batch(scheduler_id) else "0"
         args = [token or secrets.token_hex(8), dedup_batches, self.dispatch_lease_ms, *search]
-        keys = self.keys(scheduler_id).all
+        keys = self.keys(scheduler_id, partition).all
         merge_key = (keys[0], *args[1:])
         return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies)
 
     def peek(
-        self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10
+        self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10, partition: int = 0
     ) -> ScriptCall[list[TaskRecord]]:
         self.scheduler(scheduler_id)
         search = self._search(filters_node, limit)
-        return _NOTHING if search is None else self._call("peek", scheduler_id, search, _parse_records)
+        return _NOTHING if search is None else self._call("peek", scheduler_id, search, _parse_records, partition)
+
+    def pop_steps(
+        self,
+        scheduler_id: str,
+        *,
+        filters_node: filters.Node | None = None,
+        limit: int | None = None,
+        token: str | None = None,
+        start: int = 0,
+    ) -> Generator[ScriptCall[list[TaskRecord]], list[TaskRecord], list[TaskRecord]]:
+        """A pop over every partition, as the calls to run in turn (each is sent its result):
+        from partition ``start`` on, each asked only for what is still missing."""
+        wanted, popped = self.limit_of(limit), []
+        for step in range(self.partitions):
+            if len(popped) >= wanted or (popped and _pops_one_batch(scheduler_id)):
+                break
+            partition = (start + step) % self.partitions
+            remaining = wanted - len(popped)
+            popped += yield self.pop(
+                scheduler_id, filters_node=filters_node, limit=remaining, token=token, partition=partition
+            )
+        return popped
 
     def _search(self, filters_node: filters.Node | None, limit: int | None) -> list[Any] | None:
         """The ARGV tail both pop and peek read (lua/includes/candidates.lua, search_args);
         None when nothing can match, so no round trip is needed."""
-        limit = self._limit(limit)
+        limit = self.limit_of(limit)
         plan = _compiled(filters_node)
         if limit == 0 or plan is None:
             return None
         lua_filter, index_name, values = plan
         return [limit, lua_filter, self.scan_budget, index_name, *values]
 
-    def _limit(self, limit: int | None) -> int:
+    def limit_of(self, limit: int | None) -> int:
         if limit is None:
             return self.pop_max
         if limit < 0:
@@ -191,7 +218,7 @@ class QueueCommands:
     # --- patch, leases -----------------------------------------------------------------------
 
     def patch(
-        self, scheduler_id: str, task_id: str, changes: dict[str, Any], *, token: str | None = None
+        self, scheduler_id: str, task_id: str, changes: dict[str, Any], *, token: str | None = None, partition: int = 0
     ) -> ScriptCall[TaskRecord | None]:
         """``changes`` are Task fields (API names and types). Returns None when the task is
         not live in this queue (the caller looks in the history)."""
@@ -202,31 +229,46 @@ class QueueCommands:
             self.dispatch_lease_ms,
             self.running_lease_ms,
         ]
-        return self._call("patch", scheduler_id, args, _parse_patch)
+        return self._call("patch", scheduler_id, args, _parse_patch, partition)
 
-    def extend_lease(self, scheduler_id: str, task_id: str, token: str, seconds: float) -> ScriptCall[int]:
+    def extend_lease(
+        self, scheduler_id: str, task_id: str, token: str, seconds: float, *, partition: int = 0
+    ) -> ScriptCall[int]:
         if seconds <= 0:
             raise BadRequest("lease length must be positive")
-        return self._call("extend", scheduler_id, [str(task_id), token, int(seconds * 1000)], _parse_extend)
+        args = [str(task_id), token, int(seconds * 1000)]
+        return self._call("extend", scheduler_id, args, _parse_extend, partition)
 
-    def reap(self, scheduler_id: str, *, max_count: int = 1000) -> ScriptCall[tuple[int, int]]:
-        return self._call("reap", scheduler_id, [max_count, self.max_tries], lambda r: (int(r[0]), int(r[1])))
+    def reap(self, scheduler_id: str, *, max_count: int = 1000, partition: int = 0) -> ScriptCall[tuple[int, int]]:
+        args = [max_count, self.max_tries]
+        return self._call("reap", scheduler_id, args, lambda r: (int(r[0]), int(r[1])), partition)
 
-    def forget(self, scheduler_id: str, items: list[tuple[str, str]]) -> ScriptCall[int]:
+    def forget(self, scheduler_id: str, items: list[tuple[str, str]], *, partition: int = 0) -> ScriptCall[int]:
         args = [value for task_id, rev in items for value in (task_id, rev)]
-        return self._call("forget", scheduler_id, args, int)
+        return self._call("forget", scheduler_id, args, int, partition)
 
-    def ack_events(self, scheduler_id: str, group: str, entry_ids: list[str]) -> ScriptCall[str]:
+    def ack_events(
+        self, scheduler_id: str, group: str, entry_ids: list[str], *, partition: int = 0
+    ) -> ScriptCall[str]:
         """The snapshotter's: entries committed to Postgres are acked and trimmed."""
-        return self._call("ack", scheduler_id, [group, *entry_ids], lambda r: r.decode() if isinstance(r, bytes) else r)
+        parse = lambda r: r.decode() if isinstance(r, bytes) else r  # noqa: E731
+        return self._call("ack", scheduler_id, [group, *entry_ids], parse, partition)
 
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
+        """Put a task Postgres holds back live, in the partition of its hash."""
         data, record = record.data, msgspec.structs.replace(record, data=None)
         args = [msgspec.json.encode(record), data, self.dispatch_lease_ms, self.running_lease_ms]
-        return self._call("restore", record.scheduler_id, args, lambda r: bool(r))
+        keys = self.layout.for_hash(self.scheduler(record.scheduler_id).id, record.hash)
+        return ScriptCall(load("restore"), keys.all, args, lambda r: bool(r))
 
 
 # --- rules ---------------------------------------------------------------------------------
+
+
+def _pops_one_batch(scheduler_id: str) -> bool:
+    """The boefje rule: a pop returns one task, or the batch of tasks sharing the
+    deduplication key of the best one (with partitions: that partition's share of it)."""
+    return scheduler_id == "boefje"
 
 
 def _task_id(scheduler: SchedulerType, data: dict[str, Any], task_id: uuid.UUID | str | None) -> str:

@@ -4,6 +4,13 @@ All keys of one queue share the hash tag ``{<queue>}`` so each script touches on
 slot; a script is always handed the full ``QueueKeys.all`` list, in this order, so key
 positions are fixed and every key it touches is declared in KEYS.
 
+A queue may be spread over N partitions (``QueueLayout``): N full sets of these keys, each
+under its own hash tag, so each can live on its own Cluster shard. A task's partition is
+picked by its dedup hash, so deduplication stays one atomic script. With N = 1 the tag is
+the queue's name; partition i of N > 1 gets the tag ``<queue>.<i>.<j>``, with the smallest j
+whose slot falls in the i-th of N equal slot ranges (so a cluster with N masters splitting
+the slots evenly, as ``redis-cli --cluster create`` does, holds one partition per master).
+
     <p>:{<q>}:queue      ZSET, all scores 0, member = order key: queued tasks, best first
     <p>:{<q>}:tasks      HASH task id -> task record (JSON, see records.py)
     <p>:{<q>}:data       HASH task id -> the task's data (JSON, as the API returns it)
@@ -18,6 +25,7 @@ positions are fixed and every key it touches is declared in KEYS.
 
 Outside the queues, for the schedulers:
 
+    <p>:layout                        STRING, how many partitions the queues were made with
     <p>:scheduler:boefjes-seen:<org>  SET of boefje ids already swept for that organisation
     <p>:scheduler:handling:<sha1>     STRING, set while a message with that body is handled
 
@@ -27,7 +35,11 @@ Order key = 20-digit (priority + 2^63) ++ 16-digit created_at µs ++ task id: by
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 # Secondary indexes: name -> (column, data path). The pop planner drives a pop from one of
 # them when the filter has an eq/in on that column/path.
@@ -45,8 +57,12 @@ KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "sc
 
 @dataclass(frozen=True)
 class QueueKeys:
+    """The keys of one queue, or of one partition of it."""
+
     prefix: str
     queue_id: str
+    partition: int = 0
+    partitions: int = 1
     all: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +70,7 @@ class QueueKeys:
 
     @property
     def tag(self) -> str:
-        return f"{self.prefix}:{{{self.queue_id}}}"
+        return f"{self.prefix}:{{{partition_tag(self.queue_id, self.partition, self.partitions)}}}"
 
     def key(self, name: str) -> str:
         return f"{self.tag}:{name}"
@@ -66,6 +82,57 @@ class QueueKeys:
 
     def index(self, name: str) -> str:
         return self.key(f"ix:{name}")
+
+
+@cache
+def partition_tag(queue_id: str, partition: int, partitions: int) -> str:
+    if partitions == 1:
+        return queue_id
+    low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    j = 0
+    while not low <= key_slot(f"{queue_id}.{partition}.{j}".encode()) < high:
+        j += 1
+    return f"{queue_id}.{partition}.{j}"
+
+
+def partition_of(task_hash: str | None, partitions: int) -> int:
+    """The partition of a task: by its dedup hash, so twins always meet in one script."""
+    if partitions == 1 or not task_hash:
+        return 0
+    return zlib.crc32(task_hash.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class QueueLayout:
+    """Where each queue's keys are: ``partitions`` per queue under one prefix."""
+
+    prefix: str = "rs"
+    partitions: int = 1
+    queue_ids: tuple[str, ...] = ("boefje", "normalizer", "report")
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError("a queue needs at least one partition")
+
+    def of(self, queue_id: str) -> list[QueueKeys]:
+        return _partition_keys(self.prefix, queue_id, self.partitions)
+
+    def for_hash(self, queue_id: str, task_hash: str | None) -> QueueKeys:
+        return self.of(queue_id)[partition_of(task_hash, self.partitions)]
+
+    @property
+    def layout_key(self) -> str:
+        return f"{self.prefix}:layout"
+
+    def every(self, queue_ids: tuple[str, ...] | list[str] | None = None) -> list[QueueKeys]:
+        """Every partition of the given queues (all of them by default), queue by queue."""
+        return [keys for queue_id in (queue_ids or self.queue_ids) for keys in self.of(queue_id)]
+
+
+@cache
+def _partition_keys(prefix: str, queue_id: str, partitions: int) -> list[QueueKeys]:
+    return [QueueKeys(prefix, queue_id, i, partitions) for i in range(partitions)]
 
 
 def boefjes_seen_key(prefix: str, organisation: str) -> str:

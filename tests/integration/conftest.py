@@ -1,5 +1,6 @@
-"""Queue fixtures. Tests that take ``queues``, ``client`` or ``backend_redis`` run twice: on
-the single Redis of 127.0.0.1:6379 and on a 3-master Redis Cluster the session starts."""
+"""Queue fixtures. Tests that take ``queues``, ``client`` or ``backend_redis`` run three times:
+on the single Redis of 127.0.0.1:6379, on a 3-master Redis Cluster the session starts, and on
+that cluster with every queue spread over 3 partitions (one per master)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,35 @@ def cluster_url():
         yield urls[0]
 
 
-@pytest.fixture(params=["redis", "cluster"])
+BACKENDS = {"redis": 1, "cluster": 1, "cluster-partitioned": 3}  # name -> partitions per queue
+
+
+@pytest.fixture(params=list(BACKENDS))
 def backend_url(request, redis_url):
     """(kind, url) of the Redis the test runs on."""
     if request.param == "redis":
         return "redis", redis_url
     return "cluster", request.getfixturevalue("cluster_url")
+
+
+@pytest.fixture
+def partitions(request, backend_url) -> int:
+    """How many partitions each queue of the test's backend has."""
+    return BACKENDS[request.node.callspec.params["backend_url"]]
+
+
+@pytest.fixture
+def one_partition(partitions) -> None:
+    """For a test of the strict order of a whole queue: that order holds per partition, so
+    the test runs on one-partition backends (test_queue_partitions.py covers the others)."""
+    if partitions > 1:
+        pytest.skip("strict queue order holds per partition")
+
+
+@pytest.fixture
+def queue_commands(key_prefix, partitions):
+    """QueueCommands for the test's backend: ``queue_commands(scan_budget=50)``."""
+    return lambda **overrides: make_commands(key_prefix, partitions=partitions, **overrides)
 
 
 @pytest.fixture
@@ -60,13 +84,13 @@ def backend_sync_redis(backend_url):
 
 
 @pytest.fixture
-def queues(backend_redis, key_prefix) -> TaskQueues:
-    return TaskQueues(backend_redis, make_commands(key_prefix))
+def queues(backend_redis, queue_commands) -> TaskQueues:
+    return TaskQueues(backend_redis, queue_commands())
 
 
 @pytest.fixture
-def client(backend_sync_redis, key_prefix) -> Client:
-    return Client(backend_sync_redis, make_commands(key_prefix))
+def client(backend_sync_redis, queue_commands) -> Client:
+    return Client(backend_sync_redis, queue_commands())
 
 
 __all__ = ["QueueOptions", "make_commands"]

@@ -1,6 +1,6 @@
 """Redis and Postgres together: after pushes, pops and patches Postgres matches Redis task for
 task, and when Redis loses everything, reconciliation restores every live task (and no
-finished one) with its status."""
+finished one) with its status. Each test runs with one partition per queue and with three."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ async def dsn(pg_dsn):
     return pg_dsn
 
 
-@pytest.fixture
-def queues(async_redis, key_prefix) -> TaskQueues:  # the snapshotter's Redis: the single one
-    return TaskQueues(async_redis, QueueCommands(prefix=key_prefix))
+@pytest.fixture(params=[1, 3], ids=["1-partition", "3-partitions"])
+def queues(request, async_redis, key_prefix) -> TaskQueues:  # the snapshotter's Redis: the single one
+    return TaskQueues(async_redis, QueueCommands(prefix=key_prefix, partitions=request.param))
 
 
 @pytest.fixture
@@ -38,9 +38,11 @@ async def history(dsn, async_redis, key_prefix, queues):
     pool = await open_pool(dsn, max_size=4)
     async with pool.connection() as conn:  # reconciliation reads all of Postgres: start empty
         await conn.execute("TRUNCATE tasks, schedules, task_counts")
-    tasks, schedules = TaskStore(pool), ScheduleStore(pool, async_redis, key_prefix)
+    partitions = queues.layout.partitions
+    tasks, schedules = TaskStore(pool), ScheduleStore(pool, async_redis, key_prefix, partitions=partitions)
     snapshotter = Snapshotter(
-        async_redis, tasks, schedules, prefix=key_prefix, forget=queues.forget_finished, block_ms=20
+        async_redis, tasks, schedules, prefix=key_prefix, forget=queues.forget_finished, block_ms=20,
+        partitions=partitions,
     )
     runner = asyncio.create_task(snapshotter.run())
     yield tasks, schedules
@@ -49,8 +51,9 @@ async def history(dsn, async_redis, key_prefix, queues):
     await pool.close()
 
 
-async def _drain(async_redis, key_prefix) -> None:
-    assert await wait_caught_up(async_redis, key_prefix, timeout=20), "snapshotter did not catch up"
+async def _drain(queues) -> None:
+    caught_up = await wait_caught_up(queues.redis, queues.layout.prefix, timeout=20, partitions=queues.layout.partitions)
+    assert caught_up, "snapshotter did not catch up"
 
 
 async def _work(queues, count: int, seed: int) -> None:
@@ -75,13 +78,18 @@ async def _work(queues, count: int, seed: int) -> None:
 
 async def test_postgres_matches_redis_after_ten_thousand_operations(queues, history, async_redis, key_prefix):
     tasks, _ = history
-    await _work(queues, 5400, seed=1)  # 5,400 pushes, 2,700 pops, ~2,400 patches
-    await _drain(async_redis, key_prefix)
+    # 5,400 pushes, 2,700 pops, ~2,400 patches (a third of that over three partitions)
+    await _work(queues, 5400 // queues.layout.partitions, seed=1)
+    await _drain(queues)
     for scheduler_id in ("boefje", "normalizer"):
         live = {t.task.id.hex: t.task for t in await tasks.live(scheduler_id)}
-        in_redis = await async_redis.hgetall(queues.commands.keys(scheduler_id).tasks)
+        in_redis = [
+            raw for keys in queues.layout.of(scheduler_id) for raw in (await async_redis.hgetall(keys.tasks)).values()
+        ]
+        sizes = [await async_redis.hlen(keys.tasks) for keys in queues.layout.of(scheduler_id)]
+        assert all(sizes), "every partition has tasks"
         redis_live = {}
-        for raw in in_redis.values():
+        for raw in in_redis:
             record = decode_record(raw)
             if record.status == "queued" or record.status in LEASED:
                 redis_live[record.id.replace("-", "")] = record
@@ -89,14 +97,14 @@ async def test_postgres_matches_redis_after_ten_thousand_operations(queues, hist
         for key, task in live.items():
             record = redis_live[key]
             assert task.status.value == record.status and task.priority == int(record.priority)
-        finished_left = [r for r in in_redis.values() if b'"status":"completed"' in r or b'"status":"failed"' in r]
+        finished_left = [r for r in in_redis if b'"status":"completed"' in r or b'"status":"failed"' in r]
         assert finished_left == [], "finished tasks must leave Redis once Postgres has them"
 
 
 async def test_reconcile_restores_every_live_task_after_redis_lost_everything(queues, history, async_redis, key_prefix):
     tasks, _ = history
     await _work(queues, 1000, seed=2)
-    await _drain(async_redis, key_prefix)
+    await _drain(queues)
     before = {sid: {t.task.id: t.task.status for t in await tasks.live(sid)} for sid in ("boefje", "normalizer")}
     queued_before = {sid: await queues.qsize(sid) for sid in ("boefje", "normalizer")}
     assert sum(len(v) for v in before.values()) > 500

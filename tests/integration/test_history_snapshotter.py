@@ -45,7 +45,7 @@ class ForgetRecorder:
         self.held = asyncio.Event()
         self.hold.set()
 
-    async def __call__(self, queue: str, items: list[tuple[str, str]]) -> int:
+    async def __call__(self, queue: str, items: list[tuple[str, str]], partition: int = 0) -> int:
         self.held.set()
         await self.hold.wait()
         self.calls.append((queue, items))

@@ -9,7 +9,6 @@ import pytest
 from redisched.errors import Conflict, StaleLease
 from redisched.queue.queue import TaskQueues
 from tests.factories import boefje_data, normalizer_data
-from tests.integration.conftest import make_commands
 
 
 async def test_patch_to_queued_puts_the_task_back_and_from_queued_takes_it_off(queues):
@@ -30,7 +29,7 @@ async def test_patch_moves_modified_at_and_keeps_created_at(queues):
     assert patched.created_at == rec.created_at and int(patched.modified_at) > int(rec.modified_at)
 
 
-async def test_patch_priority_reorders_a_queued_task(queues):
+async def test_patch_priority_reorders_a_queued_task(queues, one_partition):
     a = await queues.push("normalizer", organisation="o", data=normalizer_data(), priority=1)
     b = await queues.push("normalizer", organisation="o", data=normalizer_data(), priority=2)
     await queues.patch(a.id, {"priority": 3})
@@ -51,8 +50,8 @@ async def test_patch_of_unknown_task_returns_none(queues):
     assert await queues.patch("00000000-0000-4000-8000-000000000000", {"status": "completed"}) is None
 
 
-async def test_an_expired_lease_is_reaped_back_to_queued_and_a_stale_token_is_refused(backend_redis, key_prefix):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, dispatch_lease_ms=50, max_tries=3))
+async def test_an_expired_lease_is_reaped_back_to_queued_and_a_stale_token_is_refused(backend_redis, queue_commands):
+    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=50, max_tries=3))
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     [first] = await queues.pop("boefje")
     await asyncio.sleep(0.08)
@@ -67,8 +66,8 @@ async def test_an_expired_lease_is_reaped_back_to_queued_and_a_stale_token_is_re
     assert done.status == "completed"
 
 
-async def test_a_task_fails_after_its_tries_are_used(backend_redis, key_prefix):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, dispatch_lease_ms=20, max_tries=2))
+async def test_a_task_fails_after_its_tries_are_used(backend_redis, queue_commands):
+    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=20, max_tries=2))
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     for expected in ((1, 0), (0, 1)):
         assert await queues.pop("boefje")
@@ -78,8 +77,8 @@ async def test_a_task_fails_after_its_tries_are_used(backend_redis, key_prefix):
     assert await queues.qsize("boefje") == 0
 
 
-async def test_running_holds_the_long_lease_and_tokenless_patches_work_as_in_mula(backend_redis, key_prefix):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, dispatch_lease_ms=20, running_lease_ms=60_000))
+async def test_running_holds_the_long_lease_and_tokenless_patches_work_as_in_mula(backend_redis, queue_commands):
+    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=20, running_lease_ms=60_000))
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     await queues.pop("boefje")
     await queues.patch(rec.id, {"status": "running"})
@@ -89,8 +88,8 @@ async def test_running_holds_the_long_lease_and_tokenless_patches_work_as_in_mul
     assert await backend_redis.zcard(queues.commands.keys("boefje").leases) == 0
 
 
-async def test_extend_lease_needs_the_current_token(backend_redis, key_prefix):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, dispatch_lease_ms=30))
+async def test_extend_lease_needs_the_current_token(backend_redis, queue_commands):
+    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=30))
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     [popped] = await queues.pop("boefje")
     with pytest.raises(StaleLease):
@@ -116,13 +115,12 @@ async def test_forget_drops_finished_tasks_at_their_stored_rev_only(queues):
 
 
 async def test_restore_puts_back_lost_live_tasks_with_their_status(queues, backend_redis, key_prefix):
-    queued = await queues.push("boefje", organisation="o", data=boefje_data(), priority=2)
-    running = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
+    pushed = [await queues.push("boefje", organisation="o", data=boefje_data(), priority=p) for p in (2, 1)]
     [popped] = await queues.pop("boefje")
     running = await queues.patch(popped.id, {"status": "running"})
-    queued = await queues.get(queued.id)
-    for scheduler_id in ("boefje", "normalizer", "report"):  # Redis loses everything
-        await backend_redis.delete(*queues.commands.keys(scheduler_id).all)
+    [queued] = [await queues.get(rec.id) for rec in pushed if rec.id != popped.id]
+    for keys in queues.layout.every():  # Redis loses everything
+        await backend_redis.delete(*keys.all)
     assert await queues.restore(queued) and await queues.restore(running)
     assert not await queues.restore(queued)
     assert (await queues.get(running.id)).status == "running"

@@ -10,7 +10,7 @@ from redisched.errors import BadRequest, Conflict, NotFound, QueueFull
 from redisched.filters import parse_filter_request
 from redisched.queue.queue import TaskQueues
 from tests.factories import boefje_data, normalizer_data, report_data
-from tests.integration.conftest import QueueOptions, make_commands
+from tests.integration.conftest import QueueOptions
 
 
 async def test_push_stores_a_queued_task_with_server_side_hash_and_a_new_schedule(queues):
@@ -60,7 +60,8 @@ async def test_second_push_links_the_same_schedule(queues):
 async def test_a_disabled_schedule_is_left_alone(queues, backend_redis):
     data = boefje_data()
     first = await queues.push("boefje", organisation="o", data=data, priority=10)
-    await backend_redis.hset(queues.commands.keys("boefje").schedules, first.hash, f"{first.schedule_id}|0")
+    mirror = queues.layout.for_hash("boefje", first.hash).schedules
+    await backend_redis.hset(mirror, first.hash, f"{first.schedule_id}|0")
     await queues.pop("boefje")
     second = await queues.push("boefje", organisation="o", data=data, priority=10)
     assert second.schedule_id is None
@@ -84,8 +85,8 @@ async def test_normalizer_pushes_never_touch_schedules(queues, backend_redis):
         ({"allow_replace": True}, "data", True),
     ],
 )
-async def test_twin_options_update_the_queued_task_in_place(backend_redis, key_prefix, policy, change, allowed):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, options={"boefje": QueueOptions(**policy)}))
+async def test_twin_options_update_the_queued_task_in_place(backend_redis, queue_commands, policy, change, allowed):
+    queues = TaskQueues(backend_redis, queue_commands(options={"boefje": QueueOptions(**policy)}))
     data = boefje_data()
     original = await queues.push("boefje", organisation="o", data=data, priority=10)
     changed_data = {**data, "boefje": {**data["boefje"], "name": "renamed"}} if change == "data" else data
@@ -101,8 +102,8 @@ async def test_twin_options_update_the_queued_task_in_place(backend_redis, key_p
     assert ("renamed" in popped.data) == (change == "data")
 
 
-async def test_maxsize_refuses_with_queue_full_but_priority_one_always_gets_in(backend_redis, key_prefix):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, options={"report": QueueOptions(maxsize=2)}))
+async def test_maxsize_refuses_with_queue_full_but_priority_one_always_gets_in(backend_redis, queue_commands, one_partition):
+    queues = TaskQueues(backend_redis, queue_commands(options={"report": QueueOptions(maxsize=2)}))
     for _ in range(2):
         await queues.push("report", organisation="o", data=report_data(), priority=5)
     with pytest.raises(QueueFull):
@@ -112,7 +113,7 @@ async def test_maxsize_refuses_with_queue_full_but_priority_one_always_gets_in(b
     assert await queues.qsize("report") == 4
 
 
-async def test_pop_returns_lowest_priority_first_then_oldest(queues):
+async def test_pop_returns_lowest_priority_first_then_oldest(queues, one_partition):
     ids = {}
     for priority in (10, 5, 1, 3, 5):
         rec = await queues.push("normalizer", organisation="o", data=normalizer_data(), priority=priority)
@@ -129,7 +130,7 @@ async def test_boefje_pop_returns_one_task_whatever_the_limit_without_dedup_keys
     assert len(await queues.pop("boefje", limit=10)) == 1
 
 
-async def test_boefje_dedup_key_batch_comes_first_and_whole(queues):
+async def test_boefje_dedup_key_batch_comes_first_and_whole(queues, one_partition):
     key = str(uuid.uuid4())
     await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     batch = [await queues.push("boefje", organisation="o", data=boefje_data(deduplication_key=key), priority=p) for p in (7, 5, 9)]
@@ -145,7 +146,7 @@ async def test_normalizer_pop_without_limit_returns_every_match(queues):
     assert len(await queues.pop("normalizer")) == 5
 
 
-async def test_indexed_filters_pop_only_matching_tasks_in_order(queues):
+async def test_indexed_filters_pop_only_matching_tasks_in_order(queues, one_partition):
     pushed = []
     for i in range(30):
         data = boefje_data(f"b{i % 3}", oci_image=f"img{i % 2}" if i % 5 else None)
@@ -174,8 +175,8 @@ async def test_a_null_oci_image_matches_no_in_filter(queues):
     assert await queues.pop("boefje", node) == []
 
 
-async def test_unindexed_filter_is_evaluated_by_a_bounded_scan(backend_redis, key_prefix):
-    queues = TaskQueues(backend_redis, make_commands(key_prefix, scan_budget=50))
+async def test_unindexed_filter_is_evaluated_by_a_bounded_scan(backend_redis, queue_commands, one_partition):
+    queues = TaskQueues(backend_redis, queue_commands(scan_budget=50))
     for i in range(120):
         await queues.push("normalizer", organisation="o", data=normalizer_data(f"n{i}"), priority=1)
     near = parse_filter_request({"filters": [{"column": "data", "field": "normalizer__id", "operator": "eq", "value": "n10"}]})

@@ -9,7 +9,7 @@ import pytest
 
 from redisched.errors import BadRequest, NotFound
 from redisched.queue.commands import QueueCommands, QueueOptions
-from redisched.queue.keys import QueueKeys
+from redisched.queue.keys import QueueKeys, QueueLayout, partition_of
 from redisched.queue.records import order_key, priority_key
 from tests.factories import boefje_data, report_data
 
@@ -18,6 +18,54 @@ def test_every_key_of_a_queue_shares_one_hash_tag():
     keys = QueueKeys("rs", "boefje").all
     assert all(key.startswith("rs:{boefje}:") for key in keys)
     assert len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("partitions", [2, 3, 4, 7, 16])
+def test_partition_i_of_n_hashes_into_the_i_th_of_n_slot_ranges(partitions):
+    from redis.crc import key_slot
+
+    layout = QueueLayout("rs", partitions)
+    for keys in layout.of("boefje"):
+        slots = {key_slot(key.encode()) for key in keys.all}
+        assert len(slots) == 1, "one partition, one slot"
+        low, high = keys.partition * 16384 // partitions, (keys.partition + 1) * 16384 // partitions
+        assert low <= slots.pop() < high
+
+
+def test_a_push_goes_to_the_partition_of_its_hash_and_twins_always_to_the_same_one():
+    commands = QueueCommands(partitions=3)
+    seen = set()
+    for _ in range(60):
+        data = boefje_data()
+        first = commands.push("boefje", organisation="o", data=data, priority=3)
+        twin = commands.push("boefje", organisation="o", data=data, priority=9)
+        assert first.keys == twin.keys
+        record = msgspec.json.decode(first.args[0])
+        assert first.keys == commands.layout.for_hash("boefje", record["hash"]).all
+        seen.add(partition_of(record["hash"], 3))
+    assert seen == {0, 1, 2}
+
+
+def test_a_partitioned_pop_asks_each_partition_for_what_is_still_missing():
+    commands = QueueCommands(partitions=3)
+    steps = commands.pop_steps("normalizer", limit=5, start=1)
+    first = next(steps)
+    assert first.keys == commands.keys("normalizer", 1).all and first.args[3] == 5
+    second = steps.send(["a", "b"])
+    assert second.keys == commands.keys("normalizer", 2).all and second.args[3] == 3
+    third = steps.send([])
+    assert third.keys == commands.keys("normalizer", 0).all and third.args[3] == 3
+    with pytest.raises(StopIteration) as done:
+        steps.send(["c", "d", "e"])
+    assert done.value.value == ["a", "b", "c", "d", "e"]
+
+
+def test_a_partitioned_boefje_pop_stops_at_the_first_partition_that_gave_a_task():
+    steps = QueueCommands(partitions=3).pop_steps("boefje", limit=10)
+    next(steps)
+    with pytest.raises(StopIteration) as done:
+        steps.send(["only"])
+    assert done.value.value == ["only"]
 
 
 @pytest.mark.parametrize("pair", [(-(2**63), -5), (-5, -1), (-1, 1), (1, 2**53), (2**53, 2**53 + 1), (2**63 - 2, 2**63 - 1)])

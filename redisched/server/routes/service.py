@@ -39,7 +39,8 @@ async def metrics(request: Request) -> Response:
     svc = services(request)
     qsizes = await asyncio.gather(*(svc.queues.qsize(sid) for sid in SCHEDULERS))
     status_counts = await svc.tasks.status_counts()
-    backlog = await backlog_seconds(svc.queues.redis, svc.queues.commands.prefix)
+    layout = svc.queues.layout
+    backlog = await backlog_seconds(svc.queues.redis, layout.prefix, partitions=layout.partitions)
     families = [*_queue_metrics(qsizes, status_counts), _backlog_metric(backlog)]
     body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -91,10 +91,10 @@ async def extend_lease(request: Request) -> JSON:
         raise InvalidRequest([missing(["header", LEASE_TOKEN_HEADER.lower()])])
     seconds = query_float(request, "seconds", float(services(request).settings.dispatch_timeout))
     queues = services(request).queues
-    scheduler_id = await queues.locate(task_id)
-    if scheduler_id is None:
+    where = await queues.locate(task_id)
+    if where is None:
         raise _task_not_found(task_id)
-    expires_ms = await queues.extend_lease(scheduler_id, str(task_id), token, seconds)
+    expires_ms = await queues.extend_lease(where.queue_id, str(task_id), token, seconds, where.partition)
     return JSON(LeaseExtended(task_id, us_to_datetime(expires_ms * 1000)))
 
 
