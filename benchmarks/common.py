@@ -253,10 +253,6 @@ def fast_boefje_push_args(n: int, rng: random.Random, options: QueueOptions | No
     return [_encode(record), data.encode(), options.maxsize, options.twin_policy, "1", str(uuid.uuid4()), "0"]
 
 
-def _hash_of(push_args: list[Any]) -> str:
-    return msgspec.json.decode(push_args[0], type=TaskRecord).hash or ""
-
-
 def check_fast_fill() -> None:
     """The fast filler's ARGV equal QueueCommands.push's but for the random ids."""
     rng = random.Random(7)
@@ -280,7 +276,7 @@ def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start
 
     script = load("push")
     redis_client.script_load(script.source)
-    partitions = commands.layout.of("boefje")
+    keys = commands.keys("boefje")
     rng = random.Random(seed + start)
     numbers = iter(numbers) if numbers is not None else iter(range(start, start + count))
     pushed, deadline, last_report = 0, time.monotonic() + seconds, time.monotonic()
@@ -288,13 +284,10 @@ def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start
         pipe = redis_client.pipeline(transaction=False)
         size = min(batch, count - pushed)
         for n in itertools.islice(numbers, size):
-            args = fast_boefje_push_args(n, rng)
-            keys = partitions[0] if len(partitions) == 1 else commands.layout.for_hash("boefje", _hash_of(args))
-            pipe.evalsha(script.sha, len(keys.all), *keys.all, *args)
-        replies = pipe.execute()
+            pipe.evalsha(script.sha, len(keys.all), *keys.all, *fast_boefje_push_args(n, rng))
         if drop_events:
-            for keys in partitions:
-                redis_client.delete(keys.events)
+            pipe.delete(keys.events)
+        replies = pipe.execute()
         bad = [r for r in replies[:size] if isinstance(r, int)]
         if bad:
             raise RuntimeError(f"push refused during fill: codes {set(bad)}")
