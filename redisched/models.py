@@ -147,7 +147,9 @@ def payload_hash(scheduler_id: str, data: Any) -> str:
 
 
 def us_to_datetime(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+    # Whole seconds, not us / 1e6: a float's rounding could carry into the next second (and
+    # past year 9999 from 9999-12-31T23:59:59.999999).
+    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
 
 
 def datetime_to_us(dt: datetime) -> int:

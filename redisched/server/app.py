@@ -25,8 +25,8 @@ from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult
 from redisched.server.routes import schedulers, schedules, service, tasks
 from redisched.server.services import Services
 
-PAGE = {"offset": "integer", "limit": "integer"}
-TASK_QUERY = {"scheduler_id": "string", "organisation": "string", "task_type": "string", "status": "string"}
+PAGE = {"offset": "count", "limit": "count"}
+TASK_QUERY = {"scheduler_id": "string", "organisation": "string", "task_type": "string", "status": "status"}
 TASK_QUERY |= {"min_created_at": "date-time", "max_created_at": "date-time"} | PAGE
 SCHEDULE_QUERY = {"scheduler_id": "string", "organisation": "string", "schedule_hash": "string"}
 SCHEDULE_QUERY |= {"enabled": "boolean", "min_deadline_at": "date-time", "max_deadline_at": "date-time"}
@@ -44,20 +44,24 @@ class Api:
     status: int = 200
     body: Any = None  # the request body's type; openapi.FILTERS for a FilterRequest
     body_required: bool = True
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)  # name: kind (openapi._QUERY_TYPES)
+    errors: tuple[int, ...] = ()  # statuses beyond the ones every route may answer (openapi._ROUTE_ERRORS)
+    lease_token: str = ""  # X-Lease-Token: "optional"/"required" in the request, or "returned"
 
 
 API = [
-    Api("GET", "/", service.root, "admin", "Nothing (mula answers null)"),
+    Api("GET", "/", service.root, "admin", "Nothing (mula answers null)", openapi.NULL),
     Api("GET", "/health", service.health, "public", "Health", ServiceHealth, query={"externals": "boolean"}),
-    Api("GET", "/metrics", service.metrics, "admin", "Prometheus metrics"),
+    Api("GET", "/metrics", service.metrics, "admin", "Prometheus metrics", openapi.PROMETHEUS),
     Api("GET", "/schedulers", schedulers.list_schedulers, "admin", "List schedulers", list[Scheduler]),
     Api("GET", "/schedulers/{scheduler_id}", schedulers.get_scheduler, "admin", "Get a scheduler", Scheduler),
-    Api("POST", "/schedulers/{scheduler_id}/push", schedulers.push, "admin", "Push a task", Task, 201, TaskPush),
+    Api("POST", "/schedulers/{scheduler_id}/push", schedulers.push, "admin", "Push a task", Task, 201, TaskPush,
+        errors=(409, 429)),  # fmt: skip
     Api(
         "POST", "/schedulers/{scheduler_id}/pop", schedulers.pop, "runner",
         "Pop tasks (lease token in the X-Lease-Token header; ?wait= long-polls up to 30 s)",
-        PopResult, body=openapi.FILTERS, body_required=False, query={"limit": "integer", "wait": "number"},
+        PopResult, body=openapi.FILTERS, body_required=False, query={"limit": "count", "wait": "number"},
+        lease_token="returned",
     ),  # fmt: skip
     Api("GET", "/tasks", tasks.list_tasks, "admin", "List tasks", Paginated[Task], query=TASK_QUERY,
         body=openapi.FILTERS, body_required=False),  # fmt: skip
@@ -66,16 +70,18 @@ API = [
     Api("GET", "/tasks/stats", tasks.task_stats, "admin", "Tasks per hour and status (last 24 h)", dict[str, dict[str, int]],
         query={"scheduler_id": "string", "organisation_id": "string"}),  # fmt: skip
     Api("GET", "/tasks/{task_id}", tasks.get_task, "runner", "Get a task", Task),
-    Api("PATCH", "/tasks/{task_id}", tasks.patch_task, "runner", "Patch a task", Task, body=TaskPatch),
+    Api("PATCH", "/tasks/{task_id}", tasks.patch_task, "runner", "Patch a task", Task, body=TaskPatch, errors=(409,),
+        lease_token="optional"),  # fmt: skip
     Api("POST", "/tasks/{task_id}/lease", tasks.extend_lease, "runner", "Extend a task's lease (X-Lease-Token)",
-        LeaseExtended, query={"seconds": "number"}),  # fmt: skip
+        LeaseExtended, query={"seconds": "lease-seconds"}, errors=(409,), lease_token="required"),  # fmt: skip
     Api("GET", "/schedules", schedules.list_schedules, "admin", "List schedules", Paginated[Schedule], query=SCHEDULE_QUERY),
-    Api("POST", "/schedules", schedules.create_schedule, "admin", "Create a schedule", Schedule, 201, ScheduleCreate),
+    Api("POST", "/schedules", schedules.create_schedule, "admin", "Create a schedule", Schedule, 201, ScheduleCreate,
+        errors=(409,)),  # fmt: skip
     Api("POST", "/schedules/search", schedules.search_schedules, "admin", "Search schedules", Paginated[Schedule],
         body=openapi.FILTERS, query=PAGE),  # fmt: skip
     Api("GET", "/schedules/{schedule_id}", schedules.get_schedule, "admin", "Get a schedule", Schedule),
     Api("PATCH", "/schedules/{schedule_id}", schedules.patch_schedule, "admin", "Patch a schedule", Schedule,
-        body=SchedulePatch),  # fmt: skip
+        body=SchedulePatch, errors=(409,)),  # fmt: skip
     Api("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "admin", "Delete a schedule", status=204),
 ]
 

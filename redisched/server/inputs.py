@@ -5,6 +5,7 @@ FastAPI's shape, a 400 for a bad filter)."""
 from __future__ import annotations
 
 import enum
+import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -100,16 +101,36 @@ _parsed_filters: dict[tuple[str, bytes], filters.Node] = {}
 
 def _iso_datetimes(document: dict[str, Any]) -> dict[str, Any]:
     parsed = {name: parse_datetime(document[name]) for name in DATETIME_FIELDS if isinstance(document.get(name), str)}
+    for name, value in parsed.items():
+        if value is None and _iso(document[name]) is not None:  # out of range: msgspec would take it
+            raise InvalidRequest([_datetime_error(["body", name], document[name])])
     return {**document, **{name: value for name, value in parsed.items() if value is not None}}
 
 
 def parse_datetime(text: str) -> datetime | None:
-    """Any ISO-8601 date or datetime, naive meaning UTC; None when it is not one."""
+    """Any ISO-8601 date or datetime, naive meaning UTC; None when it is not one, or not one in
+    range once in UTC (``9999-12-31T23:00-02:00`` is in year 10000, which no datetime holds)."""
+    value = _iso(text)
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
     try:
-        value = datetime.fromisoformat(text)
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        return None
+    return value
+
+
+def _iso(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _datetime_error(loc: list[Any], text: str) -> dict[str, Any]:
+    return error("datetime_from_date_parsing", loc, "Input should be a valid datetime or date", text)
 
 
 # --- query and path ------------------------------------------------------------------------
@@ -130,15 +151,31 @@ def query_int(request: Request, name: str, default: int | None = None, *, minimu
     return value
 
 
-def query_float(request: Request, name: str, default: float) -> float:
+def query_float(request: Request, name: str, default: float, *, maximum: float | None = None) -> float:
+    """A finite number (``inf`` and ``nan`` are refused), at most ``maximum``."""
     text = request.query_params.get(name)
     if text is None:
         return default
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         message = "Input should be a valid number, unable to parse string as a number"
         raise InvalidRequest([error("float_parsing", ["query", name], message, text)]) from None
+    if not math.isfinite(value):
+        raise InvalidRequest([error("finite_number", ["query", name], "Input should be a finite number", text)])
+    if maximum is not None and value > maximum:
+        message = f"Input should be less than or equal to {maximum}"
+        raise InvalidRequest([error("less_than_equal", ["query", name], message, text, le=maximum)])
+    return value
+
+
+def query_text(request: Request, name: str) -> str | None:
+    """A string compared with what Postgres or Redis hold: a NUL (which Postgres text cannot
+    hold, so nothing matches it) is refused (400), as in a filter or a pushed value."""
+    text = request.query_params.get(name)
+    if text is not None and "\x00" in text:
+        raise BadRequest(f"{name} must not contain NUL characters")
+    return text
 
 
 def query_bool(request: Request, name: str, default: bool | None = None) -> bool | None:
@@ -159,8 +196,7 @@ def query_datetime(request: Request, name: str) -> datetime | None:
         return None
     value = parse_datetime(text)
     if value is None:
-        message = "Input should be a valid datetime or date"
-        raise InvalidRequest([error("datetime_from_date_parsing", ["query", name], message, text)])
+        raise InvalidRequest([_datetime_error(["query", name], text)])
     return value
 
 
@@ -191,5 +227,11 @@ def query_range(request: Request, column: str) -> tuple[datetime | None, datetim
 
 
 def page(request: Request) -> tuple[int, int]:
-    """``offset`` (default 0) and ``limit`` (default 10)."""
-    return query_int(request, "offset", 0, minimum=0), query_int(request, "limit", 10, minimum=0)
+    """``offset`` (default 0) and ``limit`` (default 10), capped at Postgres' bigint: a larger
+    one means "all" (or "none left"), not a 500 from ``OFFSET``/``LIMIT``."""
+    offset, limit = query_int(request, "offset", 0, minimum=0), query_int(request, "limit", 10, minimum=0)
+    return min(offset, MAX_BIGINT), min(limit, MAX_BIGINT)
+
+
+MAX_BIGINT = 2**63 - 1
+MAX_LEASE_SECONDS = 365 * 86400  # a longer lease extension is a 422: its expiry must stay a date

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from redisched.errors import NotFound
 from redisched.models import ScheduleCreate, SchedulePatch
-from redisched.server.inputs import filter_body, page, path_uuid, query_bool, query_range, struct_body
+from redisched.server.inputs import filter_body, page, path_uuid, query_bool, query_range, query_text, struct_body
 from redisched.server.responses import JSON, paginated
 from redisched.server.services import services
 
@@ -20,12 +20,13 @@ async def list_schedules(request: Request) -> JSON:
     min_deadline_at, max_deadline_at = query_range(request, "deadline_at")
     min_created_at, max_created_at = query_range(request, "created_at")
     enabled = query_bool(request, "enabled")
-    scheduler_id = request.query_params.get("scheduler_id")
+    scheduler_id = query_text(request, "scheduler_id")
+    organisation, schedule_hash = query_text(request, "organisation"), query_text(request, "schedule_hash")
     await services(request).history_caught_up(scheduler_id)
     count, schedules = await services(request).schedules.list(
         scheduler_id=scheduler_id,
-        organisation=request.query_params.get("organisation"),
-        schedule_hash=request.query_params.get("schedule_hash"),
+        organisation=organisation,
+        schedule_hash=schedule_hash,
         enabled=enabled,
         min_deadline_at=min_deadline_at,
         max_deadline_at=max_deadline_at,

@@ -13,7 +13,8 @@ from redisched.errors import BadRequest, Conflict, NotFound, StaleLease
 from redisched.models import LEASED, Task, TaskPatch, TaskStatus, us_to_datetime
 from redisched.queue.records import record_from_task
 from redisched.server.auth import Forbidden, role
-from redisched.server.inputs import filter_body, page, path_uuid, query_enum, query_float, query_range, struct_body
+from redisched.server.inputs import MAX_LEASE_SECONDS, filter_body, page, path_uuid, query_enum, query_float, query_range
+from redisched.server.inputs import query_text, struct_body
 from redisched.server.responses import JSON, LeaseExtended, paginated
 from redisched.server.routes.schedulers import LEASE_TOKEN_HEADER
 from redisched.server.services import Services, services
@@ -28,13 +29,14 @@ async def list_tasks(request: Request) -> JSON:
     min_created_at, max_created_at = query_range(request, "created_at")
     status = query_enum(request, "status", TaskStatus)
     node = await filter_body(request)
-    scheduler_id = request.query_params.get("scheduler_id")
+    scheduler_id = query_text(request, "scheduler_id")
+    organisation, task_type = query_text(request, "organisation"), query_text(request, "task_type")
     await services(request).history_caught_up(scheduler_id)
     count, tasks = await services(request).tasks.list(
         node,
         scheduler_id=scheduler_id,
-        organisation=request.query_params.get("organisation"),
-        task_type=request.query_params.get("task_type"),
+        organisation=organisation,
+        task_type=task_type,
         status=status,
         min_created_at=min_created_at,
         max_created_at=max_created_at,
@@ -45,9 +47,9 @@ async def list_tasks(request: Request) -> JSON:
 
 
 async def task_stats(request: Request) -> JSON:
-    scheduler_id = request.query_params.get("scheduler_id")
+    scheduler_id, organisation_id = query_text(request, "scheduler_id"), query_text(request, "organisation_id")
     await services(request).history_caught_up(scheduler_id)
-    stats = await services(request).tasks.stats(scheduler_id, request.query_params.get("organisation_id"))
+    stats = await services(request).tasks.stats(scheduler_id, organisation_id)
     return JSON(stats)
 
 
@@ -89,7 +91,8 @@ async def extend_lease(request: Request) -> JSON:
     token = request.headers.get(LEASE_TOKEN_HEADER)
     if not token:
         raise InvalidRequest([missing(["header", LEASE_TOKEN_HEADER.lower()])])
-    seconds = query_float(request, "seconds", float(services(request).settings.dispatch_timeout))
+    default = float(services(request).settings.dispatch_timeout)
+    seconds = query_float(request, "seconds", default, maximum=MAX_LEASE_SECONDS)
     queues = services(request).queues
     where = await queues.locate(task_id)
     if where is None:
