@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from redisched.clients.http import ServiceClients
@@ -73,7 +74,10 @@ async def open_services(settings: Settings) -> Services:
     """Connections for ``settings.redis_url`` and ``settings.db_uri`` (both must be set)."""
     redis = open_redis(settings)
     queues = TaskQueues(redis, queue_commands(settings))
-    await queues.check_layout()
+    try:
+        await queues.check_layout()
+    except RedisError as exc:  # the API starts anyway and answers 503 until Redis is back
+        log.warning("Redis unreachable at start, partition count not checked: %r", exc)
     pool = await open_pool(settings.db_uri)
     return Services(
         settings=settings,

@@ -62,8 +62,8 @@ UPDATE schedules SET deadline_at = %s, modified_at = now() WHERE id = %s;
 -- one that already exists, by id or by hash, is left alone.
 INSERT INTO schedules (id, scheduler_id, organisation, hash, data, enabled, created_at, modified_at)
 SELECT r.schedule_id, r.scheduler_id, r.organisation, r.hash, r.data::jsonb, true,
-       timestamptz 'epoch' + r.created_at * interval '1 microsecond',
-       timestamptz 'epoch' + r.created_at * interval '1 microsecond'
+       us_to_timestamptz(r.created_at),
+       us_to_timestamptz(r.created_at)
 FROM json_to_recordset(%s::json) AS r(schedule_id uuid, scheduler_id text, organisation text,
                                       hash text, data text, created_at bigint)
 ORDER BY r.schedule_id

@@ -8,8 +8,8 @@ INSERT INTO tasks AS t (id, scheduler_id, schedule_id, organisation, priority, s
                         data, created_at, modified_at, tries, rev)
 SELECT r.id, r.scheduler_id, s.id, r.organisation, r.priority, r.status, r.type, r.hash,
        COALESCE(r.data::jsonb, 'null'::jsonb),
-       timestamptz 'epoch' + r.created_at * interval '1 microsecond',
-       timestamptz 'epoch' + r.modified_at * interval '1 microsecond',
+       us_to_timestamptz(r.created_at),
+       us_to_timestamptz(r.modified_at),
        COALESCE(r.tries, 0), r.rev
 FROM json_to_recordset(%s::json) AS r(id uuid, scheduler_id text, schedule_id uuid,
                                       organisation text, priority bigint, status text,

@@ -25,6 +25,7 @@ from redisched.queue.scripts import Script, load
 T = TypeVar("T")
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Postgres can hold
 DRIVING_INDEX_PREFERENCE = ("boefje", "image", "org")  # most selective first
 _INDEX_BY_PATH = {path: name for name, path in INDEXES.items()}
 
@@ -234,8 +235,8 @@ class QueueCommands:
     def extend_lease(
         self, scheduler_id: str, task_id: str, token: str, seconds: float, *, partition: int = 0
     ) -> ScriptCall[int]:
-        if seconds <= 0:
-            raise BadRequest("lease length must be positive")
+        if not 0 < seconds <= MAX_LEASE_SECONDS:  # also refuses nan
+            raise BadRequest(f"lease length must be positive and at most {MAX_LEASE_SECONDS} seconds")
         args = [str(task_id), token, int(seconds * 1000)]
         return self._call("extend", scheduler_id, args, _parse_extend, partition)
 

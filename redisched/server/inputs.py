@@ -234,4 +234,3 @@ def page(request: Request) -> tuple[int, int]:
 
 
 MAX_BIGINT = 2**63 - 1
-MAX_LEASE_SECONDS = 365 * 86400  # a longer lease extension is a 422: its expiry must stay a date

@@ -11,7 +11,7 @@ import msgspec
 from redisched import __version__
 from redisched.filters import UPSTREAM_OPERATORS
 from redisched.models import SCHEDULERS, STATUSES
-from redisched.server.inputs import MAX_LEASE_SECONDS
+from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.server.responses import ErrorDetail, ValidationErrorDetail
 
 FILTERS = "FilterRequest"  # marks a FilterRequest body in the route table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 
 import msgspec
 import pytest
@@ -68,6 +69,15 @@ async def test_apply_round_trips_every_field(pool, org):
     stored, expected = await store.get(record.id), record.to_task()
     assert msgspec.json.decode(stored.data) == msgspec.json.decode(record.data)  # jsonb orders keys its way
     assert msgspec.structs.replace(stored, data=expected.data) == expected
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00.000001Z", "2300-06-15T12:34:56.789123Z", "9999-12-31T23:59:59.999999Z"])
+async def test_times_at_the_ends_of_the_calendar_are_stored_to_the_microsecond(pool, org, when):
+    us = datetime_to_us(msgspec.json.decode(f'"{when}"', type=datetime))
+    record = msgspec.structs.replace(boefje_record(org, created_us=us), modified_at=str(us))
+    await TaskStore(pool).apply([Event("push", record, None)])
+    stored = await TaskStore(pool).get(record.id)
+    assert datetime_to_us(stored.created_at) == datetime_to_us(stored.modified_at) == us
 
 
 async def test_apply_drops_a_schedule_id_that_names_no_schedule(pool, org):

@@ -121,3 +121,9 @@ def test_patch_changes_are_translated_to_record_fields():
     call = QueueCommands().patch("boefje", "id", {"status": "queued", "priority": 3, "organisation": "o2", "id": "ignored"})
     fields = msgspec.json.decode(call.args[2])
     assert fields == {"status": "queued", "priority": "3", "pk": priority_key(3), "organisation": "o2", "ix": {"org": "o2"}}
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf"), 1e17, 365 * 86400 + 1])
+def test_a_lease_extension_must_be_a_positive_length_that_ends_at_a_date(seconds):
+    with pytest.raises(BadRequest, match="lease length"):
+        QueueCommands().extend_lease("boefje", str(uuid.uuid4()), "token", seconds)

@@ -11,9 +11,10 @@ from starlette.requests import Request
 
 from redisched.errors import BadRequest, Conflict, NotFound, StaleLease
 from redisched.models import LEASED, Task, TaskPatch, TaskStatus, us_to_datetime
+from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.queue.records import record_from_task
 from redisched.server.auth import Forbidden, role
-from redisched.server.inputs import MAX_LEASE_SECONDS, filter_body, page, path_uuid, query_enum, query_float, query_range
+from redisched.server.inputs import filter_body, page, path_uuid, query_enum, query_float, query_range
 from redisched.server.inputs import query_text, struct_body
 from redisched.server.responses import JSON, LeaseExtended, paginated
 from redisched.server.routes.schedulers import LEASE_TOKEN_HEADER
