@@ -1,4 +1,4 @@
-"""Scenario 4: Postgres (a private embedded one) is stopped for 20 s under load and started
+"""Scenario 4: Postgres (a private embedded one) is stopped for 30 s under load and started
 again. Pushes and pops go on the whole time (no Postgres on their path); the events wait in
 Redis, and once Postgres is back the snapshotter drains them: Postgres matches Redis."""
 
@@ -17,10 +17,10 @@ from redisched.embedded import EmbeddedPostgres
 from redisched.history.migrate import migrate
 from tests.faults.harness import Background, DirectRunner, Ledger, Load, audit, log, report
 
-pytestmark = pytest.mark.timeout(90, method="thread")
+pytestmark = pytest.mark.timeout(150, method="thread")
 
 LEASE_MS = 2000
-OUTAGE_S = 20
+OUTAGE_S = 30
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def embedded_postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_postgres_down_for_20_s_under_load(private_redis_server, embedded_postgres, prefix):
+def test_postgres_down_for_30_s_under_load(private_redis_server, embedded_postgres, prefix):
     server, dsn = embedded_postgres
     redis_url = private_redis_server.url
     ledger = Ledger()
@@ -48,7 +48,7 @@ def test_postgres_down_for_20_s_under_load(private_redis_server, embedded_postgr
             task_id = str(uuid.uuid4())
             assert runner.push(task_id) == "ok"
             ledger.pushed[task_id] = time.monotonic()
-        load = Load(ledger, runner.push, runner.pop_and_complete, push_rate=150, pop_rate=140, max_seconds=50).start()
+        load = Load(ledger, runner.push, runner.pop_and_complete, push_rate=150, pop_rate=140, max_seconds=OUTAGE_S + 40).start()
         try:
             time.sleep(1.5)
             fault_start = time.monotonic()
@@ -66,7 +66,7 @@ def test_postgres_down_for_20_s_under_load(private_redis_server, embedded_postgr
         finally:
             load.stop()
         started = time.monotonic()
-        result = audit("postgres down 20 s", ledger, background, redis_url, dsn, prefix)
+        result = audit(f"postgres down {OUTAGE_S} s", ledger, background, redis_url, dsn, prefix)
         drain_s = time.monotonic() - started
     runner.close()
     pushes = ledger.per_second(fault_start, fault_end, "push")

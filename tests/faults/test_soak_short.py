@@ -1,7 +1,10 @@
-"""The soak benchmark (benchmarks/soak.py), short: 60 s of pushes and pops at ~500/s (what the
-benchmark's threaded sync clients sustain on 2 cores; the 10-minute benchmark asks 1,000/s)
-with the direct client, the snapshotter and the reaper. Memory flat once the queue is at its
-depth, no leaked leases, snapshot lag bounded."""
+"""The soak benchmark (benchmarks/soak.py), short: 60 s at 1,000 pops/s (and as many pushes
+and token-carrying completes), the 10-minute benchmark's rate, with the direct client in
+runner processes, the snapshotter and the reaper. Memory flat once the queue is at its depth,
+no leaked leases, snapshot lag bounded. The machine (2 cores) sustains 1,000/s when quiet
+(its ceiling there is ~1,350/s); with other tests running beside it the achieved rate drops
+(430-730/s measured), so the test requires only a quarter of the asked rate and prints the
+achieved one."""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ import pytest
 
 from benchmarks.soak import soak
 
-pytestmark = pytest.mark.timeout(150, method="thread")
+pytestmark = pytest.mark.timeout(180, method="thread")
+
+RATE = 1000
 
 
 def test_soak_60_s():
-    samples = soak(seconds=60, pops_per_s=500, sample_every=5, depth=1000, lag_limit=2.0)
-    print(f"[faults] soak 60 s: {len(samples)} samples, {samples[-1].pops} pops, "
-          f"memory {samples[-1].used_memory:,d} B, worst lag {max(s.lag_s for s in samples) * 1000:.0f} ms", flush=True)
+    summary = soak(seconds=60, pops_per_s=RATE, sample_every=5, depth=1000, lag_limit=2.0, min_rate=0.25)
+    early, late = summary.memory_floor
+    print(f"[faults] soak 60 s: {summary.pops_per_s:.0f} pops/s achieved of {RATE} asked, {summary.samples[-1].pops} pops, "
+          f"memory floor {early:,d} -> {late:,d} B, worst lag {summary.worst_lag_s * 1000:.0f} ms", flush=True)
