@@ -3,11 +3,12 @@ cluster (k = 1, 2, 3, all on 127.0.0.1, slots split evenly so each master holds 
 partition). Popper processes pop one task at a time with the runner's filter, through the
 direct client (its cluster client), for a fixed time.
 
-Reported per k: pops/s, each shard's CPU (INFO cpu: user + sys of the redis-server process)
-during the run, and pops/s per busy shard-second: what the cluster could serve with its
-busiest shard at 100 %, the part that grows with shards. On a 2-core machine the poppers
-and the shards share two cores, so the measured pops/s are bounded by the clients, not by
-Redis; the per-shard CPU shows how the Redis work divides.
+Reported per k: pops/s; the busiest shard's share of the pop scripts run (INFO
+commandstats); the Redis CPU per pop, all shards together (INFO cpu of each redis-server);
+and from those two the Redis-bound ceiling: the pops/s at which the busiest shard would be
+at 100 % CPU, the figure that grows with shards. On a 2-core machine the poppers and the
+shards share two cores, so the measured pops/s are bounded by the clients (and move with
+whatever else runs), not by Redis; the shares are exact whatever the noise.
 """
 
 from __future__ import annotations
@@ -43,19 +44,21 @@ def run(ctx: Context) -> None:
             progress(f"shards: k={shards}: queued per partition {sizes}")
             with multiprocessing.get_context("spawn").Pool(POPPERS) as pool:
                 pool.map(_pop_for, [None] * POPPERS)  # the workers are up before the clock starts
-                cpu_before = [_cpu_seconds(url) for url in urls]
-                t0 = time.monotonic()
+                before = [_shard_stats(url, reset=True) for url in urls]
                 counts = pool.starmap(_pop_for, [(urls[0], shards, seconds)] * POPPERS)
-                elapsed = time.monotonic() - t0
-                busy = [(_cpu_seconds(url) - before) / elapsed for url, before in zip(urls, cpu_before)]
+                after = [_shard_stats(url) for url in urls]
             cluster.close()
-        rate = sum(counts) / seconds
-        ctx.detail(f"k{shards}", {"pops": sum(counts), "per_popper": counts, "shard_cpu": busy, "queued": sizes})
-        ctx.row(f"runner pops, {shards} shard(s), {POPPERS} popper processes", rate, "pops/s")
-        ctx.row(f"busiest shard's CPU, {shards} shard(s)", 100 * max(busy), "%",
-                note="each shard: " + ", ".join(f"{100 * b:.0f} %" for b in busy))
-        ctx.row(f"pops per busiest-shard CPU second, {shards} shard(s)", rate / max(busy), "pops/s",
-                note="the cluster's Redis-bound ceiling")
+        pops = sum(counts)
+        scripts = [calls for _cpu, calls in after]
+        cpu_per_pop = sum(a[0] - b[0] for a, b in zip(after, before)) / pops
+        busiest_share = max(scripts) / sum(scripts)
+        ctx.detail(f"k{shards}", {"pops": pops, "per_popper": counts, "scripts_per_shard": scripts, "queued": sizes})
+        ctx.row(f"{shards} shard(s): runner pops, {POPPERS} popper processes", pops / seconds, "pops/s")
+        ctx.row(f"{shards} shard(s): busiest shard's share of the pops", 100 * busiest_share, "%",
+                note="pop scripts per shard: " + ", ".join(f"{c:,}" for c in scripts))
+        ctx.row(f"{shards} shard(s): Redis CPU per pop, all shards", cpu_per_pop * 1e6, "µs")
+        ctx.row(f"{shards} shard(s): Redis-bound ceiling", 1 / (cpu_per_pop * busiest_share), "pops/s",
+                note="the pops/s at which the busiest shard would be at 100 % CPU")
 
 
 def _fill(cluster: redis.RedisCluster, commands: QueueCommands, depth: int) -> None:
@@ -96,10 +99,14 @@ def _pop_for(url: str | None, partitions: int = 1, seconds: float = 0) -> int:
     return popped
 
 
-def _cpu_seconds(url: str) -> float:
+def _shard_stats(url: str, *, reset: bool = False) -> tuple[float, int]:
+    """(CPU seconds the redis-server has used, pop scripts run since the reset)."""
     node = redis.Redis.from_url(url)
     try:
+        if reset:
+            node.config_resetstat()
         cpu = node.info("cpu")
+        evalsha = node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
     finally:
         node.close()
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(evalsha)
