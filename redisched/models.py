@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import mmh3
@@ -147,9 +147,17 @@ def payload_hash(scheduler_id: str, data: Any) -> str:
 
 
 def us_to_datetime(us: int) -> datetime:
-    # Whole seconds, not us / 1e6: a float's rounding could carry into the next second (and
-    # past year 9999 from 9999-12-31T23:59:59.999999).
-    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+    # Integer arithmetic, not us / 1e6: a float's rounding could carry into the next second (and
+    # past year 9999 from 9999-12-31T23:59:59.999999). The epoch plus a timedelta is exact and
+    # costs a tenth of fromtimestamp (twice per popped task); out of range, the old formula
+    # raises what it always raised.
+    try:
+        return _EPOCH + timedelta(microseconds=us)
+    except OverflowError:
+        return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def datetime_to_us(dt: datetime) -> int:

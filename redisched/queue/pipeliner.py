@@ -24,20 +24,29 @@ MAX_BATCH = 256
 class _Waiting:
     """One script run to send: a call, or several merged ones, with their callers' futures."""
 
+    __slots__ = ("first", "calls", "futures")
+
     def __init__(self, call: ScriptCall[Any], future: asyncio.Future[Any]) -> None:
-        self.call, self.calls, self.futures = call, [call], [future]
+        self.first, self.calls, self.futures = call, [call], [future]
 
     def join(self, call: ScriptCall[Any], future: asyncio.Future[Any]) -> None:
         self.calls.append(call)
         self.futures.append(future)
-        tokens = ",".join(str(c.args[0]) for c in self.calls)
-        self.call = replace(self.call, args=[tokens, *self.call.args[1:]])
+
+    @property
+    def call(self) -> ScriptCall[Any]:
+        """The run to send: merged calls' tokens joined once, when the batch goes out (not on
+        every join, which made a group of n cost n² string work)."""
+        if len(self.calls) == 1:
+            return self.first
+        tokens = ",".join([str(c.args[0]) for c in self.calls])
+        return replace(self.first, args=[tokens, *self.first.args[1:]])
 
     def deliver(self, reply: Any) -> None:
         if isinstance(reply, Exception):
             replies = [reply] * len(self.futures)
         elif len(self.calls) > 1:
-            replies = self.call.split(reply)
+            replies = self.first.split(reply)
         else:
             replies = [reply]
         for future, each in zip(self.futures, replies):
@@ -79,7 +88,10 @@ class Pipeliner:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                self._mergeable = {k: g for k, g in self._mergeable.items() if g not in batch}
+                if self._waiting:  # groups left for the next round trip may still be joined
+                    self._mergeable = {k: g for k, g in self._mergeable.items() if g not in batch}
+                else:
+                    self._mergeable = {}
                 await self._send(batch)
         finally:
             self._flusher = None

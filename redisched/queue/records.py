@@ -53,7 +53,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
             schedule_id=uuid.UUID(self.schedule_id) if self.schedule_id else None,
             organisation=self.organisation,
             priority=int(self.priority),
-            status=TaskStatus(self.status),
+            status=_STATUSES.get(self.status) or TaskStatus(self.status),
             type=self.type,
             hash=self.hash,
             data=msgspec.Raw(self.data.encode()),
@@ -62,6 +62,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
         )
 
 
+_STATUSES = {status.value: status for status in TaskStatus}  # a dict lookup, not an Enum call
 _decoder = msgspec.json.Decoder(TaskRecord)
 _encoder = msgspec.json.Encoder()
 

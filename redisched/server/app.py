@@ -85,6 +85,8 @@ API = [
     Api("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "admin", "Delete a schedule", status=204),
 ]
 
+HOT_PATHS = ("/schedulers/{scheduler_id}/pop", "/schedulers/{scheduler_id}/push")
+
 
 def create_app(services: Services, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
     """The API on open ``services``."""
@@ -98,7 +100,10 @@ def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None =
     tokens = Tokens(settings.admin_tokens, settings.runner_tokens)
     warn_if_open(tokens)
     document = openapi.document(API)
-    routes = [Route(api.path, tokens.guard(api.endpoint, api.role), methods=[api.method]) for api in API]
+    # The router tries routes in order: pop and push, nearly all the traffic, go first. Neither
+    # path can match another route's, so the order changes no answer.
+    hot = sorted(API, key=lambda api: api.path not in HOT_PATHS)
+    routes = [Route(api.path, tokens.guard(api.endpoint, api.role), methods=[api.method]) for api in hot]
     routes += [
         Route("/openapi.json", tokens.guard(_serve(JSON(document)), "admin"), methods=["GET"]),
         Route("/docs", tokens.guard(_serve(HTMLResponse(openapi.SWAGGER_PAGE)), "admin"), methods=["GET"]),

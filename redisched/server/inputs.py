@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect, Request
 
 from redisched import filters
 from redisched.errors import BadRequest, SchedulerError
@@ -33,11 +34,39 @@ class PayloadTooLarge(SchedulerError):
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw body, refused (413) beyond ``max_body_bytes`` before it is all read."""
-    limit = request.app.state.max_body_bytes
-    declared = request.headers.get("content-length", "")
+    """The raw body, refused (413) beyond ``max_body_bytes`` before it is all read.
+
+    Reads the ASGI messages itself rather than through ``request.stream()`` (an async
+    generator per request, on every pop and push), keeping the request's state as Starlette
+    would: the stream marked consumed, a disconnect noted and raised as ``ClientDisconnect``."""
+    limit = request.scope["app"].state.max_body_bytes
+    declared = _header(request.scope, b"content-length")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"more than {limit} bytes")
+    if hasattr(request, "_body") or request._stream_consumed:  # read before: Starlette's own path
+        return await _read_stream(request, limit)
+    receive = request.receive
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"more than {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                request._stream_consumed = True
+                break
+        elif kind == "http.disconnect":
+            request._is_disconnected = True
+            raise ClientDisconnect()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _read_stream(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -45,6 +74,15 @@ async def read_body(request: Request) -> bytes:
             raise PayloadTooLarge(f"more than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _header(scope: Any, name: bytes) -> str:
+    """The first value of a header (``name`` lower-case, as ASGI gives them), "" when absent:
+    what ``request.headers.get(name, "")`` answers, without building a Headers object."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
 async def json_body(request: Request, *, required: bool) -> Any:
@@ -136,8 +174,27 @@ def _datetime_error(loc: list[Any], text: str) -> dict[str, Any]:
 # --- query and path ------------------------------------------------------------------------
 
 
+def _query(request: Request) -> QueryParams:
+    """The request's query parameters. Clients repeat the same few query strings (a runner's
+    ``limit=1`` on every pop): each is parsed once and its (immutable) QueryParams shared."""
+    text = request.scope["query_string"]
+    params = _parsed_queries.get(text)
+    if params is None:
+        params = request.query_params
+        if len(text) <= MAX_CACHED_QUERY_BYTES:
+            if len(_parsed_queries) >= MAX_CACHED_QUERIES:
+                _parsed_queries.pop(next(iter(_parsed_queries)))
+            _parsed_queries[text] = params
+    return params
+
+
+MAX_CACHED_QUERIES = 256
+MAX_CACHED_QUERY_BYTES = 256
+_parsed_queries: dict[bytes, QueryParams] = {}
+
+
 def query_int(request: Request, name: str, default: int | None = None, *, minimum: int | None = None) -> int | None:
-    text = request.query_params.get(name)
+    text = _query(request).get(name)
     if text is None:
         return default
     try:
@@ -153,7 +210,7 @@ def query_int(request: Request, name: str, default: int | None = None, *, minimu
 
 def query_float(request: Request, name: str, default: float, *, maximum: float | None = None) -> float:
     """A finite number (``inf`` and ``nan`` are refused), at most ``maximum``."""
-    text = request.query_params.get(name)
+    text = _query(request).get(name)
     if text is None:
         return default
     try:
@@ -172,14 +229,14 @@ def query_float(request: Request, name: str, default: float, *, maximum: float |
 def query_text(request: Request, name: str) -> str | None:
     """A string compared with what Postgres or Redis hold: a NUL (which Postgres text cannot
     hold, so nothing matches it) is refused (400), as in a filter or a pushed value."""
-    text = request.query_params.get(name)
+    text = _query(request).get(name)
     if text is not None and "\x00" in text:
         raise BadRequest(f"{name} must not contain NUL characters")
     return text
 
 
 def query_bool(request: Request, name: str, default: bool | None = None) -> bool | None:
-    text = request.query_params.get(name)
+    text = _query(request).get(name)
     if text is None:
         return default
     if text.lower() in _TRUE:
@@ -191,7 +248,7 @@ def query_bool(request: Request, name: str, default: bool | None = None) -> bool
 
 
 def query_datetime(request: Request, name: str) -> datetime | None:
-    text = request.query_params.get(name)
+    text = _query(request).get(name)
     if text is None:
         return None
     value = parse_datetime(text)
@@ -201,7 +258,7 @@ def query_datetime(request: Request, name: str) -> datetime | None:
 
 
 def query_enum(request: Request, name: str, kind: type[enum.Enum]) -> Any:
-    text = request.query_params.get(name)
+    text = _query(request).get(name)
     if text is None:
         return None
     try:

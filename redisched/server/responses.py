@@ -4,6 +4,7 @@ API's own response shapes, and pagination."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +24,17 @@ class JSON(Response):
 
     def render(self, content: Any) -> bytes:
         return _encoder.encode(content)
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        """Starlette's headers (content-length, then content-type), built directly when the
+        route adds none and the status has a body."""
+        if headers is None and self.status_code >= 200 and self.status_code not in (204, 304):
+            self.raw_headers = [(b"content-length", b"%d" % len(self.body)), _CONTENT_TYPE]
+        else:
+            super().init_headers(headers)
+
+
+_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 class PopResult(msgspec.Struct):
