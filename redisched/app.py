@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -121,9 +122,20 @@ def build_app(settings: Settings, *background: Background) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with running(settings, *background) as services:
             app.state.services = services
+            _freeze_startup_objects()
             yield
 
     return api_app(settings, lifespan=lifespan)
+
+
+def _freeze_startup_objects() -> None:
+    """Move what exists once the process has started (modules, the app, its connections: some
+    80,000 objects, nearly all of them for good) out of the cyclic GC's sight. Under load the
+    requests in flight outlive the young generations and trigger a full collection about every
+    second; over all those objects each one took 40-80 ms, stalling every request in flight
+    (the HTTP pop's p99). Frozen, a full collection only walks what came since."""
+    gc.collect()
+    gc.freeze()
 
 
 def asgi_app() -> Starlette:
