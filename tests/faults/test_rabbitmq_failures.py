@@ -1,13 +1,16 @@
-"""Scenario 5: the schedulers' RabbitMQ connections (the boefje scheduler's scan-profile
-mutations listener and the normalizer scheduler's raw-file listener) are force-closed by the
-broker, by name, while events flow in bursts and runners push and pop. The messages in flight
-come back (at least once); dedup by hash keeps a redelivered message from becoming a second
-task: every message becomes exactly one task."""
+"""Scenario 5: RabbitMQ fails under the schedulers' listeners (the boefje scheduler's
+scan-profile mutations listener and the normalizer scheduler's raw-file listener) while
+events flow in bursts and runners push and pop: either the broker force-closes their
+connections, by name, twice, or the broker itself restarts (``rabbitmqctl stop_app`` /
+``start_app``: every connection drops, the durable queues and their persistent messages
+stay). The messages in flight come back (at least once); dedup by hash keeps a redelivered
+message from becoming a second task: every message becomes exactly one task."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -28,7 +31,7 @@ from tests.conftest import AMQP_URL
 from tests.faults.harness import Background, DirectRunner, Ledger, Load, audit, log, report
 from tests.simulation.world import World, boefje, normalizer
 
-pytestmark = pytest.mark.timeout(90, method="thread")
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 LEASE_MS = 2000
 PUBLISH_SECONDS, MUTATIONS_PER_S, RAW_FILES_PER_S = 7.0, 180, 60
@@ -62,18 +65,57 @@ def raw_file(raw_id: str) -> dict:
     return {"organization": "org1", "raw_data": {"id": raw_id, "boefje_meta": meta, "mime_types": [{"value": "boefje/dns-records"}]}}
 
 
+def restart_broker() -> int:
+    """Stop and start the RabbitMQ application (the node stays up); returns 1, the restart."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    assert rabbitmqctl, "rabbitmqctl is needed to restart the broker"
+    try:
+        subprocess.run([rabbitmqctl, "stop_app"], capture_output=True, timeout=60, check=True)
+        time.sleep(1)
+    finally:  # whatever happened, the broker must be back for the tests after this one
+        subprocess.run([rabbitmqctl, "start_app"], capture_output=True, timeout=60, check=True)
+        subprocess.run([rabbitmqctl, "await_startup"], capture_output=True, timeout=60, check=True)
+    return 1
+
+
+PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+
+
 class Publisher:
-    def __init__(self) -> None:
+    """Publishes with confirms, persistent; a batch that failed (the broker went away) is
+    sent again on a new connection, whole, until ``patience`` seconds have passed."""
+
+    def __init__(self, patience: float = 30) -> None:
+        self.patience = patience
+        self._connect()
+
+    def _connect(self) -> None:
         self.connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
 
+    def _again(self, action):
+        deadline = time.monotonic() + self.patience
+        while True:
+            try:
+                return action()
+            except pika.exceptions.AMQPError:
+                assert time.monotonic() < deadline, "RabbitMQ did not come back"
+                time.sleep(0.2)
+                try:
+                    self._connect()
+                except pika.exceptions.AMQPError:
+                    pass
+
     def publish(self, queue: str, messages: list[dict]) -> None:
-        for message in messages:
-            self.channel.basic_publish("", queue, msgspec.json.encode(message))
+        def send() -> None:
+            for message in messages:
+                self.channel.basic_publish("", queue, msgspec.json.encode(message), PERSISTENT)
+
+        self._again(send)
 
     def count(self, queue: str) -> int:
-        return self.channel.queue_declare(queue, durable=True, passive=True).method.message_count
+        return self._again(lambda: self.channel.queue_declare(queue, durable=True, passive=True).method.message_count)
 
     def close(self, queues: list[str]) -> None:
         for queue in queues:
@@ -81,7 +123,21 @@ class Publisher:
         self.connection.close()
 
 
-def test_listener_connections_lost_no_message_lost_none_doubled(private_redis_server, dsn, prefix):
+def close_listener_connections(names: list[str]) -> int:
+    closed = close_connections_named(*names)
+    time.sleep(0.5)
+    return closed + close_connections_named(*names)
+
+
+FAULTS = {  # name -> (inject(listener connection names) -> faults injected, how many expected)
+    "connections closed": (close_listener_connections, 4),
+    "broker restarted": (lambda _names: restart_broker(), 1),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_rabbitmq_failure_loses_no_message_and_doubles_none(private_redis_server, dsn, prefix, fault):
+    inject, expected_faults = FAULTS[fault]
     redis_url = private_redis_server.url
     world = World()
     world.add_plugin("org1", boefje("dns-records", scan_level=1))
@@ -155,7 +211,8 @@ def test_listener_connections_lost_no_message_lost_none_doubled(private_redis_se
                         n += 1
                     time.sleep(0.02)
             finally:
-                steady.connection.close()
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    steady.connection.close()
 
         flow = threading.Thread(target=publish_steadily, name="publisher", daemon=True)
         try:
@@ -163,10 +220,8 @@ def test_listener_connections_lost_no_message_lost_none_doubled(private_redis_se
             fault_start = time.monotonic()
             flow.start()
             time.sleep(1)
-            closed += close_connections_named(*names)
-            time.sleep(0.5)
-            closed += close_connections_named(*names)
-            flow.join(PUBLISH_SECONDS + 10)
+            closed += inject(names)
+            flow.join(PUBLISH_SECONDS + 30)
             assert not flow.is_alive()
             deadline = time.monotonic() + 30
             while publisher.count(mutations_queue) or publisher.count(raw_files_queue):
@@ -189,14 +244,14 @@ def test_listener_connections_lost_no_message_lost_none_doubled(private_redis_se
         for task_id, sid, ooi, raw in rows:  # the schedulers' tasks count as pushed for the audit
             if (sid == "boefje" and ooi in per_host) or sid == "normalizer":
                 ledger.pushed.setdefault(task_id, 0.0)
-        result = audit("amqp connection closed", ledger, background, redis_url, dsn, prefix)
+        result = audit(f"amqp {fault}", ledger, background, redis_url, dsn, prefix)
     runner.close()
     redelivered = sum(n - 1 for n in pushes_per_hash.values() if n > 1)
     missing_hosts = [h for h in hosts if per_host[h] == 0]
     missing_raws = [r for r in raw_ids if per_raw[r] == 0]
     doubled = [h for h, n in per_host.items() if n > 1] + [r for r, n in per_raw.items() if n > 1]
     result.extra.update(
-        messages=len(hosts) + len(raw_ids), connections_closed=closed, redelivered_messages=redelivered,
+        messages=len(hosts) + len(raw_ids), faults_injected=closed, redelivered_messages=redelivered,
         messages_lost=len(missing_hosts) + len(missing_raws), messages_doubled=len(doubled), dead_lettered=dead,
         history_blind_to_a_pushed_hash=len(history_blind),
     )  # fmt: skip
@@ -210,7 +265,7 @@ def test_listener_connections_lost_no_message_lost_none_doubled(private_redis_se
                 log(f"[faults] amqp: one message, two tasks: {host}: " + "; ".join(
                     f"{status} created {created:%H:%M:%S.%f} modified {modified:%H:%M:%S.%f}" for _, status, created, modified in twins))
     log(f"[faults] amqp: snapshot lag seen {background.snapshotter.lag}")
-    assert closed == 4, f"closed {closed} connections, expected 2 listeners x 2"
+    assert closed == expected_faults, f"{closed} faults injected ({fault}), expected {expected_faults}"
     assert not missing_hosts and not missing_raws, f"messages without a task: {missing_hosts[:3]} {missing_raws[:3]}"
     assert not doubled, f"messages that became two tasks: {doubled[:5]}"
     assert dead == 0
