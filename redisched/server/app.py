@@ -7,17 +7,14 @@ The pop path in three files: ``routes/schedulers.py:pop`` → ``queue/queue.py:T
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.exceptions import HTTPException
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
 from redisched.config import Settings
 from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler, ServiceHealth, Task, TaskPatch, TaskPush
@@ -111,89 +108,9 @@ def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None =
         Route("/openapi.json", tokens.guard(_serve(JSON(document)), "admin"), methods=["GET"]),
         Route("/docs", tokens.guard(_serve(HTMLResponse(openapi.SWAGGER_PAGE)), "admin"), methods=["GET"]),
     ]
-    app = ApiApp(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.max_body_bytes = settings.max_body_bytes
     return app
-
-
-class ApiApp(Starlette):
-    """Starlette, with pop and push answered without its middleware stack and router.
-
-    Those two routes are nearly all the traffic, and Starlette's layers around them (error
-    middleware, exception middleware, router, request_response: some ten coroutines and
-    closures per request, each resumed on every await of the route) cost about as much CPU as
-    the pop itself. For them this class does what those layers would, in one frame: the same
-    scope keys, the same endpoint (auth guard included), the same exception handlers looked up
-    the same way, and for an exception no handler takes, ServerErrorMiddleware's plain 500
-    before re-raising. Everything else, and every app this shortcut could not mirror exactly
-    (user middleware, debug, status-code or 500 handlers, sync handlers, a root_path), goes
-    through Starlette as before."""
-
-    _hot: list[Route] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            if self._hot is None:
-                self._hot = self._hot_routes()
-            for route in self._hot:
-                match = route.path_regex.match(scope["path"])
-                if match is not None and not scope.get("root_path"):
-                    params = {key: route.param_convertors[key].convert(value) for key, value in match.groupdict().items()}
-                    await self._serve_hot(route, params, scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
-
-    def _hot_routes(self) -> list[Route]:
-        handlers = self.exception_handlers
-        mirrorable = (
-            not self.user_middleware
-            and not self.debug
-            and HTTPException in handlers
-            and all(not isinstance(key, int) and key is not Exception for key in handlers)
-            and all(inspect.iscoroutinefunction(handler) for handler in handlers.values())
-        )
-        if not mirrorable:
-            return []
-        return [
-            route for route in self.router.routes
-            if isinstance(route, Route) and route.path in HOT_PATHS and route.methods == {"POST"}
-        ]  # fmt: skip
-
-    async def _serve_hot(self, route: Route, params: dict[str, Any], scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self
-        scope["router"] = self.router
-        scope["endpoint"] = route.endpoint
-        scope["path_params"] = {**scope.get("path_params", {}), **params}
-        request = Request(scope, receive, send)
-        started = False
-
-        async def sender(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            response = await route.endpoint(request)
-            await response(scope, receive, sender)
-        except Exception as exc:
-            handler = next((self.exception_handlers[c] for c in type(exc).__mro__ if c in self.exception_handlers), None)
-            if handler is not None and started:  # what Starlette's exception wrapper raises
-                cause, handler = exc, None
-                exc = RuntimeError("Caught handled exception, but response already started.")
-                exc.__cause__ = cause
-            if handler is not None:
-                try:
-                    response = await handler(request, exc)
-                    if response is not None:
-                        await response(scope, receive, sender)
-                    exc.__traceback__ = None
-                    return
-                except Exception as failed:  # a handler that fails (none of ours can): a 500
-                    exc = failed
-            if not started:  # ServerErrorMiddleware: a plain 500, then the exception goes on
-                await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
-            raise exc
 
 
 def _serve(response: Response) -> Endpoint:
