@@ -59,6 +59,15 @@ async def async_redis(redis_url: str):
     await client.aclose()
 
 
+@pytest.fixture
+async def stream_redis(redis_url: str):
+    """For loops that block on streams (the snapshotter): no socket timeout, as in app.py's
+    loop_redis (a read under one can swallow the loop's cancellation on Python 3.11)."""
+    client = aredis.Redis.from_url(redis_url, socket_timeout=None)
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """A fresh Postgres database for this test session, dropped afterwards."""

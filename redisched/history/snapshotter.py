@@ -83,6 +83,14 @@ class Outage:
             self.since = None
 
 
+def _being_cancelled() -> bool:
+    """Whether this task was asked to stop. On Python 3.11 a cancellation that lands in a
+    redis-py read under a socket timeout can come out as a TimeoutError; the request stays
+    counted on the task, so a loop that retries on errors asks here before retrying."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _backoff(first: float = 0.05, most: float = 5.0):
     delay = first
     while True:
@@ -144,6 +152,8 @@ class Snapshotter:
             try:
                 await self._follow(keys, trouble)
             except Exception as exc:  # Redis away, or a bug: nothing is lost, entries stay pending
+                if _being_cancelled():
+                    raise asyncio.CancelledError from exc
                 if trouble.since is None:
                     delays = _backoff()
                 trouble.failed(exc)

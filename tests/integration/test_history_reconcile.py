@@ -34,20 +34,20 @@ def queues(request, async_redis, key_prefix) -> TaskQueues:  # the snapshotter's
 
 
 @pytest.fixture
-async def history(dsn, async_redis, key_prefix, queues):
+async def history(dsn, async_redis, stream_redis, key_prefix, queues):
     pool = await open_pool(dsn, max_size=4)
     async with pool.connection() as conn:  # reconciliation reads all of Postgres: start empty
         await conn.execute("TRUNCATE tasks, schedules, task_counts")
     partitions = queues.layout.partitions
     tasks, schedules = TaskStore(pool), ScheduleStore(pool, async_redis, key_prefix, partitions=partitions)
     snapshotter = Snapshotter(
-        async_redis, tasks, schedules, prefix=key_prefix, forget=queues.forget_finished, block_ms=20,
+        stream_redis, tasks, schedules, prefix=key_prefix, forget=queues.forget_finished, block_ms=20,
         partitions=partitions,
     )
     runner = asyncio.create_task(snapshotter.run())
     yield tasks, schedules
     runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    await asyncio.wait_for(asyncio.gather(runner, return_exceptions=True), 10)  # stops when asked
     await pool.close()
 
 
