@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 import redis  # noqa: E402
 
+from benchmarks.common import normalizer_data  # noqa: E402
 from redisched.client import Client  # noqa: E402
 from redisched.history.snapshotter import stream_id  # noqa: E402
 from redisched.queue.commands import QueueCommands  # noqa: E402
@@ -96,24 +97,6 @@ class Counters:
 # grow the schedule mirror by one entry per (boefje, object, organisation), as they should
 # (it is bounded by the install, not by time): a soak would measure that, not a leak.
 QUEUE = "normalizer"
-
-
-def normalizer_data(task_id: str, n: int) -> dict:
-    return {
-        "id": task_id,
-        "normalizer": {"id": f"normalizer-{n % 20}", "version": None},
-        "raw_data": {
-            "id": str(uuid.uuid4()),
-            "boefje_meta": {
-                "id": str(uuid.uuid4()),
-                "boefje": {"id": "nmap", "version": None},
-                "input_ooi": f"IPAddressV4|internet|10.0.{n % 250}.{n % 251}",
-                "arguments": {},
-                "organization": f"org{n % 5}",
-            },
-            "mime_types": [{"value": "boefje/nmap"}],
-        },
-    }
 
 
 def paced(rate: float, stop, deadline: float):  # noqa: ANN001, ANN201 - a multiprocessing Event
@@ -192,7 +175,7 @@ def pusher(url: str, prefix: str, depth: int, counters: Counters, rate: float, r
 def push_batch(client: Client, first: int) -> int:
     """``PUSH_BATCH`` pushes in one pipeline, one EVALSHA each (what Client.run sends one by
     one); returns how many were taken."""
-    calls = [client.commands.push(QUEUE, organisation=f"org{i % 5}", priority=i % 1000 + 1, data=normalizer_data(str(uuid.uuid4()), i))
+    calls = [client.commands.push(QUEUE, organisation=f"org{i % 5}", priority=i % 1000 + 1, data=normalizer_data(i))
              for i in range(first, first + PUSH_BATCH)]  # fmt: skip
     pipe = client.redis.pipeline(transaction=False)
     for call in calls:
