@@ -212,6 +212,8 @@ def normalizer_data(n: int) -> dict[str, Any]:
                 "input_ooi": f"IPAddressV4|internet|10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}",
                 "arguments": {},
                 "organization": ORGS[n % len(ORGS)],
+                "started_at": None,
+                "ended_at": None,
             },
             "mime_types": [{"value": "boefje/nmap"}],
         },

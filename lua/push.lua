@@ -81,7 +81,14 @@ local function link_schedule()
   return nil
 end
 
-local twin_id = queued_twin(rec)
+-- The very task pushed again while it is queued (same id, same hash) is its own twin, as
+-- mula finds twins by hash alone.
+local function queued_self()
+  local stored = load_record(rec.id)
+  return stored ~= nil and stored.status == 'queued' and stored.hash == rec.hash
+end
+
+local twin_id = queued_twin(rec) or (queued_self() and rec.id)
 if twin_id then
   return update_twin(twin_id)
 end

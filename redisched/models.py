@@ -1,8 +1,8 @@
 """The shapes of the contract (``openkat/API.md``) as msgspec Structs.
 
-Payload structs (BoefjeTask, NormalizerTask, ReportTask) validate and normalise ``data``:
-unknown keys are dropped and defaults filled, as mula's pydantic models do. Field order is
-the order mula serialises them in.
+Payload structs (BoefjeTask, NormalizerTask, ReportTask) validate ``data`` as mula's pydantic
+models do and, where mula stores a payload normalised, normalise it: unknown keys dropped,
+defaults filled. Field order is the order mula serialises them in.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Boefje(Struct, kw_only=True):
 
 
 class BoefjeTask(Struct, kw_only=True):
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID | None = field(default_factory=uuid.uuid4)
     boefje: Boefje
     input_ooi: str | None = None
     organization: str
@@ -90,7 +90,7 @@ class RawData(Struct, kw_only=True):
 
 
 class NormalizerTask(Struct, kw_only=True):
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID | None = field(default_factory=uuid.uuid4)
     normalizer: Normalizer
     raw_data: RawData
 
@@ -138,6 +138,31 @@ def parse_payload(scheduler_id: str, data: Any) -> Payload:
         raise MalformedPayload(str(exc)) from exc
 
 
+# Fields mula's payload models declare without a default although they may be null (pydantic
+# then requires the key): the structs above give them defaults because the AMQP events and
+# Bytes' answers share them, so a pushed payload is checked for them apart.
+REQUIRED_NULLABLE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "normalizer": (
+        ("raw_data", "mime_types"),
+        ("raw_data", "boefje_meta", "input_ooi"),
+        ("raw_data", "boefje_meta", "started_at"),
+        ("raw_data", "boefje_meta", "ended_at"),
+    ),
+}
+
+
+def check_pushed_payload(scheduler_id: str, data: dict[str, Any]) -> Payload:
+    """A pushed ``data`` as mula's model validates it; raises MalformedPayload."""
+    payload = parse_payload(scheduler_id, data)
+    for path in REQUIRED_NULLABLE.get(scheduler_id, ()):
+        holder = data
+        for key in path[:-1]:
+            holder = holder[key]  # present: the struct validated it
+        if path[-1] not in holder:
+            raise MalformedPayload(f"Object missing required field `{path[-1]}` - at `$.{'.'.join(path[:-1])}`")
+    return payload
+
+
 def payload_hash(scheduler_id: str, data: Any) -> str:
     """The dedup hash of a task's (or schedule's) ``data``; raises MalformedPayload."""
     return parse_payload(scheduler_id, data).hash()
@@ -169,6 +194,44 @@ def datetime_to_us(dt: datetime) -> int:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# Where payloads hold datetimes: mula's BoefjeMeta (inside a normalizer task's raw_data), and
+# the top of ``data``, where the runner's Job model reads started_at and ended_at.
+DATETIME_PATHS = (
+    ("started_at",),
+    ("ended_at",),
+    ("raw_data", "boefje_meta", "started_at"),
+    ("raw_data", "boefje_meta", "ended_at"),
+)
+
+
+def with_aware_datetimes(data: Any) -> Any:
+    """``data`` with every naive datetime at DATETIME_PATHS taken as UTC and written with its
+    offset; anything else as it was. The runners parse these as pydantic ``AwareDatetime``: one
+    naive value would make every pop that includes its task unparseable. Copies what it changes."""
+    if not isinstance(data, dict):
+        return data
+    for path in DATETIME_PATHS:
+        data = _aware_at(data, path)
+    return data
+
+
+def _aware_at(holder: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    value = holder.get(path[0])
+    if len(path) > 1:
+        changed = _aware_at(value, path[1:]) if isinstance(value, dict) else value
+    else:
+        changed = _aware_text(value) if isinstance(value, str) else value
+    return holder if changed is value else {**holder, path[0]: changed}
+
+
+def _aware_text(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text  # not a datetime: the payload's validation says what it thinks
+    return text if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc).isoformat()
 
 
 # --- API shapes ----------------------------------------------------------------------------

@@ -38,6 +38,8 @@ def normalizer_data(normalizer_id: str = "kat_nmap_normalize", organization: str
                 "input_ooi": "IPAddressV4|internet|1.1.1.1",
                 "arguments": {},
                 "organization": organization,
+                "started_at": None,
+                "ended_at": None,
             },
             "mime_types": [{"value": "boefje/nmap"}],
         },

@@ -28,6 +28,7 @@ from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from redisched.history.db import Where, queries
 from redisched.history.tasks import Event
 from redisched.models import SCHEDULERS, MalformedPayload, Schedule, ScheduleCreate, payload_hash, utcnow
+from redisched.models import with_aware_datetimes
 from redisched.queue.keys import QueueLayout
 
 Q = queries("schedules.sql")
@@ -162,7 +163,7 @@ class ScheduleStore:
             raise BadRequest("no data to patch")
         check_cron(given.get("schedule"), "validation error")
         if "data" in given:
-            given["data"] = Jsonb(given["data"])
+            given["data"] = Jsonb(with_aware_datetimes(given["data"]))
         assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in given)
         async with self.pool.connection() as conn, conn.transaction():
             cursor = conn.cursor(row_factory=kwargs_row(Schedule))
@@ -292,7 +293,7 @@ def _validated(new: ScheduleCreate) -> Schedule:
         scheduler_id=new.scheduler_id,
         organisation=new.organisation,
         hash=schedule_hash,
-        data=new.data,
+        data=with_aware_datetimes(new.data),
         schedule=new.schedule,
         deadline_at=new.deadline_at or next_cron_run(new.schedule, now),
         created_at=now,

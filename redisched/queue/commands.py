@@ -17,7 +17,8 @@ import msgspec
 
 from redisched import filters
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
-from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, SchedulerType, datetime_to_us, parse_payload
+from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
+from redisched.models import with_aware_datetimes
 from redisched.queue.keys import INDEXES, QueueKeys, QueueLayout
 from redisched.queue.records import TaskRecord, decode_record, priority_key
 from redisched.queue.scripts import Script, load
@@ -116,13 +117,12 @@ class QueueCommands:
             raise BadRequest("malformed item")
         if not INT64_MIN <= priority <= INT64_MAX or not isinstance(data, dict):
             raise BadRequest("malformed item")
-        task_id = _task_id(scheduler, data, task_id)
-        if scheduler.carries_id:
-            data = {**data, "id": task_id}
+        data = with_aware_datetimes(data)
         try:
-            payload = parse_payload(scheduler_id, data)
+            payload = check_pushed_payload(scheduler_id, data)
         except MalformedPayload:
             raise BadRequest("malformed item") from None
+        task_id, stored_data = _identity(scheduler, data, payload, task_id)
         record = TaskRecord(
             id=task_id,
             scheduler_id=scheduler_id,
@@ -139,7 +139,7 @@ class QueueCommands:
         options = self.options.get(scheduler_id, QueueOptions())
         args = [
             msgspec.json.encode(record),
-            msgspec.json.encode(payload),
+            stored_data,
             -(-options.maxsize // self.partitions),  # each partition holds its share
             options.twin_policy,
             "1" if scheduler.has_schedules and link_schedule else "0",
@@ -232,6 +232,13 @@ class QueueCommands:
         ]
         return self._call("patch", scheduler_id, args, _parse_patch, partition)
 
+    def requeue(
+        self, scheduler_id: str, task_id: str, task_hash: str, *, partition: int = 0
+    ) -> ScriptCall[TaskRecord | None]:
+        """Put a dispatched task its runner hands back unstarted on its queue again, in its old
+        place. None when this partition holds no dispatched task with this id and hash."""
+        return self._call("requeue", scheduler_id, [str(task_id), task_hash], _parse_requeue, partition)
+
     def extend_lease(
         self, scheduler_id: str, task_id: str, token: str, seconds: float, *, partition: int = 0
     ) -> ScriptCall[int]:
@@ -272,24 +279,30 @@ def _pops_one_batch(scheduler_id: str) -> bool:
     return scheduler_id == "boefje"
 
 
-def _task_id(scheduler: SchedulerType, data: dict[str, Any], task_id: uuid.UUID | str | None) -> str:
-    """Boefje and normalizer tasks are their payload: task id == data.id. When the two
-    disagree, or data has none, both get one new id (as mula does)."""
-    given = str(task_id) if task_id is not None else None
+def _identity(
+    scheduler: SchedulerType, data: dict[str, Any], payload: Payload, task_id: uuid.UUID | str | None
+) -> tuple[str, bytes]:
+    """The pushed task's id and the data to store, by mula's rule. A boefje or normalizer task
+    is its payload (task id == data.id): given an id equal to data.id, both stay and data is
+    stored as sent; otherwise (a push without an id counts as another id: mula's Task id
+    defaults to a fresh uuid) both get one fresh uuid and data is stored as mula's model dumps
+    it, defaults filled and unknown keys dropped. A report's data is always stored as sent."""
+    given = _uuid(task_id) if task_id is not None else None
     if not scheduler.carries_id:
-        return given or str(uuid.uuid4())
-    data_id = data.get("id")
-    if isinstance(data_id, str) and _is_uuid(data_id) and given in (None, data_id.lower()):
-        return data_id.lower()
-    return str(uuid.uuid4())
+        return str(given or uuid.uuid4()), msgspec.json.encode(data)
+    if given is not None and given == payload.id:
+        return str(given), msgspec.json.encode(data)
+    payload.id = uuid.uuid4()
+    return str(payload.id), msgspec.json.encode(payload)
 
 
-def _is_uuid(value: str) -> bool:
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
     try:
-        uuid.UUID(value)
+        return uuid.UUID(value)
     except ValueError:
-        return False
-    return True
+        raise BadRequest("malformed item") from None
 
 
 def _index_values(organisation: str, payload: Any) -> dict[str, str]:
@@ -419,6 +432,14 @@ def _parse_patch(reply: Any) -> TaskRecord | None:
         return None
     if reply == E_CONFLICT:
         raise Conflict("a task with the same hash is already queued")
+    if isinstance(reply, int):
+        _raise_for_code(reply)
+    return decode_record(*reply)
+
+
+def _parse_requeue(reply: Any) -> TaskRecord | None:
+    if reply == E_NOT_FOUND:
+        return None
     if isinstance(reply, int):
         _raise_for_code(reply)
     return decode_record(*reply)

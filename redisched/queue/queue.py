@@ -124,6 +124,15 @@ class TaskQueues:
         ]
         return next((record for record in await self.run_all(calls) if record is not None), None)
 
+    async def requeue(self, scheduler_id: str, task_id: uuid.UUID | str, task_hash: str) -> TaskRecord | None:
+        """Requeue a dispatched task handed back unstarted (same id, same hash), wherever in the
+        queue's partitions it is; None when the queue holds no such task."""
+        calls = [
+            self.commands.requeue(scheduler_id, str(task_id), task_hash, partition=keys.partition)
+            for keys in self.layout.of(self.commands.scheduler(scheduler_id).id)
+        ]
+        return next((record for record in await self.run_all(calls) if record is not None), None)
+
     async def extend_lease(
         self, scheduler_id: str, task_id: str, token: str, seconds: float, partition: int | None = None
     ) -> int:

@@ -103,13 +103,33 @@ def _decoded(body: bytes, *, required: bool) -> Any:
 
 async def struct_body(request: Request, target: type[T]) -> T:
     """The body as a ``target`` Struct. Datetimes may be any ISO-8601 (date-only, naive = UTC)."""
-    document = await json_body(request, required=True)
+    return as_struct(await json_body(request, required=True), target)
+
+
+def as_struct(document: Any, target: type[T]) -> T:
+    """A decoded body as a ``target`` Struct, or the 422 pydantic gives: a field's error (the
+    first msgspec meets), then one ``extra_forbidden`` per unknown key of a Struct that
+    forbids them, in the body's order."""
     if isinstance(document, dict):
         document = _iso_datetimes(document)
+    extras = _extras(document, target)
+    known = {key: value for key, value in document.items() if key not in extras} if extras else document
     try:
-        return msgspec.convert(document, target, strict=False)
+        value = msgspec.convert(known, target, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest([from_msgspec(exc, document, target)]) from None
+        errors = [from_msgspec(exc, known, target)]
+    else:
+        if not extras:
+            return value
+        errors = []
+    errors += [error("extra_forbidden", ["body", key], "Extra inputs are not permitted", document[key]) for key in extras]
+    raise InvalidRequest(errors)
+
+
+def _extras(document: Any, target: type) -> list[str]:
+    if not isinstance(document, dict) or not target.__struct_config__.forbid_unknown_fields:
+        return []
+    return [key for key in document if key not in target.__struct_fields__]
 
 
 async def filter_body(request: Request, target: str = "tasks", *, required: bool = False) -> filters.Node | None:

@@ -157,7 +157,8 @@ def normalizer_push(*, org: str = "org1", priority: int = 2) -> dict:
             "normalizer": {"id": "kat_nmap_normalize", "version": None},
             "raw_data": {
                 "id": str(uuid.uuid4()),
-                "boefje_meta": {"id": str(uuid.uuid4()), "boefje": {"id": "nmap"}, "organization": org},
+                "boefje_meta": {"id": str(uuid.uuid4()), "boefje": {"id": "nmap"}, "input_ooi": None, "organization": org,
+                                "started_at": None, "ended_at": None},
                 "mime_types": [{"value": "boefje/nmap"}],
             },
         },

@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
+import datetime
+import uuid
+
 import httpx
+import pydantic
 
 from tests.acceptance.harness import api_process, boefje_push, db_dsn, settings, template_db  # noqa: F401
 
@@ -54,3 +58,90 @@ def test_errors_over_the_socket_are_json(api_process):
         assert client.put("/tasks").json() == {"detail": "Method Not Allowed"}
         response = client.get("/tasks/123")
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "task_id"]
+
+
+class RunnerBoefjeMeta(pydantic.BaseModel):
+    """The boefje runner's ``BoefjeMeta`` (``boefjes/worker/job_models.py``): what it parses a
+    popped boefje task's ``data`` into, and fills in (hydrates) before handing it to a worker."""
+
+    id: uuid.UUID
+    started_at: pydantic.AwareDatetime | None = None
+    ended_at: pydantic.AwareDatetime | None = None
+    boefje: dict
+    input_ooi: str | None = None
+    arguments: dict = {}
+    organization: str
+    runnable_hash: str | None = None
+    environment: dict[str, str] | None = None
+
+
+class RunnerTask(pydantic.BaseModel):
+    """The runner's ``Task`` (``boefjes/worker/interfaces.py``)."""
+
+    id: uuid.UUID
+    scheduler_id: str
+    schedule_id: str | None
+    organisation: str
+    priority: int
+    status: str
+    type: str
+    hash: str | None = None
+    data: RunnerBoefjeMeta
+    created_at: datetime.datetime
+    modified_at: datetime.datetime
+
+
+def test_a_stopping_runner_hands_its_unstarted_tasks_back_at_once(api_process):
+    """``SchedulerWorkerManager.exit`` (SIGTERM): every task in the runner's local queue, popped
+    but not started, goes back through ``SchedulerAPIClient.push_item``: POST
+    ``/schedulers/{scheduler_id}/push`` with ``content=task.model_dump_json()``."""
+    with httpx.Client(base_url=api_process, timeout=10) as runner:
+        pushed = [runner.post("/schedulers/boefje/push", json=boefje_push(f"Hostname|internet|{n}.example", priority=p)).json()
+                  for n, p in (("first", 1), ("second", 2))]  # fmt: skip
+        local_queue = []
+        for _ in pushed:  # the runner's _fill_queue, then hydration of each BoefjeMeta
+            popped = runner.post("/schedulers/boefje/pop", params={"limit": 1}).json()["results"]
+            [task] = [RunnerTask.model_validate(t) for t in popped]
+            task.data.arguments = {"oci_image": IMAGE, "input": {"object_type": "Hostname"}}
+            task.data.runnable_hash, task.data.environment = "abc", {"SECRET": "from katalogus"}
+            local_queue.append(task)
+        assert [t.status for t in local_queue] == ["dispatched", "dispatched"]
+
+        for task in local_queue:  # exit(): push_item(p_item) for each
+            response = runner.post(f"/schedulers/{task.scheduler_id}/push", content=task.model_dump_json())
+            assert response.status_code == 201, response.text
+            back = response.json()
+            assert back["id"] == str(task.id) and back["status"] == "queued"
+            assert back["priority"] == task.priority and back["schedule_id"] == task.schedule_id
+
+        for original in pushed:  # as they were pushed: the runner's hydration (its secrets) is not stored
+            stored = runner.get(f"/tasks/{original['id']}").json()
+            assert stored["status"] == "queued" and stored["data"] == original["data"]
+            assert stored["created_at"] == original["created_at"]
+        assert runner.get("/schedulers/boefje").json()["qsize"] == 2
+        again = [runner.post("/schedulers/boefje/pop", params={"limit": 1}).json()["results"][0]["id"] for _ in pushed]
+        assert again == [t["id"] for t in pushed]  # at once, in their old places
+
+
+def test_any_other_whole_task_body_keeps_mulas_422(api_process):
+    with httpx.Client(base_url=api_process, timeout=10) as client:
+        for name, priority in (("running", 1), ("dispatched", 2), ("queued", 3)):
+            client.post("/schedulers/boefje/push", json=boefje_push(f"Hostname|internet|{name}.example", priority=priority))
+        [running] = client.post("/schedulers/boefje/pop", params={"limit": 1}).json()["results"]
+        running = client.patch(f"/tasks/{running['id']}", json={"status": "running"}).json()
+        [dispatched] = client.post("/schedulers/boefje/pop", params={"limit": 1}).json()["results"]
+        [queued] = client.get("/tasks", params={"status": "queued"}).json()["results"]
+        bodies = {
+            "queued": queued,
+            "running": running,
+            "unknown id": {**dispatched, "id": str(uuid.uuid4())},
+            "another hash": {**dispatched, "hash": "0" * 32},
+            "another scheduler": {**dispatched, "scheduler_id": "normalizer"},
+        }
+        for name, body in bodies.items():
+            response = client.post("/schedulers/boefje/push", json=body)
+            assert response.status_code == 422, name
+            extras = [e["loc"][1] for e in response.json()["detail"] if e["type"] == "extra_forbidden"]
+            assert extras == ["schedule_id", "status", "type", "hash", "created_at", "modified_at"], name
+        assert client.get(f"/tasks/{dispatched['id']}").json()["status"] == "dispatched"
+        assert client.get(f"/tasks/{running['id']}").json()["status"] == "running"

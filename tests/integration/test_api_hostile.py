@@ -34,7 +34,8 @@ async def test_a_huge_limit_is_answered_and_capped(api):
     for i in range(3):
         await api.post("/schedulers/normalizer/push", json={"organisation": "o", "priority": 1, "data": {
             "normalizer": {"id": "n"}, "raw_data": {"id": f"00000000-0000-4000-8000-00000000000{i}", "boefje_meta": {
-                "id": f"00000000-0000-4000-8000-00000000001{i}", "boefje": {"id": "b"}, "organization": "o"}}}})
+                "id": f"00000000-0000-4000-8000-00000000001{i}", "boefje": {"id": "b"}, "input_ooi": None, "organization": "o",
+                "started_at": None, "ended_at": None}, "mime_types": []}}})
     response = await api.post(f"/schedulers/normalizer/pop?limit={10**18}")
     assert response.status_code == 200 and len(response.json()["results"]) == 3
     assert (await api.get(f"/tasks?limit={10**18}")).status_code in (200, 400)

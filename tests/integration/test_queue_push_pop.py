@@ -25,15 +25,18 @@ async def test_push_stores_a_queued_task_with_server_side_hash_and_a_new_schedul
     assert (await queues.get(task.id)).id == str(task.id)
 
 
-async def test_task_id_equals_data_id_and_disagreeing_ids_are_both_replaced(queues):
+async def test_task_id_equals_data_id_and_disagreeing_or_missing_ids_are_both_replaced(queues):
     data_id = str(uuid.uuid4())
-    kept = await queues.push("boefje", organisation="o", data={**boefje_data(), "id": data_id}, priority=1)
-    assert kept.id == data_id
-    replaced = await queues.push(
-        "boefje", organisation="o", data={**boefje_data(), "id": str(uuid.uuid4())}, priority=1, task_id=uuid.uuid4()
+    kept = await queues.push(
+        "boefje", organisation="o", data={**boefje_data(), "id": data_id}, priority=1, task_id=data_id
     )
-    assert replaced.id not in (data_id,)
-    assert f'"id":"{replaced.id}"' in replaced.data
+    assert kept.id == data_id
+    for task_id in (uuid.uuid4(), None):  # no id given counts as another one (mula's Task id defaults to a new uuid)
+        replaced = await queues.push(
+            "boefje", organisation="o", data={**boefje_data(), "id": data_id}, priority=1, task_id=task_id
+        )
+        assert replaced.id != data_id
+        assert f'"id":"{replaced.id}"' in replaced.data
 
 
 async def test_a_queued_twin_refuses_the_push_whatever_the_priority_until_it_is_popped(queues):

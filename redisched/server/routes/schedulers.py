@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
 from starlette.requests import Request
 
-from redisched.models import SCHEDULERS, Scheduler, TaskPush, us_to_datetime
+from redisched.models import SCHEDULERS, Scheduler, Task, TaskPush, us_to_datetime
 from redisched.queue.commands import QueueCommands
 from redisched.queue.records import TaskRecord
-from redisched.server.inputs import filter_body, query_float, query_int, struct_body
+from redisched.server.inputs import as_struct, filter_body, json_body, query_float, query_int
 from redisched.server.longpoll import pop_or_wait
 from redisched.server.responses import JSON, PopResult
 from redisched.server.services import Services, services
+from redisched.server.validation import InvalidRequest
 
 LEASE_TOKEN_HEADER = "X-Lease-Token"
 
@@ -29,7 +32,16 @@ async def get_scheduler(request: Request) -> JSON:
 
 
 async def push(request: Request) -> JSON:
-    item = await struct_body(request, TaskPush)
+    """mula's push, plus a hand-back: a whole Task body naming a task this queue holds as
+    dispatched (same id, same hash) puts it back on the queue at once, as it was."""
+    document = await json_body(request, required=True)
+    try:
+        item = as_struct(document, TaskPush)
+    except InvalidRequest:
+        handed_back = await _hand_back(services(request), request.path_params["scheduler_id"], document)
+        if handed_back is None:
+            raise  # mula's 422: a Task is no TaskPush
+        return JSON(handed_back.to_task(), status_code=201)
     record = await services(request).queues.push(
         request.path_params["scheduler_id"],
         organisation=item.organisation,
@@ -51,6 +63,25 @@ async def pop(request: Request) -> JSON:
         services(request).queues, request.path_params["scheduler_id"], node, limit, wait, request.is_disconnected
     )
     return JSON(PopResult([record.to_task() for record in records]), headers=_lease_header(records))
+
+
+async def _hand_back(services: Services, scheduler_id: str, document: Any) -> TaskRecord | None:
+    """OpenKAT's boefje runner, stopping, pushes the tasks it popped but had not started as
+    whole Task bodies (mula answers 422 and they sit dispatched). Requeued here when the queue
+    holds that task as dispatched with that hash; None for any other body."""
+    if scheduler_id not in SCHEDULERS or not isinstance(document, dict) or not document.keys() <= TASK_FIELDS:
+        return None
+    task_id, task_hash = document.get("id"), document.get("hash")
+    if document.get("scheduler_id", scheduler_id) != scheduler_id or not isinstance(task_hash, str):
+        return None
+    try:
+        task_id = uuid.UUID(task_id)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return await services.queues.requeue(scheduler_id, task_id, task_hash)
+
+
+TASK_FIELDS = frozenset(Task.__struct_fields__)
 
 
 async def _scheduler(services: Services, scheduler_id: str) -> Scheduler:

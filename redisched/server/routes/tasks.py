@@ -10,7 +10,7 @@ import msgspec
 from starlette.requests import Request
 
 from redisched.errors import BadRequest, Conflict, NotFound, StaleLease
-from redisched.models import LEASED, Task, TaskPatch, TaskStatus, us_to_datetime
+from redisched.models import LEASED, Task, TaskPatch, TaskStatus, us_to_datetime, with_aware_datetimes
 from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.queue.records import record_from_task
 from redisched.server.auth import Forbidden, role
@@ -73,6 +73,8 @@ async def patch_task(request: Request) -> JSON:
     changes = (await struct_body(request, TaskPatch)).given()
     if not changes:
         raise BadRequest("no data to patch")
+    if "data" in changes:
+        changes["data"] = with_aware_datetimes(changes["data"])
     if role(request) == "runner" and changes.keys() - RUNNER_PATCHABLE:
         raise Forbidden()
     queues = services(request).queues
