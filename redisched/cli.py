@@ -32,6 +32,7 @@ from redisched import __version__
 from redisched.app import build_app, reap_leases, reconcile, running, schedule, snapshot
 from redisched.config import Settings
 from redisched.embedded import ensure_servers, redact
+from redisched.history.import_mula import MulaImportError, import_mula
 from redisched.history.migrate import migrate
 
 log = logging.getLogger("redisched")
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run the benchmarks")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
     bench.set_defaults(run=bench_command)
+    _import_mula_parser(commands)
     return parser
 
 
@@ -124,6 +126,34 @@ def bench_command(_settings: Settings, args: argparse.Namespace) -> int:
         print("no benchmarks here: run from a redisched checkout (benchmarks/)", file=sys.stderr)
         return 2
     return subprocess.call([sys.executable, "-m", "benchmarks", *args.bench_args])
+
+
+def _import_mula_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "import-mula",
+        help="move an install from mula: its schedules, task history and live tasks",
+        description="Import a mula v1.20 database (schedules, finished tasks, and the queued, dispatched and "
+        "running ones back into Redis) into the configured redisched. Stop mula first. A second run "
+        "imports nothing new.",
+    )
+    parser.add_argument("mula_db_url", metavar="MULA_DATABASE_URL", help="mula's SCHEDULER_DB_URI, e.g. postgresql://user:pw@host/scheduler")
+    parser.set_defaults(run=import_mula_command)
+
+
+def import_mula_command(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(settings: Settings):
+        await migrate(settings.db_uri)
+        async with running(settings) as services:
+            return await import_mula(args.mula_db_url, services.queues, services.tasks, services.schedules)
+
+    with _backends(settings, migrate_on_start=False) as settings:
+        try:
+            result = _run(run(settings))
+        except MulaImportError as exc:
+            print(f"import-mula: refused, nothing imported: {exc}", file=sys.stderr)
+            return 2
+    print(result.summary())
+    return 0
 
 
 # --- plumbing --------------------------------------------------------------------------------
