@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import redis
 
+from redisched import cli
 from redisched.models import mmh3_hex
 from tests.acceptance.harness import ROOT, api_client, db_dsn, settings, template_db  # noqa: F401
 
@@ -327,14 +328,10 @@ async def test_an_imported_install_answers_as_mula_did(mula, settings):
             assert (await api.get(f"/tasks/{mula.ids[name]}")).json()["status"] == "completed"
         assert (await api.get(f"/tasks/{mula.ids['q_first']}")).json()["status"] == "dispatched"
 
-
-async def test_a_push_after_the_import_links_to_the_imported_schedule(mula, settings):
-    assert import_mula(settings, mula.dsn).returncode == 0
-    push = {"organisation": "org1", "priority": 5, "data": {"boefje": {"id": "dns-records"},
-            "input_ooi": "Hostname|internet|a.example", "organization": "org1"}}  # fmt: skip
-    async with api_client(settings) as api:
-        pushed = (await api.post("/schedulers/boefje/push", json=push)).json()
-        assert pushed["schedule_id"] == mula.ids["s_dns"]
+        # A push of an imported schedule's task links to it, as it did in mula.
+        push = {"organisation": "org1", "priority": 5, "data": {"boefje": {"id": "dns-records"},
+                "input_ooi": "Hostname|internet|a.example", "organization": "org1"}}  # fmt: skip
+        assert (await api.post("/schedulers/boefje/push", json=push)).json()["schedule_id"] == mula.ids["s_dns"]
 
 
 async def test_rows_older_mulas_left_are_kept_as_mula_answers_them(mula_dsn, settings):
@@ -354,27 +351,33 @@ async def test_rows_older_mulas_left_are_kept_as_mula_answers_them(mula_dsn, set
         assert (await api.get(f"/schedules/{world.ids['nohash']}")).json()["hash"] == boefje_hash(data)
 
 
-@pytest.mark.parametrize(
-    ("setup", "message"),
-    [
+def test_a_schema_it_does_not_know_is_refused_before_anything_is_written(mula, settings, monkeypatch, capsys):
+    """Through the CLI's entry point in this process (a subprocess per case costs seconds)."""
+    for name, value in (("REDISCHED_REDIS_URL", settings.redis_url), ("SCHEDULER_DB_URI", settings.db_uri),
+                        ("REDISCHED_KEY_PREFIX", settings.key_prefix)):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    refusals = [
         ("UPDATE alembic_version SET version_num = '0011'", "alembic revision 0011; this import knows mula v1.20's (0010)"),
         ("UPDATE alembic_version SET version_num = '0009'", "alembic revision 0009"),
         ("DROP TABLE alembic_version", "not a mula database"),
-    ],
-)
-async def test_a_schema_it_does_not_know_is_refused(mula, settings, setup, message):
-    with psycopg.connect(mula.dsn, autocommit=True) as conn:
-        conn.execute(setup)
-    refused = import_mula(settings, mula.dsn)
-    assert refused.returncode == 2
-    assert message in refused.stderr and "nothing imported" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    ]
+    for setup, message in refusals:
+        with psycopg.connect(mula.dsn, autocommit=True) as conn:
+            conn.execute(setup)
+        assert cli.main(["import-mula", mula.dsn]) == 2, setup
+        stderr = capsys.readouterr().err
+        assert message in stderr and "nothing imported" in stderr, stderr
+    assert cli.main(["import-mula", "postgresql+psycopg2://mula:secret@127.0.0.1:1/scheduler"]) == 2
+    assert "cannot connect to the mula database" in capsys.readouterr().err
     with psycopg.connect(settings.db_uri) as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
 
 
-def test_an_unreachable_mula_database_is_one_clear_line(settings):
-    refused = import_mula(settings, "postgresql+psycopg2://mula:secret@127.0.0.1:1/scheduler")
+def test_a_refusal_is_one_line_and_a_non_zero_exit(mula_dsn, settings):
+    with psycopg.connect(mula_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0011'")
+    refused = import_mula(settings, mula_dsn)
     assert refused.returncode == 2
-    assert "cannot connect to the mula database" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("import-mula: refused, nothing imported: mula schema at")
+    assert "Traceback" not in refused.stderr
