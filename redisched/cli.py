@@ -5,6 +5,7 @@ api        the API only: run as many as you like, side by side (``--workers`` fo
 worker     schedulers + snapshotter + lease reaper, no API
 migrate    apply the Postgres migrations
 reconcile  after Redis lost data: put live tasks and schedule mirrors back from Postgres
+quarantine list | retry [ID ...]: the events Postgres refused, set aside by the snapshotter
 bench      the benchmarks (``python -m benchmarks``), when this checkout has them
 
 With no Redis or Postgres URL configured, embedded servers start under the data folder
@@ -29,11 +30,13 @@ import msgspec
 import uvicorn
 
 from redisched import __version__
-from redisched.app import build_app, reap_leases, reconcile, running, schedule, snapshot
+from redisched.app import build_app, open_redis, reap_leases, reconcile, running, schedule, snapshot
 from redisched.config import Settings
 from redisched.embedded import ensure_servers, redact
+from redisched.history import quarantine
 from redisched.history.import_mula import MulaImportError, import_mula
 from redisched.history.migrate import migrate
+from redisched.queue.keys import QueueLayout
 
 log = logging.getLogger("redisched")
 
@@ -56,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="schedulers, snapshotter and lease reaper").set_defaults(run=worker)
     commands.add_parser("migrate", help="apply the Postgres migrations").set_defaults(run=migrate_command)
     commands.add_parser("reconcile", help="restore live tasks from Postgres into Redis").set_defaults(run=reconcile_command)
+    dead = commands.add_parser("quarantine", help="list or retry the events Postgres refused")
+    dead.add_argument("action", choices=("list", "retry"))
+    dead.add_argument("ids", nargs="*", help="retry only these (as listed); default all")
+    dead.set_defaults(run=quarantine_command)
     bench = commands.add_parser("bench", help="run the benchmarks")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
     bench.set_defaults(run=bench_command)
@@ -118,6 +125,24 @@ def reconcile_command(settings: Settings, _args: argparse.Namespace) -> int:
     with _backends(settings) as settings:
         result = _run(restore(settings))
     print(f"restored {result.restored} tasks ({result.present} already live), {result.schedules} schedules mirrored")
+    return 0
+
+
+def quarantine_command(settings: Settings, args: argparse.Namespace) -> int:
+    async def act(settings: Settings) -> list[str]:
+        redis = open_redis(settings)
+        layout = QueueLayout(settings.key_prefix, settings.partitions)
+        try:
+            if args.action == "retry":
+                retried = await quarantine.retry(redis, layout, args.ids or None)
+                return [f"retried {retried} events"]
+            letters = await quarantine.listing(redis, layout)
+            return [msgspec.json.encode(letter).decode() for letter in letters] or ["nothing quarantined"]
+        finally:
+            await redis.aclose()
+
+    with _backends(settings, migrate_on_start=False) as settings:
+        print("\n".join(_run(act(settings))))
     return 0
 
 

@@ -24,6 +24,7 @@ from psycopg.rows import kwargs_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from redisched import limits
 from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from redisched.history.db import Where, queries
 from redisched.history.tasks import Event
@@ -161,6 +162,9 @@ class ScheduleStore:
         given = {column: fields[column] for column in PATCHABLE if column in fields}
         if not given:
             raise BadRequest("no data to patch")
+        limits.check_columns({name: value for name, value in given.items() if name != "data"})
+        if "data" in given:
+            limits.check_data(given["data"])
         check_cron(given.get("schedule"), "validation error")
         if "data" in given:
             given["data"] = Jsonb(with_aware_datetimes(given["data"]))
@@ -287,6 +291,8 @@ def _validated(new: ScheduleCreate) -> Schedule:
         schedule_hash = payload_hash(new.scheduler_id, new.data)
     except MalformedPayload as exc:
         raise BadRequest(str(exc)) from None
+    limits.check_columns({"organisation": new.organisation})
+    limits.check_data(new.data)
     now = utcnow()
     return Schedule(
         id=uuid.uuid4(),

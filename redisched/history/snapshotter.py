@@ -1,12 +1,17 @@
 """The snapshotter: each queue's event stream, written behind into Postgres.
 
-Per queue (per partition of a partitioned queue: each has its own stream), a consumer group reads ``<p>:{<q>}:events`` in batches. A batch is applied in one
-Postgres transaction (schedules created or linked by pushes, then the tasks, highest rev
+Per queue (per partition of a partitioned queue: each has its own stream), a consumer group
+reads ``<p>:{<q>}:events`` in batches. A batch is applied in Postgres transactions (one, unless
+its data is large: schedules created or linked by pushes, then the tasks, highest rev
 winning), then the finished tasks are dropped from Redis, then the entries are acked, the
 queue's applied position (``meta`` field ``applied``) moves and the stream is trimmed behind
 it. Forgetting before acking means a crash anywhere replays the batch, which is harmless: the
 upserts are rev-guarded and forgetting checks the rev. On start a consumer first replays its
 own pending entries; entries of a consumer that vanished are claimed after ``claim_idle_ms``.
+
+While Postgres is away (or fails for any reason of its own) a transaction is retried until it
+passes. What Postgres refuses for the rows' own sake (by SQLSTATE class) is narrowed down to
+the task, which is quarantined (history/quarantine.py); the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
+from redisched.history.quarantine import PoisonEvent, quarantine
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore, latest_records
 from redisched.models import FINISHED, utcnow
@@ -35,8 +41,14 @@ log = logging.getLogger(__name__)
 
 QUEUES = ("boefje", "normalizer", "report")
 GROUP = "snapshotter"
-# Worth retrying: Postgres or Redis away, or a transaction that lost a lock race.
-PG_TRANSIENT = (psycopg.OperationalError, psycopg.errors.TransactionRollback)
+# SQLSTATE classes (its first two characters) of what Postgres refuses for the row's own
+# sake: cardinality (21), data exceptions (22: a NUL, a number or time out of range, bad
+# input), integrity (23: a key twice, a check) and program limits (54: an index entry too
+# large). Those events are quarantined. Anything else is Postgres' state, not the row's:
+# connection (08), rollback (40), resources (53), operator intervention (57), a missing
+# table or right (42)... and is retried until it passes.
+POISON_CLASSES = frozenset({"21", "22", "23", "54"})
+SOLO_RETRY_DELAY = 0.05  # a task refused alone for an integrity error is tried again after this
 
 # TaskQueues.forget_finished: (queue, [(task id, rev)], partition) -> how many left Redis.
 Forget = Callable[[str, list[tuple[str, str]]], Awaitable[Any]]
@@ -52,17 +64,44 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def decode_events(entries: Iterable[tuple[Any, dict | None]]) -> list[Event]:
-    """The events of stream entries; an unreadable entry is logged and skipped."""
-    events = []
-    for entry_id, fields in entries:
-        fields = {_text(k): v for k, v in (fields or {}).items()}
+def refused_for_its_own_sake(exc: psycopg.Error) -> bool:
+    """Whether Postgres (or psycopg, for a value it cannot send) refused the rows themselves,
+    so that trying them again cannot help; by SQLSTATE class, see POISON_CLASSES."""
+    if exc.sqlstate is None:  # raised in psycopg, not by the server
+        return isinstance(exc, psycopg.DataError)
+    return exc.sqlstate[:2] in POISON_CLASSES
+
+
+class Entry(NamedTuple):
+    """A stream entry and its event."""
+
+    id: str
+    fields: dict[str, Any]
+    event: Event
+
+    @property
+    def size(self) -> int:
+        return sum(len(value) for value in self.fields.values() if isinstance(value, (bytes, str)))
+
+
+def decode_entries(entries: Iterable[tuple[Any, dict | None]]) -> tuple[list[Entry], list[PoisonEvent]]:
+    """The events of stream entries, and the entries that are none (to quarantine)."""
+    decoded, unreadable = [], []
+    for entry_id, raw in entries:
+        fields = {_text(k): v for k, v in (raw or {}).items()}
         try:
             record = decode_record(fields["rec"], fields.get("data"))
-            events.append(Event(_text(fields["op"]), record, _text(fields.get("sched"))))
-        except (KeyError, msgspec.DecodeError) as exc:
-            log.error("skipping unreadable event %s: %r", _text(entry_id), exc)
-    return events
+            event = Event(_text(fields["op"]), record, _text(fields.get("sched")))
+        except (KeyError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            unreadable.append(PoisonEvent(_text(entry_id), fields, None, f"unreadable event: {exc!r}"))
+        else:
+            decoded.append(Entry(_text(entry_id), fields, event))
+    return decoded, unreadable
+
+
+def decode_events(entries: Iterable[tuple[Any, dict | None]]) -> list[Event]:
+    """The events of stream entries; unreadable ones left out."""
+    return [entry.event for entry in decode_entries(entries)[0]]
 
 
 class Outage:
@@ -110,6 +149,7 @@ class Snapshotter:
         queues: Iterable[str] = QUEUES,
         consumer: str | None = None,
         batch_size: int = 500,
+        batch_bytes: int = 8 << 20,
         block_ms: int = 1000,
         claim_idle_ms: int = 60_000,
         pg_timeout: float = 5.0,
@@ -124,6 +164,11 @@ class Snapshotter:
         self.layout = QueueLayout(prefix, partitions)
         self.consumer = consumer or socket.gethostname()
         self.batch_size = batch_size
+        # A transaction carries at most this much of the events' JSON (one event more if it
+        # alone is larger), and reads shrink to about this much, so large data never makes
+        # a statement or a reply of hundreds of MiB.
+        self.batch_bytes = batch_bytes
+        self._read_count: dict[str, int] = {}  # partition tag -> entries per read
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.pg_timeout = pg_timeout
@@ -185,43 +230,86 @@ class Snapshotter:
 
     async def _read(self, keys: QueueKeys, start: str) -> list:
         block = self.block_ms if start == ">" else None
-        reply = await self.redis.xreadgroup(
-            GROUP, self.consumer, {keys.events: start}, count=self.batch_size, block=block
-        )
+        count = self._read_count.get(keys.tag, self.batch_size)
+        reply = await self.redis.xreadgroup(GROUP, self.consumer, {keys.events: start}, count=count, block=block)
         return reply[0][1] if reply else []
 
     async def _claim_abandoned(self, keys: QueueKeys) -> list:
         """Entries another consumer read and left unacked for ``claim_idle_ms``."""
+        count = self._read_count.get(keys.tag, self.batch_size)
         reply = await self.redis.xautoclaim(
-            keys.events, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.batch_size
+            keys.events, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
         )
         return [entry for entry in reply[1] if entry[1] is not None]
 
     async def _apply(self, keys: QueueKeys, entries: list) -> None:
-        events = decode_events(entries)
-        await self._store(events)
-        finished = [(r.id, r.rev) for r in latest_records(events) if r.status in FINISHED]
+        decoded, poisoned = decode_entries(entries)
+        poisoned += await self._store(decoded)
+        if poisoned:
+            await quarantine(self.redis, keys, poisoned)
+            for poison in poisoned:
+                log.error("quarantined event %s of task %s (%s): %s", poison.entry, poison.task_id, keys.tag, poison.reason)
+        aside = {poison.entry for poison in poisoned}
+        stored = [entry.event for entry in decoded if entry.id not in aside]
+        # A finished task whose event was quarantined stays in Redis: it is readable there
+        # until a retry brings it to Postgres.
+        finished = [(r.id, r.rev) for r in latest_records(stored) if r.status in FINISHED]
         if finished and self.forget is not None:
             await self.forget(keys.queue_id, finished, keys.partition)
         entry_ids = [_text(entry_id) for entry_id, _ in entries]
         ack = self._commands.ack_events(keys.queue_id, GROUP, entry_ids, partition=keys.partition)
         await run_script(self.redis, ack)
         self.lag[keys.tag] = max(0.0, time.time() - stream_id(entry_ids[-1])[0] / 1000)
+        per_entry = max(1, sum(entry.size for entry in decoded) // max(1, len(decoded)))
+        self._read_count[keys.tag] = max(1, min(self.batch_size, self.batch_bytes // per_entry))
 
-    async def _store(self, events: list[Event]) -> None:
-        """Commit the events; a batch Postgres refuses is retried event by event, and an event
-        it refuses on its own is logged and dropped (it must not block the queue)."""
+    async def _store(self, entries: list[Entry]) -> list[PoisonEvent]:
+        """Commit the events, in transactions of at most ``batch_bytes``; returns those
+        Postgres refused for their own sake. A task's events of the batch stay together (the
+        history takes the newest of them, with the newest data among them)."""
+        by_task: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_task.setdefault(entry.event.record.id, []).append(entry)
+        poisoned: list[PoisonEvent] = []
+        chunk: list[list[Entry]] = []
+        size = 0
+        for group in by_task.values():
+            group_size = sum(entry.size for entry in group)
+            if chunk and size + group_size > self.batch_bytes:
+                poisoned += await self._store_tasks(chunk)
+                chunk, size = [], 0
+            chunk.append(group)
+            size += group_size
+        if chunk:
+            poisoned += await self._store_tasks(chunk)
+        return poisoned
+
+    async def _store_tasks(self, groups: list[list[Entry]]) -> list[PoisonEvent]:
+        """Commit the events of these tasks. When Postgres refuses the rows, halves are
+        committed apart until the refused task is alone; refused alone (for an integrity
+        error: twice, a moment apart), its events are returned to be quarantined. A bad row
+        costs O(log n) transactions and never holds up the others."""
         try:
-            await self._commit(events)
+            await self._commit([entry.event for group in groups for entry in group])
+            return []
         except psycopg.Error as exc:
-            if len(events) == 1:
-                log.error("dropping event %s of task %s: %r", events[0].op, events[0].record.id, exc)
-                return
-            for event in events:
-                await self._store([event])
+            if len(groups) > 1:
+                half = len(groups) // 2
+                return await self._store_tasks(groups[:half]) + await self._store_tasks(groups[half:])
+            refusal = exc
+        if refusal.sqlstate and refusal.sqlstate.startswith("23"):  # a key another writer just took
+            await asyncio.sleep(SOLO_RETRY_DELAY)
+            try:
+                await self._commit([entry.event for entry in groups[0]])
+                return []
+            except psycopg.Error as exc:
+                refusal = exc
+        reason = f"Postgres refused it: {type(refusal).__name__} (SQLSTATE {refusal.sqlstate}): {refusal}".strip()
+        return [PoisonEvent(entry.id, entry.fields, entry.event.record.id, reason) for entry in groups[0]]
 
     async def _commit(self, events: list[Event]) -> None:
-        """One transaction, retried while Postgres is unavailable."""
+        """One transaction, retried while Postgres fails for reasons of its own; raises what
+        it refuses for the rows' own sake (``refused_for_its_own_sake``)."""
         if not events:
             return
         for delay in _backoff():
@@ -229,7 +317,9 @@ class Snapshotter:
                 async with self.tasks.pool.connection(timeout=self.pg_timeout) as conn, conn.transaction():
                     await self.schedules.apply_pushes(conn, events, utcnow())
                     await self.tasks.apply(events, conn)
-            except PG_TRANSIENT as exc:
+            except psycopg.Error as exc:
+                if refused_for_its_own_sake(exc):
+                    raise
                 self._postgres.failed(exc)
                 await asyncio.sleep(delay)
             else:
@@ -275,20 +365,22 @@ async def wait_caught_up(
 async def backlog_seconds(
     redis: aredis.Redis, prefix: str, queues: Iterable[str] = QUEUES, *, partitions: int = 1
 ) -> dict[str, float]:
-    """Per queue, how far the history is behind: the age gap between the newest event and the
-    last one applied (0 when caught up; the worst partition's). For /metrics: any process can
-    answer it."""
+    """Per queue, how long the oldest event Postgres does not hold yet has waited (0 when
+    caught up; the worst partition's): a queue whose history is stuck shows it growing. For
+    /metrics: any process can answer it. Ages are against this host's clock (stream ids are
+    the Redis host's milliseconds)."""
     streams = QueueLayout(prefix, partitions).every(tuple(queues))
     async with redis.pipeline(transaction=False) as pipe:
         for keys in streams:
-            pipe.xrevrange(keys.events, count=1)
             pipe.hget(keys.meta, "applied")
-        replies = await pipe.execute()
-    backlog = {}
-    for keys, newest, applied in zip(streams, replies[0::2], replies[1::2]):
-        behind = 0.0
-        if newest and (applied is None or stream_id(applied) < stream_id(newest[0][0])):
-            applied_ms = stream_id(applied)[0] if applied is not None else stream_id(newest[0][0])[0]
-            behind = max(0.0, (stream_id(newest[0][0])[0] - applied_ms) / 1000)
+        applied = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys, position in zip(streams, applied):
+            pipe.xrange(keys.events, min=f"({_text(position)}" if position is not None else "-", count=1)
+        oldest = await pipe.execute()
+    now_ms = time.time() * 1000
+    backlog: dict[str, float] = {}
+    for keys, waiting in zip(streams, oldest):
+        behind = max(0.0, (now_ms - stream_id(waiting[0][0])[0]) / 1000) if waiting else 0.0
         backlog[keys.queue_id] = max(behind, backlog.get(keys.queue_id, 0.0))
     return backlog

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from redisched import filters
+from redisched import filters, limits
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
 from redisched.models import with_aware_datetimes
@@ -30,6 +30,7 @@ MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Po
 DRIVING_INDEX_PREFERENCE = ("boefje", "image", "org")  # most selective first
 _INDEX_BY_PATH = {path: name for name, path in INDEXES.items()}
 
+MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
 E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE = -1, -2, -3, -4, -5
 
 
@@ -123,6 +124,8 @@ class QueueCommands:
         except MalformedPayload:
             raise BadRequest("malformed item") from None
         task_id, stored_data = _identity(scheduler, data, payload, task_id)
+        limits.check_columns({"organisation": organisation}, prefix=MALFORMED)
+        limits.check_data(data, stored_data, prefix=MALFORMED)
         record = TaskRecord(
             id=task_id,
             scheduler_id=scheduler_id,
@@ -138,7 +141,7 @@ class QueueCommands:
         )
         options = self.options.get(scheduler_id, QueueOptions())
         args = [
-            msgspec.json.encode(record),
+            limits.encode(record, "organisation", MALFORMED),
             stored_data,
             -(-options.maxsize // self.partitions),  # each partition holds its share
             options.twin_policy,
@@ -226,7 +229,7 @@ class QueueCommands:
         args = [
             str(task_id),
             token or "",
-            msgspec.json.encode(_record_changes(changes)),
+            limits.encode(_record_changes(changes), "changes"),
             self.dispatch_lease_ms,
             self.running_lease_ms,
         ]
@@ -289,11 +292,11 @@ def _identity(
     it, defaults filled and unknown keys dropped. A report's data is always stored as sent."""
     given = _uuid(task_id) if task_id is not None else None
     if not scheduler.carries_id:
-        return str(given or uuid.uuid4()), msgspec.json.encode(data)
+        return str(given or uuid.uuid4()), limits.encode(data, "data", MALFORMED)
     if given is not None and given == payload.id:
-        return str(given), msgspec.json.encode(data)
+        return str(given), limits.encode(data, "data", MALFORMED)
     payload.id = uuid.uuid4()
-    return str(payload.id), msgspec.json.encode(payload)
+    return str(payload.id), limits.encode(payload, "data", MALFORMED)
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
@@ -358,6 +361,7 @@ def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    limits.check_columns({name: changes[name] for name in limits.INDEXED_COLUMNS if name in changes})
     fields: dict[str, Any] = {}
     ix: dict[str, Any] = {}
     for name, value in changes.items():
@@ -375,7 +379,7 @@ def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
         elif name == "created_at":
             fields["created_at"] = f"{datetime_to_us(value):016d}"
         elif name == "data":
-            fields["data"] = msgspec.json.encode(value).decode()
+            fields["data"] = limits.check_data(value).decode()
             ix.update(_data_index_values(value))
         elif name in ("schedule_id",):
             fields[name] = str(value) if value is not None else None

@@ -22,6 +22,8 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
     <p>:{<q>}:ix:<name>  ZSET lex index, member = "<value>\\0<order key>" (organisation,
                          boefje id, oci image, dedup key)
     <p>:{<q>}:dedupq     ZSET like queue, only tasks with a deduplication_key
+    <p>:{<q>}:events:dead  STREAM events Postgres refused, quarantined by the snapshotter
+                         (history/quarantine.py); no script touches it
 
 Outside the queues, for the schedulers:
 
@@ -79,6 +81,10 @@ class QueueKeys:
         if name in KEY_NAMES:
             return self.key(name)
         raise AttributeError(name)
+
+    @property
+    def dead_events(self) -> str:
+        return self.key("events:dead")
 
     def index(self, name: str) -> str:
         return self.key(f"ix:{name}")

@@ -21,8 +21,9 @@ from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler,
 from redisched.server import openapi
 from redisched.server.auth import Endpoint, Role, Tokens, warn_if_open
 from redisched.server.errors import HANDLERS
-from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult
-from redisched.server.routes import schedulers, schedules, service, tasks
+from redisched.history.quarantine import Quarantined
+from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult, QuarantineRetried, QuarantineRetry
+from redisched.server.routes import quarantine, schedulers, schedules, service, tasks
 from redisched.server.services import Services
 
 PAGE = {"offset": "count", "limit": "count"}
@@ -83,6 +84,12 @@ API = [
     Api("PATCH", "/schedules/{schedule_id}", schedules.patch_schedule, "admin", "Patch a schedule", Schedule,
         body=SchedulePatch, errors=(409,)),  # fmt: skip
     Api("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "admin", "Delete a schedule", status=204),
+    Api("GET", "/history/quarantine", quarantine.list_quarantined, "admin",
+        "Events Postgres refused, set aside by the snapshotter (oldest 1,000 per queue partition)", list[Quarantined],
+        query={"scheduler_id": "string"}),  # fmt: skip
+    Api("POST", "/history/quarantine/retry", quarantine.retry_quarantined, "admin",
+        "Put quarantined events back on their queue's event stream (the given ids, or all)", QuarantineRetried,
+        body=QuarantineRetry, body_required=False),  # fmt: skip
 ]
 
 HOT_PATHS = ("/schedulers/{scheduler_id}/pop", "/schedulers/{scheduler_id}/push")

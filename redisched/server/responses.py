@@ -53,6 +53,16 @@ class LeaseExtended(msgspec.Struct):
     lease_expires_at: datetime
 
 
+class QuarantineRetry(msgspec.Struct, forbid_unknown_fields=True):
+    """Which quarantined events to put back (ids as listed); no body or no ids: all."""
+
+    ids: list[str] | None = None
+
+
+class QuarantineRetried(msgspec.Struct):
+    retried: int
+
+
 class ErrorDetail(msgspec.Struct):
     detail: str
 

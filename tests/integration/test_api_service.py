@@ -3,6 +3,8 @@ outages."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from redisched.app import close_services, open_services
@@ -39,17 +41,24 @@ async def test_metrics_has_the_dashboard_gauges(api):
     assert 'redisched_snapshot_lag_seconds{scheduler_id="boefje"}' in response.text
 
 
-async def test_backlog_is_the_gap_between_the_newest_event_and_the_last_applied(api, sync_redis, key_prefix):
+async def test_backlog_is_the_age_of_the_oldest_unapplied_event_and_grows_while_stuck(async_redis, key_prefix):
+    import time
+
     from redisched.history.snapshotter import backlog_seconds
     from redisched.queue.keys import QueueKeys
 
-    keys = QueueKeys(key_prefix, "report")
-    sync_redis.xadd(keys.events, {"op": "x"}, id="2000-0")
-    sync_redis.hset(keys.meta, "applied", "500-3")
-    backlog = await backlog_seconds(api.services.queues.redis, key_prefix, ("report",))
-    assert backlog == {"report": 1.5}
-    sync_redis.hset(keys.meta, "applied", "2000-0")
-    assert await backlog_seconds(api.services.queues.redis, key_prefix, ("report",)) == {"report": 0.0}
+    keys = QueueKeys(key_prefix, "report")  # no snapshotter follows this prefix: the history is stuck
+    now_ms = int(time.time() * 1000)
+    await async_redis.xadd(keys.events, {"op": "x"}, id=f"{now_ms - 3000}-0")
+    await async_redis.xadd(keys.events, {"op": "x"}, id=f"{now_ms - 1500}-0")
+    await async_redis.xadd(keys.events, {"op": "x"}, id=f"{now_ms - 10}-0")
+    await async_redis.hset(keys.meta, "applied", f"{now_ms - 3000}-0")  # the first one is in Postgres
+    first = (await backlog_seconds(async_redis, key_prefix, ("report",)))["report"]
+    assert 1.5 <= first < 2.5
+    await asyncio.sleep(0.2)
+    assert (await backlog_seconds(async_redis, key_prefix, ("report",)))["report"] >= first + 0.2
+    await async_redis.hset(keys.meta, "applied", f"{now_ms - 10}-0")
+    assert await backlog_seconds(async_redis, key_prefix, ("report",)) == {"report": 0.0}
 
 
 async def test_openapi_describes_every_route(api):
@@ -58,7 +67,8 @@ async def test_openapi_describes_every_route(api):
     pop = document["paths"]["/schedulers/{scheduler_id}/pop"]["post"]
     assert pop["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PopResult"}
     assert {"Task", "TaskPush", "TaskPatch", "Schedule", "ScheduleCreate", "FilterRequest"} <= set(document["components"]["schemas"])
-    assert len([op for path in document["paths"].values() for op in path]) == 19
+    assert len([op for path in document["paths"].values() for op in path]) == 21
+    assert {"get", "post"} == {*document["paths"]["/history/quarantine"], *document["paths"]["/history/quarantine/retry"]}
     assert (await api.get("/docs")).status_code == 200
 
 

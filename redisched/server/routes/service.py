@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from redisched import __version__
+from redisched.history import quarantine
 from redisched.history.snapshotter import backlog_seconds
 from redisched.models import SCHEDULERS, STATUSES, ServiceHealth
 from redisched.server.inputs import query_bool
@@ -41,7 +42,8 @@ async def metrics(request: Request) -> Response:
     status_counts = await svc.tasks.status_counts()
     layout = svc.queues.layout
     backlog = await backlog_seconds(svc.queues.redis, layout.prefix, partitions=layout.partitions)
-    families = [*_queue_metrics(qsizes, status_counts), _backlog_metric(backlog)]
+    quarantined = await quarantine.counts(svc.queues.redis, layout)
+    families = [*_queue_metrics(qsizes, status_counts), _backlog_metric(backlog), _quarantine_metric(quarantined)]
     body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -61,11 +63,20 @@ def _queue_metrics(qsizes: list[int], status_counts: dict[tuple[str, str], int])
 
 def _backlog_metric(backlog: dict[str, float]) -> Metric:
     lag = GaugeMetricFamily(
-        "redisched_snapshot_lag_seconds", "How far the Postgres history is behind the queue", labels=["scheduler_id"]
+        "redisched_snapshot_lag_seconds", "How long the oldest event Postgres does not have yet has waited", labels=["scheduler_id"]
     )
     for scheduler_id, seconds in backlog.items():
         lag.add_metric([scheduler_id], seconds)
     return lag
+
+
+def _quarantine_metric(quarantined: dict[str, int]) -> Metric:
+    letters = GaugeMetricFamily(
+        "redisched_history_quarantined", "Events Postgres refused, set aside (GET /history/quarantine)", labels=["scheduler_id"]
+    )
+    for scheduler_id, count in quarantined.items():
+        letters.add_metric([scheduler_id], count)
+    return letters
 
 
 class _Scrape:
