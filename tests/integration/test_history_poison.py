@@ -118,22 +118,18 @@ async def test_an_indexed_value_at_its_limit_is_stored_and_one_byte_more_is_refu
 async def test_data_at_the_size_limit_is_stored_and_one_byte_more_is_refused(api):
     """Through the queue the direct client and the schedulers use (HTTP bodies stop at 1 MiB
     before that: REDISCHED_MAX_BODY_BYTES)."""
-    task_id = str(uuid.uuid4())
-    empty = len(msgspec.json.encode(_payload(task_id, "")))
+    task_id = str(uuid.uuid4())  # given and equal to data.id: data is stored as sent
+    empty = len(msgspec.json.encode(boefje(dispatches=[""], id=task_id)))
     filler = "x" * (limits.MAX_DATA_BYTES - empty)
-    assert len(msgspec.json.encode(_payload(task_id, filler))) == limits.MAX_DATA_BYTES
-    record = await api.services.queues.push("boefje", organisation="org1", priority=5, data=boefje(dispatches=[filler], id=task_id), task_id=task_id)
+    data = boefje(dispatches=[filler], id=task_id)
+    assert len(msgspec.json.encode(data)) == limits.MAX_DATA_BYTES
+    record = await api.services.queues.push("boefje", organisation="org1", priority=5, data=data, task_id=task_id)
     row = await stored(api, record.id)
     assert row is not None and msgspec.json.decode(row.data)["dispatches"] == [filler]
 
+    other = str(uuid.uuid4())
     with pytest.raises(BadRequest, match=f"data must be at most {limits.MAX_DATA_BYTES} bytes of JSON"):
-        await api.services.queues.push("boefje", organisation="org1", priority=5, data=boefje(dispatches=[filler + "x"]))
-
-
-def _payload(task_id: str, filler: str):
-    from redisched.models import parse_payload
-
-    return parse_payload("boefje", boefje(dispatches=[filler], id=task_id))
+        await api.services.queues.push("boefje", organisation="org1", priority=5, data=boefje(dispatches=[filler + "x"], id=other), task_id=other)
 
 
 async def test_a_nul_anywhere_is_refused_at_every_writer(api):
