@@ -30,7 +30,8 @@ MAX_INDEXED_STRING_BYTES = 2048
 # jsonb spends up to ~6 bytes per JSON byte on an array of small numbers.
 MAX_INDEXED_OTHER_BYTES = 256
 # Integers anywhere in data: digits. Python's own int <-> str limit (sys.int_max_str_digits),
-# far below Postgres' 131,072, so every Python client can read the data back.
+# which msgspec keeps both ways (a longer one in a request body is invalid JSON, in a direct
+# client's data it cannot be encoded); far below Postgres' 131,072.
 MAX_INTEGER_DIGITS = 4300
 
 INDEXED_COLUMNS = ("organisation", "type", "hash")
@@ -43,7 +44,6 @@ INDEXED_DATA_PATHS = (
     ("report_recipe_id",),
 )
 _NUL_IN_JSON = b"\\u0000"  # how every JSON encoder writes a NUL (a raw one is invalid JSON)
-_INTEGER_BOUND = 10**MAX_INTEGER_DIGITS
 
 
 class TooLarge(BadRequest):
@@ -67,7 +67,7 @@ def check_columns(values: dict[str, Any], *, prefix: str = "") -> None:
 
 def check_data(data: Any, encoded: bytes | None = None, *, prefix: str = "") -> bytes:
     """``data`` as the history would store it, or TooLarge: at most ``MAX_DATA_BYTES`` of
-    JSON, no NUL in any string or key, integers of at most ``MAX_INTEGER_DIGITS`` digits,
+    JSON (integers of at most ``MAX_INTEGER_DIGITS`` digits), no NUL in any string or key,
     indexed paths within their bounds. ``encoded``: its JSON, when the caller has it.
     Returns the JSON."""
     if encoded is None:
@@ -75,8 +75,8 @@ def check_data(data: Any, encoded: bytes | None = None, *, prefix: str = "") -> 
     if len(encoded) > MAX_DATA_BYTES:
         raise TooLarge("data", f"must be at most {MAX_DATA_BYTES} bytes of JSON", MAX_DATA_BYTES, prefix)
     # Walking every value is only needed when a NUL may be there (a literal "\\u0000" text
-    # also matches: the walk tells) or the JSON is long enough to hold an over-long integer.
-    if _NUL_IN_JSON in encoded or len(encoded) > MAX_INTEGER_DIGITS:
+    # also matches: the walk tells).
+    if _NUL_IN_JSON in encoded:
         _check_values(msgspec.json.decode(encoded), prefix)
     if isinstance(data, dict):
         for path in INDEXED_DATA_PATHS:
@@ -88,7 +88,12 @@ def encode(value: Any, field: str, prefix: str = "") -> bytes:
     """JSON of a caller's value; a string no UTF-8 can hold (a lone surrogate) is a 400."""
     try:
         return msgspec.json.encode(value)
-    except (UnicodeEncodeError, TypeError, RecursionError) as exc:
+    except ValueError as exc:  # an int past sys.int_max_str_digits (UnicodeEncodeError is one too)
+        if isinstance(exc, UnicodeEncodeError):
+            raise TooLarge(field, "cannot be stored as JSON (text no UTF-8 can hold)", prefix=prefix) from None
+        limit = MAX_INTEGER_DIGITS
+        raise TooLarge(field, f"must hold no integer of more than {limit} digits", limit, prefix) from None
+    except (TypeError, RecursionError) as exc:
         raise TooLarge(field, f"cannot be stored as JSON ({type(exc).__name__})", prefix=prefix) from None
 
 
@@ -112,13 +117,11 @@ def _check_values(document: Any, prefix: str) -> None:
     for path, value in _walk(document):
         if isinstance(value, str):
             _check_text(path, value, prefix)
-        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INTEGER_BOUND:
-            raise TooLarge(path, f"must have at most {MAX_INTEGER_DIGITS} digits", MAX_INTEGER_DIGITS, prefix)
 
 
 def _walk(document: Any) -> Iterator[tuple[str, Any]]:
-    """(path, value) of every string and number in a JSON document, keys as ``<key>`` values
-    of their object; iterative, so any depth is fine."""
+    """(path, value) of every scalar in a JSON document, and of every key (as "a key of"
+    its object); iterative, so any depth is fine."""
     stack: list[tuple[str, Any]] = [("data", document)]
     while stack:
         path, value = stack.pop()

@@ -248,3 +248,18 @@ def _cli(api, key_prefix: str, *args: str) -> str:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+async def test_a_failure_that_is_not_the_rows_is_retried_not_quarantined(api, db_dsn):
+    """A missing table (42P01) is Postgres' state, not the row's: the events wait, then land."""
+    async with await psycopg.AsyncConnection.connect(db_dsn, autocommit=True) as conn:
+        await conn.execute("ALTER TABLE tasks RENAME TO tasks_away")
+        try:
+            response = await push(api, boefje())
+            assert response.status_code == 201
+            await asyncio.sleep(0.5)
+            assert (await api.get("/history/quarantine")).json() == []
+        finally:
+            await conn.execute("ALTER TABLE tasks_away RENAME TO tasks")
+    assert await stored(api, response.json()["id"]) is not None
+    assert (await api.get("/history/quarantine")).json() == []

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import msgspec
+import psycopg
 import pytest
 
 from redisched.errors import ValidationFailed
 from redisched.history.db import queries
 from redisched.history.schedules import check_cron, next_cron_run, push_deadline
-from redisched.history.snapshotter import decode_events, stream_id
+from redisched.history.snapshotter import decode_entries, decode_events, refused_for_its_own_sake, stream_id
 from redisched.history.tasks import Event, latest_records
 from redisched.queue.records import TaskRecord, encode_record
 
@@ -68,3 +69,36 @@ def test_decode_events_skips_unreadable_entries():
     ]
     events = decode_events(entries)
     assert [(e.op, e.sched, e.record.rev) for e in events] == [("push", "new", "1"), ("pop", None, "3")]
+
+
+@pytest.mark.parametrize(
+    ("error", "poison"),
+    [
+        (psycopg.errors.ProgramLimitExceeded("index row size 3016 exceeds btree version 4 maximum 2704"), True),
+        (psycopg.errors.UntranslatableCharacter("unsupported Unicode escape sequence"), True),
+        (psycopg.errors.NumericValueOutOfRange("value overflows numeric format"), True),
+        (psycopg.errors.CheckViolation("new row violates check constraint"), True),
+        (psycopg.errors.UniqueViolation("duplicate key"), True),
+        (psycopg.errors.CardinalityViolation("ON CONFLICT DO UPDATE command cannot affect row a second time"), True),
+        (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), True),  # psycopg's own
+        (psycopg.errors.AdminShutdown("terminating connection"), False),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), False),
+        (psycopg.errors.SerializationFailure("could not serialize access"), False),
+        (psycopg.errors.DiskFull("could not extend file"), False),
+        (psycopg.errors.OutOfMemory("out of memory"), False),
+        (psycopg.errors.UndefinedTable('relation "tasks" does not exist'), False),  # not the row's fault
+        (psycopg.errors.InsufficientPrivilege("permission denied"), False),
+        (psycopg.OperationalError("connection lost"), False),
+    ],
+)
+def test_what_postgres_refuses_for_the_rows_sake_is_told_by_sqlstate_class(error, poison):
+    assert refused_for_its_own_sake(error) is poison
+
+
+def test_unreadable_entries_are_kept_for_the_quarantine():
+    entries = [(b"1-0", {b"op": b"push", b"rec": encode_record(record("1"))}), (b"2-0", {b"op": b"push", b"rec": b"{"})]
+    decoded, unreadable = decode_entries(entries)
+    assert [entry.id for entry in decoded] == ["1-0"]
+    assert [(poison.entry, poison.fields["op"]) for poison in unreadable] == [("2-0", b"push")]
+    assert unreadable[0].reason.startswith("unreadable event")
