@@ -3,10 +3,12 @@ of the queue's history goes on.
 
 The snapshotter moves such an event (or an entry it cannot read) to the queue's dead-letter
 stream (``QueueKeys.dead_events``): the entry's own fields plus ``entry`` (its id in the event
-stream), ``task`` and ``reason``. Retrying puts the fields back on the event stream, where the
-snapshotter applies them like any other event (rev-guarded: a newer version of the task that
-Postgres already holds wins), and drops the dead letter. A crash between moving an event and
-acking it may store it twice; listing shows each ``entry`` once.
+stream), ``task`` and ``reason``. The task is then held (``QueueKeys.dead_tasks``): its later
+events join the first in quarantine, so Postgres never gets a later version of a task without
+the earlier one (a pop without the push that carried the data). Retrying a dead letter puts
+every dead letter of its task back on the event stream, in order, and releases the task; the
+snapshotter applies them like any other event (rev-guarded). A crash between moving an event
+and acking it may store it twice; listing shows each ``entry`` once.
 """
 
 from __future__ import annotations
@@ -46,12 +48,27 @@ class PoisonEvent(msgspec.Struct, frozen=True):
     reason: str
 
 
-async def quarantine(redis: aredis.Redis, keys: QueueKeys, poisoned: Iterable[PoisonEvent]) -> None:
+HELD = "an earlier event of this task is quarantined"
+
+
+async def quarantine(redis: aredis.Redis, keys: QueueKeys, poisoned: list[PoisonEvent]) -> None:
+    """Move the events to the dead-letter stream and hold their tasks."""
     async with redis.pipeline(transaction=False) as pipe:
         for poison in poisoned:
             kept = {name: value for name, value in poison.fields.items() if name in EVENT_FIELDS}
             pipe.xadd(keys.dead_events, {**kept, "entry": poison.entry, "task": poison.task_id or "", "reason": poison.reason[:2000]})
+        if held := {poison.task_id for poison in poisoned if poison.task_id}:
+            pipe.sadd(keys.dead_tasks, *held)
         await pipe.execute()
+
+
+async def held_tasks(redis: aredis.Redis, keys: QueueKeys, task_ids: Iterable[str]) -> set[str]:
+    """Which of these tasks have events in quarantine."""
+    task_ids = list(task_ids)
+    if not task_ids:
+        return set()
+    held = await redis.smismember(keys.dead_tasks, task_ids)
+    return {task_id for task_id, is_held in zip(task_ids, held) if is_held}
 
 
 async def counts(redis: aredis.Redis, layout: QueueLayout) -> dict[str, int]:
@@ -83,30 +100,49 @@ async def listing(
 
 
 async def retry(redis: aredis.Redis, layout: QueueLayout, ids: list[str] | None = None) -> int:
-    """Put dead letters back on their event streams (``ids`` as listed; None: all); how many."""
-    if ids is not None:
-        return sum([await _move_back(redis, keys, await redis.xrange(keys.dead_events, dead_id, dead_id))
-                    for keys, dead_id in _parse_ids(layout, ids)])  # fmt: skip
+    """Put dead letters back on their event streams, with every other dead letter of their
+    tasks (``ids`` as listed; None: all), and release their tasks; how many went back."""
+    named: dict[str, set[str]] = {}  # partition tag -> dead-letter ids
+    for keys, dead_id in _parse_ids(layout, ids or []):
+        named.setdefault(keys.tag, set()).add(dead_id)
     retried = 0
     for keys in layout.every():
+        if ids is not None and keys.tag not in named:
+            continue
         newest = await redis.xrevrange(keys.dead_events, count=1)
         if not newest:
             continue
         last = newest[0][0]  # not past it: what fails again comes back after it
-        while entries := await redis.xrange(keys.dead_events, max=last, count=LIST_MAX):
-            retried += await _move_back(redis, keys, entries)
+        if ids is None:
+            tasks = None
+            await redis.delete(keys.dead_tasks)
+        else:
+            tasks = {_task(fields) for dead_id in named[keys.tag] for _, fields in await redis.xrange(keys.dead_events, dead_id, dead_id)}
+            tasks.discard(None)
+            if tasks:  # released first: or the snapshotter would hold them again
+                await redis.srem(keys.dead_tasks, *tasks)
+        start = "-"
+        while letters := await redis.xrange(keys.dead_events, min=start, max=last, count=LIST_MAX):
+            start = f"({_text(letters[-1][0])}"
+            if tasks is not None:
+                letters = [(i, f) for i, f in letters if _text(i) in named[keys.tag] or _task(f) in tasks]
+            retried += await _move_back(redis, keys, letters)
     return retried
 
 
-async def _move_back(redis: aredis.Redis, keys: QueueKeys, entries: list) -> int:
-    if not entries:
+async def _move_back(redis: aredis.Redis, keys: QueueKeys, letters: list) -> int:
+    if not letters:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
-        for dead_id, fields in entries:
+        for dead_id, fields in letters:
             pipe.xadd(keys.events, {_text(k): v for k, v in fields.items() if _text(k) in EVENT_FIELDS})
             pipe.xdel(keys.dead_events, dead_id)
         await pipe.execute()
-    return len(entries)
+    return len(letters)
+
+
+def _task(fields: dict) -> str | None:
+    return _text(fields.get(b"task", fields.get("task"))) or None
 
 
 def _parse_ids(layout: QueueLayout, ids: list[str]) -> list[tuple[QueueKeys, str]]:

@@ -28,7 +28,7 @@ import psycopg
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
-from redisched.history.quarantine import PoisonEvent, quarantine
+from redisched.history.quarantine import HELD, PoisonEvent, held_tasks, quarantine
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore, latest_records
 from redisched.models import FINISHED, utcnow
@@ -244,6 +244,10 @@ class Snapshotter:
 
     async def _apply(self, keys: QueueKeys, entries: list) -> None:
         decoded, poisoned = decode_entries(entries)
+        held = await held_tasks(self.redis, keys, {entry.event.record.id for entry in decoded})
+        if held:
+            poisoned += [PoisonEvent(e.id, e.fields, e.event.record.id, HELD) for e in decoded if e.event.record.id in held]
+            decoded = [entry for entry in decoded if entry.event.record.id not in held]
         poisoned += await self._store(decoded)
         if poisoned:
             await quarantine(self.redis, keys, poisoned)

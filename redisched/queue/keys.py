@@ -24,6 +24,8 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
     <p>:{<q>}:dedupq     ZSET like queue, only tasks with a deduplication_key
     <p>:{<q>}:events:dead  STREAM events Postgres refused, quarantined by the snapshotter
                          (history/quarantine.py); no script touches it
+    <p>:{<q>}:events:dead:tasks  SET ids of the tasks with events in events:dead (their
+                         later events join them there)
 
 Outside the queues, for the schedulers:
 
@@ -85,6 +87,10 @@ class QueueKeys:
     @property
     def dead_events(self) -> str:
         return self.key("events:dead")
+
+    @property
+    def dead_tasks(self) -> str:
+        return self.key("events:dead:tasks")
 
     def index(self, name: str) -> str:
         return self.key(f"ix:{name}")

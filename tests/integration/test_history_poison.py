@@ -22,6 +22,7 @@ import pytest
 
 from redisched import limits
 from redisched.errors import BadRequest
+from redisched.history import quarantine
 from redisched.queue.keys import QueueKeys
 from redisched.queue.records import TaskRecord, encode_record, priority_key
 from tests.acceptance.harness import ROOT, api, db_dsn, settings, template_db  # noqa: F401
@@ -215,16 +216,26 @@ async def test_a_refused_row_is_listed_and_lands_when_retried_after_the_cause_is
     [letter] = await quarantined(api)
     assert letter["task_id"] == task_id and "CheckViolation (SQLSTATE 23514)" in letter["reason"]
     assert await seconds_to_history(api) < LAG_TARGET
-    assert (await api.get(f"/tasks/{task_id}")).json()["status"] == "queued"  # still live in Redis
+    by_org = {"filters": [{"column": "organisation", "operator": "eq", "value": "refused-org"}]}
+    [popped] = (await api.post("/schedulers/boefje/pop", json=by_org)).json()["results"]
+    assert popped["id"] == task_id
+    assert (await api.patch(f"/tasks/{task_id}", json={"status": "completed"})).status_code == 200
+    # The task's later events join its push: Postgres gets none of them, Redis keeps the task.
+    letters = await quarantined(api, 3)
+    assert [(entry["op"], entry["reason"]) for entry in letters[1:]] == [("pop", quarantine.HELD), ("patch", quarantine.HELD)]
+    assert await api.services.tasks.get(task_id) is None
+    assert (await api.get(f"/tasks/{task_id}")).json()["status"] == "completed"
 
     listed = _cli(api, key_prefix, "list")
     assert task_id in listed and letter["id"] in listed
     async with await psycopg.AsyncConnection.connect(db_dsn, autocommit=True) as conn:
         await conn.execute("ALTER TABLE tasks DROP CONSTRAINT no_refused")
     retried = await api.post("/history/quarantine/retry", json={"ids": [letter["id"]]})
-    assert retried.status_code == 200 and retried.json() == {"retried": 1}
-    assert (await stored(api, task_id)).organisation == "refused-org"
+    assert retried.status_code == 200 and retried.json() == {"retried": 3}
+    row = await stored(api, task_id)
+    assert (row.organisation, row.status.value, msgspec.json.decode(row.data)["input_ooi"]) == ("refused-org", "completed", boefje()["input_ooi"])
     assert (await api.get("/history/quarantine")).json() == []
+    assert (await api.get(f"/tasks/{task_id}")).json()["status"] == "completed"
     assert _cli(api, key_prefix, "retry") == "retried 0 events"
 
 
