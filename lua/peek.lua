@@ -5,7 +5,8 @@
   ARGV[1] limit
   ARGV[2] filter (redisched.filters.to_lua JSON), or "" for none
   ARGV[3] scan budget: how many non-matching candidates may be passed over
-  ARGV[4] index that drives the search ("" = the queue itself), ARGV[5..] its values
+  ARGV[4] scan time limit in µs: passing over candidates stops once the call has run this long
+  ARGV[5] index that drives the search ("" = the queue itself), ARGV[6..] its values
 
   Returns: {record, data, record, data, ...} (JSON), best first.
 ]]
@@ -13,9 +14,9 @@
 --- @include "filter"
 --- @include "candidates"
 
-local limit, matches, budget, ranges = search_args(1)
+local limit, matches, budget, ranges = search_args(1, now_us())
 local found = {}
-scan(ranges, matches, budget, false, function(rec)
+scan(ranges, matches, budget, function(rec)
   found[#found + 1] = cjson.encode(rec)
   found[#found + 1] = load_data(rec.id)
   return #found < 2 * limit

@@ -12,7 +12,8 @@
   ARGV[4] limit: the most tasks to return
   ARGV[5] filter (redisched.filters.to_lua JSON), or "" for none
   ARGV[6] scan budget: how many non-matching candidates may be passed over
-  ARGV[7] index that drives the search ("" = the queue itself), ARGV[8..] its values
+  ARGV[7] scan time limit in µs: passing over candidates stops once the call has run this long
+  ARGV[8] index that drives the search ("" = the queue itself), ARGV[9..] its values
 
   Returns: per request, in token order: its count n, then n pairs record, data (JSON) of
   its tasks, best first: {n1, rec, data, ..., n2, rec, data, ...}.
@@ -23,8 +24,8 @@
 --- @include "candidates"
 
 local dedup_batches, lease_ms = ARGV[2] == '1', tonumber(ARGV[3])
-local request_limit, matches, budget, ranges = search_args(4)
 local now = now_us()
+local request_limit, matches, budget, ranges = search_args(4, now)
 local replies, token, limit, taken = {}, nil, nil, 0
 
 local function dispatch(rec)
@@ -44,14 +45,14 @@ local function pop_dedup_batch()
     return false
   end
   local key = nil
-  scan({lex_range(K_DEDUPQ)}, matches, budget, false, function(rec)
+  scan({lex_range(K_DEDUPQ)}, matches, budget, function(rec)
     key = rec.ix.dedup
     return false
   end)
   if key == nil then
     return false
   end
-  scan({lex_range(IX.dedup, key)}, matches, budget, true, dispatch)
+  scan({lex_range(IX.dedup, key)}, matches, budget, dispatch)
   return true
 end
 
@@ -63,7 +64,7 @@ local function serve(request_token)
     if dedup_batches then
       limit = 1
     end
-    scan(ranges, matches, budget, true, dispatch)
+    scan(ranges, matches, budget, dispatch)
   end
   replies[count_at] = taken
   return taken

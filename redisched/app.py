@@ -51,6 +51,7 @@ def queue_commands(settings: Settings) -> QueueCommands:
         running_lease_ms=settings.lease_running_seconds * 1000,
         max_tries=settings.max_tries,
         scan_budget=settings.scan_budget,
+        scan_time_us=settings.scan_time_us,
         options={sid: QueueOptions(maxsize=settings.pq_maxsize) for sid in SCHEDULERS},
         partitions=settings.partitions,
     )
@@ -79,7 +80,7 @@ async def open_services(settings: Settings) -> Services:
         await queues.check_layout()
     except RedisError as exc:  # the API starts anyway and answers 503 until Redis is back
         log.warning("Redis unreachable at start, partition count not checked: %r", exc)
-    pool = await open_pool(settings.db_uri)
+    pool = await open_pool(settings.db_uri, statement_timeout_ms=settings.db_statement_timeout_ms)
     return Services(
         settings=settings,
         redis=redis,

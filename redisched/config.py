@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # Seconds between the schedulers' periodic rounds (new boefjes, due schedules, reports).
     scheduler_interval: float = Field(60, validation_alias=_env("REDISCHED_SCHEDULER_INTERVAL"))
     max_body_bytes: int = Field(1 << 20, validation_alias=_env("REDISCHED_MAX_BODY_BYTES"))
+    # A pop or peek stops passing over candidates once its script has run this long (µs).
+    scan_time_us: int = Field(1500, ge=100, le=1_000_000, validation_alias=_env("REDISCHED_SCAN_TIME_US"))
+    # Postgres statements of the API (listings, counts, schedules) are cancelled after this.
+    db_statement_timeout_ms: int = Field(5000, ge=0, validation_alias=_env("REDISCHED_DB_STATEMENT_TIMEOUT_MS"))
 
     @property
     def lease_running_seconds(self) -> int:

@@ -50,6 +50,11 @@ MAX_FIELD_CHARS = 256
 MAX_TEXT_CHARS = 4096  # any string in a value
 MAX_VALUE_DEPTH = 16  # nesting of a JSON value
 MAX_SAFE_INT = 2**53
+# What a filter may cost, in the steps of ``cost`` (about 0.1 µs of Lua each on the dev machine):
+# with the scan's time limit (REDISCHED_SCAN_TIME_US) they bound every pop and peek, and the
+# same filters reach Postgres listings (under statement_timeout).
+MAX_RECORD_COST = 3000  # each candidate
+MAX_CALL_COST = 8000  # once per call
 
 OPERATORS = {
     "==": "eq", "eq": "eq", "is": "eq",
@@ -140,10 +145,13 @@ def parse_filter_request(obj: Any, target: str = "tasks") -> Node | None:
         return None
     parser = _Parser(target, filters)
     if isinstance(filters, list):
-        return _all_of([parser.element(item, (i,), 1) for i, item in enumerate(filters)])
-    if isinstance(filters, dict):
-        return parser.group(filters, (), 1)
-    raise FilterError("'filters' must be a list of filters or an object with 'and', 'or', 'not'")
+        node = _all_of([parser.element(item, (i,), 1) for i, item in enumerate(filters)])
+    elif isinstance(filters, dict):
+        node = parser.group(filters, (), 1)
+    else:
+        raise FilterError("'filters' must be a list of filters or an object with 'and', 'or', 'not'")
+    check_cost(node)
+    return node
 
 
 def _all_of(nodes: list[Node | None]) -> Node | None:
@@ -364,6 +372,75 @@ def _instant(value: Any, where: str) -> int | None:
     except (TypeError, ValueError):
         raise FilterError(f"{where}: datetime columns compare with ISO-8601 strings, not {value!r}") from None
     return datetime_to_us(moment)
+
+
+# --- cost ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a filter costs the evaluator, in steps of about 0.1 µs of Lua (more on a busy
+    machine): ``per_record`` for each candidate it is evaluated on, ``per_call`` once per
+    script call (decoding it, building its sets and patterns)."""
+
+    per_record: int
+    per_call: int
+
+
+def cost(node: Node | None) -> Cost:
+    """Every leaf costs a record 2 + the keys of its path + what its operator does: an
+    ``in``/``not_in`` of scalars is one set lookup, of containers a deep comparison each; an
+    equality or containment the size of its value (1 per scalar or container, 1 more per 16
+    characters of a string); a LIKE pattern each of its characters; an ordering on strings 1
+    per 4 characters (compared byte by byte). Groups add 1 per child. Per call, every leaf
+    costs 1 + the size of its value."""
+    if node is None:
+        return Cost(0, 0)
+    if isinstance(node, (And, Or)):
+        parts = [cost(c) for c in node.children]
+        return Cost(sum(1 + p.per_record for p in parts), sum(p.per_call for p in parts))
+    if isinstance(node, Not):
+        inner = cost(node.child)
+        return Cost(1 + inner.per_record, inner.per_call)
+    return Cost(2 + len(node.path) + _leaf_work(node), 1 + _value_size(node.value))
+
+
+def _leaf_work(leaf: Leaf) -> int:
+    if leaf.op in LIKE_OPS:
+        return len(leaf.value)
+    if leaf.op in LIST_OPS:
+        return 1 + sum(_value_size(v) for v in leaf.value if isinstance(v, (list, dict)))
+    if leaf.op in _ORDERING:
+        return 1 + len(leaf.value) // 4 if isinstance(leaf.value, str) else 1
+    if leaf.op in ("starts_with", "contains") and isinstance(leaf.value, str):
+        return 1 + len(leaf.value) // 16
+    return _value_size(leaf.value)
+
+
+_ORDERING = ("gt", "lt", "gte", "lte")
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, str):
+        return 1 + len(value) // 16
+    if isinstance(value, list):
+        return 1 + sum(_value_size(v) for v in value)
+    if isinstance(value, dict):
+        return 1 + sum(_value_size(k) + _value_size(v) for k, v in value.items())
+    return 1
+
+
+def check_cost(node: Node | None) -> None:
+    spent = cost(node)
+    if spent.per_record > MAX_RECORD_COST:
+        raise FilterError(
+            f"the filter is too costly to evaluate: {spent.per_record} steps per task, at most {MAX_RECORD_COST} "
+            "(each filter costs 2 + its field's keys + its value's size; LIKE patterns count per character)"
+        )
+    if spent.per_call > MAX_CALL_COST:
+        raise FilterError(
+            f"the filter is too costly to evaluate: its values hold {spent.per_call} items, at most {MAX_CALL_COST}"
+        )
 
 
 # --- LIKE ------------------------------------------------------------------------------------
@@ -682,7 +759,8 @@ def to_lua(node: Node | None) -> bytes:
 
     - ``{"and": [node, ...]}``, ``{"or": [node, ...]}``, ``{"not": node}``; None → ``{"and": []}``
     - leaf ``{"op", "col", "path"?: [key, ...], "val", "exact"?: true}`` with ``op`` canonical;
-      datetime values are integer µs since the epoch; ``ilike`` patterns come ASCII-lowercased.
+      datetime values are integer µs since the epoch; ``ilike`` patterns come ASCII-lowercased;
+      LIKE leaves carry ``segs``, their pattern compiled (``_like_segments``).
       ``exact`` marks a leaf that must tell ``[]`` from ``{}`` (cjson decodes both to one empty
       table): its value writes each empty array as ``[NaN]``, and Lua decodes the record the same way.
     """
@@ -709,7 +787,55 @@ def _lua_node(node: Node | None) -> dict[str, Any]:
     if node.op in ("ilike", "not_ilike"):
         values = [node.value.translate(_ASCII_LOWER)]
     leaf["val"] = values if node.op in LIST_OPS else values[0]
+    if node.op in LIKE_OPS:
+        leaf["segs"] = _like_segments(values[0])
     return leaf
+
+
+def _like_segments(pattern: str) -> list[list[Any]]:
+    """A LIKE pattern compiled for filter.lua's like_match, one entry per '%'-separated
+    segment: [literal, ascii pattern, runs, has '_', width in bytes]. ``literal`` is the
+    segment as plain text (used when it has no '_'); the ascii pattern is a Lua pattern with
+    '.' for '_' (for ASCII texts); runs are its escaped literal pieces and counts of '_'
+    (Lua builds the UTF-8 form from them when a text is not ASCII)."""
+    segments: list[list[Any]] = []
+    runs: list[Any] = []
+    plain: list[str] = []
+    chars = iter(pattern)
+
+    def close() -> None:
+        ascii_pattern = "".join("." * run if isinstance(run, int) else run for run in runs)
+        width = sum(run if isinstance(run, int) else len(_lua_unescaped(run).encode()) for run in runs)
+        segments.append(["".join(plain), ascii_pattern, list(runs) or [""], any(isinstance(r, int) for r in runs), width])
+        runs.clear()
+        plain.clear()
+
+    def literal(ch: str) -> None:
+        quoted = "%" + ch if ch.isascii() and not ch.isalnum() else ch
+        if runs and isinstance(runs[-1], str):
+            runs[-1] += quoted
+        else:
+            runs.append(quoted)
+        plain.append(ch)
+
+    for ch in chars:
+        if ch == "\\":
+            literal(next(chars))
+        elif ch == "%":
+            close()
+        elif ch == "_":
+            if runs and isinstance(runs[-1], int):
+                runs[-1] += 1
+            else:
+                runs.append(1)
+        else:
+            literal(ch)
+    close()
+    return segments
+
+
+def _lua_unescaped(run: str) -> str:
+    return re.sub(r"%(.)", r"\1", run, flags=re.DOTALL)
 
 
 def _nan_for_empty_arrays(value: Any) -> Any:

@@ -4,19 +4,44 @@
 
 local ORDER_ID_START = ORDER_PRIORITY_WIDTH + 16 + 1  -- priority key, created_at, id
 
+-- A range walks forward from its last member fetched (an exclusive lex bound), not by an
+-- offset (ZRANGE ... LIMIT <offset> skips the offset's members one by one), and fetches
+-- members in growing batches: one at first (a pop that takes the head needs no more), up
+-- to 32 once it is passing over many. Nothing else changes the sets during the script but
+-- the script itself, which only removes members it has already taken.
+local RANGE_BATCH_MAX = 32
+
 local function lex_range(key, value)
   if value == nil then
-    return {key = key, min = '-', max = '+', skip = 0, offset = 0}
+    return {key = key, min = '-', max = '+', skip = 0, batch = 1}
   end
-  return {key = key, min = '[' .. value .. NUL, max = '(' .. value .. '\1', skip = #value + 1, offset = 0}
+  return {key = key, min = '[' .. value .. NUL, max = '(' .. value .. '\1', skip = #value + 1, batch = 1}
 end
 
 local function range_head(range)
   if range.head == nil then
-    local members = redis.call('ZRANGE', range.key, range.min, range.max, 'BYLEX', 'LIMIT', range.offset, 1)
-    range.head = members[1] and string.sub(members[1], range.skip + 1) or false
+    local members = range.members
+    if members == nil or range.at > #members then
+      if range.done then
+        range.head = false
+        return false
+      end
+      members = redis.call('ZRANGE', range.key, range.min, range.max, 'BYLEX', 'LIMIT', 0, range.batch)
+      range.members, range.at = members, 1
+      range.done = #members < range.batch
+      if #members > 0 then
+        range.min = '(' .. members[#members]
+      end
+      range.batch = math.min(range.batch * 2, RANGE_BATCH_MAX)
+    end
+    local member = members[range.at]
+    range.head = member and string.sub(member, range.skip + 1) or false
   end
   return range.head
+end
+
+local function advance(range)
+  range.at, range.head = range.at + 1, nil
 end
 
 local function best_head(ranges)
@@ -30,28 +55,36 @@ local function best_head(ranges)
   return best, best_range
 end
 
+-- The time a call may spend passing over candidates, whatever the filter and the records
+-- cost: set by search_args, shared by every scan of the call (merged pops scan in turn).
+local scan_deadline_us, passed_over, scan_expired, clock_every = nil, 0, false, 16
+local LIKE_STEPS_PER_CALL = 100000  -- ~1.3 ms of LIKE matching (filter.lua, like_charge)
+
+local function out_of_time()
+  if not scan_expired then
+    passed_over = passed_over + 1
+    scan_expired = like_overspent or (passed_over % clock_every == 0 and now_us() > scan_deadline_us)
+  end
+  return scan_expired
+end
+
 -- Hands each matching candidate to take(rec) in queue order until take returns false, the
--- ranges run dry, or `budget` candidates have been passed over. When take removes the task
--- from the queue (`removes`), the next candidate moves up to the same offset.
-local function scan(ranges, matches, budget, removes, take)
+-- ranges run dry, `budget` candidates have been passed over, or the call's scan time is up.
+local function scan(ranges, matches, budget, take)
   while true do
     local order, range = best_head(ranges)
     if not order then
       return
     end
-    range.head = nil
+    advance(range)
     local rec = load_record(string.sub(order, ORDER_ID_START))
-    if rec and matches(rec) then
-      if not removes then
-        range.offset = range.offset + 1
-      end
+    if rec and matches(rec) and not like_overspent then
       if not take(rec) then
         return
       end
     else
-      range.offset = range.offset + 1
       budget = budget - 1
-      if budget <= 0 then
+      if budget <= 0 or out_of_time() then
         return
       end
     end
@@ -59,14 +92,20 @@ local function scan(ranges, matches, budget, removes, take)
 end
 
 -- The search both pop and peek take, from ARGV[first] on: limit, filter (to_lua JSON or ""),
--- scan budget, the index that drives the search ("" = the queue itself) and its values.
-local function search_args(first)
-  local limit, filter, budget, index_name = tonumber(ARGV[first]), ARGV[first + 1], tonumber(ARGV[first + 2]), ARGV[first + 3]
+-- scan budget, scan time limit in µs, the index that drives the search ("" = the queue
+-- itself) and its values.
+local function search_args(first, now)
+  local limit, filter, budget, index_name = tonumber(ARGV[first]), ARGV[first + 1], tonumber(ARGV[first + 2]), ARGV[first + 4]
+  scan_deadline_us, passed_over, scan_expired = now + tonumber(ARGV[first + 3]), 0, false
+  like_reset(LIKE_STEPS_PER_CALL)
+  -- TIME costs ~1 µs: with a cheap filter the clock is read every 16th candidate passed
+  -- over, with a costly one (its JSON is long) at every one.
+  clock_every = math.max(1, math.floor(16 * 256 / (256 + #filter)))
   filter = filter ~= '' and cjson.decode(filter) or nil
   local ranges = {lex_range(K_QUEUE)}
   if index_name ~= '' then
     ranges = {}
-    for i = first + 4, #ARGV do
+    for i = first + 5, #ARGV do
       ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i])
     end
   end

@@ -130,27 +130,37 @@ local function json_equal(a, b)
     return true
   end
   if kind == 'object' then
+    -- Bounded by the smaller object (one side is the filter's, whose size the cost model
+    -- caps): a key of a missing from b ends the first loop, the count ends the second.
+    local n = 0
     for k, x in pairs(a) do
+      n = n + 1
       if b[k] == nil or not json_equal(x, b[k]) then
         return false
       end
     end
-    for k in pairs(b) do
-      if a[k] == nil then
+    for _ in pairs(b) do
+      n = n - 1
+      if n < 0 then
         return false
       end
     end
-    return true
+    return n == 0
   end
   return kind == 'null' or a == b
 end
 
--- Byte order: Lua's own string < follows the server's locale (strcoll).
+-- Byte order: Lua's own string < follows the server's locale (strcoll). Equal 32-byte
+-- chunks are skipped with one comparison each (interned strings), then bytes compared.
 local function compare_bytes(a, b)
   if a == b then
     return 0
   end
-  for i = 1, math.min(#a, #b) do
+  local n, from = math.min(#a, #b), 1
+  while from + 31 <= n and string.sub(a, from, from + 31) == string.sub(b, from, from + 31) do
+    from = from + 32
+  end
+  for i = from, n do
     local x, y = string.byte(a, i), string.byte(b, i)
     if x ~= y then
       return x < y and -1 or 1
@@ -178,45 +188,129 @@ local function ordered(op, a, b)
   return c <= 0
 end
 
-local function ascii_lower(s)
-  return (string.gsub(s, '[A-Z]', function(c) return string.char(string.byte(c) + 32) end))
+-- Redis sets only LC_COLLATE from the environment: string.lower folds ASCII letters alone.
+local ascii_lower = string.lower
+
+-- LIKE work is metered per call: a string.find over a text of n bytes costs up to n steps
+-- per pattern item of the segment, so one leaf over a long field could stall Redis. Before
+-- each match the steps it may take are charged; a match that would overspend the call's
+-- budget is not run and ends the scan (like_overspent), as the scan budget would.
+local like_steps_left, like_overspent = 0, false
+
+local function like_reset(steps)
+  like_steps_left, like_overspent = steps, false
 end
 
--- A LIKE pattern as Lua patterns, one per '%'-separated segment, the first anchored at the
--- start and the last at the end. Literal characters are escaped, '_' is one UTF-8 character.
-local function like_to_patterns(like)
-  local segments, current, escaped = {}, {}, false
-  for ch in string.gmatch(like, FILTER_UTF8_CHAR) do
-    if escaped or (ch ~= '\\' and ch ~= '%' and ch ~= '_') then
-      current[#current + 1] = (string.gsub(ch, '%W', '%%%0'))
-      escaped = false
-    elseif ch == '\\' then
-      escaped = true
-    elseif ch == '%' then
-      segments[#segments + 1] = table.concat(current)
-      current = {}
-    else
-      current[#current + 1] = FILTER_UTF8_CHAR
+-- LIKE patterns come compiled (redisched.filters._like_segments), one entry per
+-- '%'-separated segment: {literal, ascii pattern, runs, has '_', width in bytes}. A segment
+-- without '_' is matched as a plain substring; one with '_' as a Lua pattern, '_' one
+-- character: `.` when the text is ASCII, else one UTF-8 character (utf8_pattern, built from
+-- the runs when first needed).
+local function utf8_pattern(seg)
+  if not seg[6] then
+    local parts = {}
+    for k, run in ipairs(seg[3]) do
+      parts[k] = type(run) == 'number' and string.rep(FILTER_UTF8_CHAR, run) or run
     end
+    seg[6] = table.concat(parts)
   end
-  segments[#segments + 1] = table.concat(current)
-  segments[1] = '^' .. segments[1]
-  segments[#segments] = segments[#segments] .. '$'
-  return segments
+  return seg[6]
 end
 
--- Leftmost match of each fixed-width segment in turn: exact, and linear in the text (one
--- pattern with several '.-' would backtrack polynomially and could stall Redis).
-local function like_match(text, patterns)
-  local pos = 1
-  for _, pattern in ipairs(patterns) do
-    local _, last = string.find(text, pattern, pos)
-    if not last then
+local function like_charge(steps)
+  like_steps_left = like_steps_left - steps
+  if like_steps_left < 0 then
+    like_overspent = true
+  end
+  return not like_overspent
+end
+
+local function is_ascii(text)
+  return not string.find(text, '[\128-\255]')
+end
+
+-- Where a segment without '_' (a plain substring) occurs: at the start (first), at the end
+-- (last), as the whole text (both), else the leftmost occurrence from pos.
+local function find_literal(text, literal, pos, first, last)
+  local n = #text
+  if first and last then
+    return text == literal and 1 or nil, n
+  elseif first then
+    return string.sub(text, 1, #literal) == literal and 1 or nil, #literal
+  elseif last then
+    local from = n - #literal + 1
+    return from >= pos and string.sub(text, from) == literal and from or nil, n
+  end
+  return string.find(text, literal, pos, true)
+end
+
+-- Leftmost match of each fixed-width segment in turn: exact (a later segment can only gain
+-- from an earlier end). A segment with '_' costs at most its items per text position it
+-- is tried at; every match is charged before it runs (like_charge).
+local function like_match(text, segments)
+  local n, pos, count, ascii = #text, 1, #segments, nil
+  for i, seg in ipairs(segments) do
+    local first, last = i == 1, i == count
+    local found_at, stop
+    if not seg[4] then
+      if not like_charge(1 + n / 16) then
+        return false
+      end
+      found_at, stop = find_literal(text, seg[1], pos, first, last)
+    else
+      if ascii == nil then
+        ascii = like_charge(1 + n / 4) and is_ascii(text)
+      end
+      local pattern = ascii and seg[2] or utf8_pattern(seg)
+      if ascii and last then
+        -- '_' is one byte: the segment's place is known, it ends the text
+        local from = first and 1 or n - seg[5] + 1
+        if from < pos or not like_charge(seg[5]) then
+          return false
+        end
+        found_at, stop = string.find(text, '^' .. pattern .. '$', from)
+      elseif first then
+        if not like_charge(seg[5] * (ascii and 1 or 4)) then
+          return false
+        end
+        found_at, stop = string.find(text, '^' .. pattern .. (last and '$' or ''))
+      else
+        if not like_charge(seg[5] * (n - pos + 2) * (ascii and 1 or 4)) then
+          return false
+        end
+        found_at, stop = string.find(text, pattern .. (last and '$' or ''), pos)
+      end
+    end
+    if not found_at then
       return false
     end
-    pos = last + 1
+    pos = stop + 1
   end
   return true
+end
+
+-- in / not_in: scalar values are looked up in a set built once per leaf (JSON equality of
+-- scalars is Lua equality: 1 == 1.0, and cjson.null is one value); containers compare deeply.
+local function in_values(leaf, x)
+  if not leaf.set then
+    leaf.set, leaf.containers = {}, {}
+    for _, item in ipairs(leaf.val) do
+      if type(item) == 'table' then
+        leaf.containers[#leaf.containers + 1] = item
+      else
+        leaf.set[item] = true
+      end
+    end
+  end
+  if type(x) ~= 'table' then
+    return leaf.set[x == nil and cjson.null or x] == true
+  end
+  for _, item in ipairs(leaf.containers) do
+    if json_equal(item, x) then
+      return true
+    end
+  end
+  return false
 end
 
 local function has_element(array, v)
@@ -296,8 +390,8 @@ local function leaf_match(leaf, rec)
   local op, v, x = leaf.op, leaf.val, field_value(leaf, rec)
   if op == 'eq' then return json_equal(x, v) end
   if op == 'ne' then return not json_equal(x, v) end
-  if op == 'in' then return has_element(v, x) end
-  if op == 'not_in' then return not has_element(v, x) end
+  if op == 'in' then return in_values(leaf, x) end
+  if op == 'not_in' then return not in_values(leaf, x) end
   if op == 'gt' or op == 'lt' or op == 'gte' or op == 'lte' then return ordered(op, x, v) end
   if op == 'contains' then return contains(x, v) end
   if op == '@>' then return jsonb_contains(x, v) end
@@ -311,8 +405,10 @@ local function leaf_match(leaf, rec)
   if op == 'ilike' or op == 'not_ilike' then
     x = ascii_lower(x)
   end
-  leaf.patterns = leaf.patterns or like_to_patterns(v)
-  local hit = like_match(x, leaf.patterns)
+  local hit = like_match(x, leaf.segs)
+  if like_overspent then
+    return false
+  end
   if op == 'like' or op == 'ilike' then
     return hit
   end

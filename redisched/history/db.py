@@ -30,18 +30,26 @@ def _without_description(body: str) -> str:
     return "\n".join(lines)
 
 
-async def _configure_session(conn: AsyncConnection) -> None:
-    # UTC: datetimes come back as UTC. No JIT: it costs more than it saves on short queries.
-    await conn.execute("SET TIME ZONE 'UTC'")
-    await conn.execute("SET jit = off")
-    await conn.commit()
+def _session_setup(statement_timeout_ms: int):
+    async def configure(conn: AsyncConnection) -> None:
+        # UTC: datetimes come back as UTC. No JIT: it costs more than it saves on short queries.
+        # A statement past the timeout is cancelled (QueryCanceled: the API answers 503); the
+        # snapshotter's own transactions lift it (SET LOCAL), as a batch must not be cut short.
+        await conn.execute("SET TIME ZONE 'UTC'")
+        await conn.execute("SET jit = off")
+        await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms))))
+        await conn.commit()
+
+    return configure
 
 
 RECONNECT_GIVE_UP_SECONDS = 4.0
 
 
-async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> AsyncConnectionPool:
-    """A pool of sessions in UTC (see _configure_session). Opens without waiting:
+async def open_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0, statement_timeout_ms: int = 0
+) -> AsyncConnectionPool:
+    """A pool of sessions in UTC, each statement cut off after ``statement_timeout_ms`` (0: never). Opens without waiting:
     a Postgres that is down is retried in the background, callers time out after ``timeout``.
     The pool's reconnect backoff doubles without bound; giving up after a few seconds makes the
     next caller start a fresh attempt (1 s), so the history resumes soon after an outage."""
@@ -51,7 +59,7 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout:
         max_size=max_size,
         timeout=timeout,
         reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
-        configure=_configure_session,
+        configure=_session_setup(statement_timeout_ms),
         open=False,
     )
     await pool.open(wait=False)

@@ -319,6 +319,7 @@ class Snapshotter:
         for delay in _backoff():
             try:
                 async with self.tasks.pool.connection(timeout=self.pg_timeout) as conn, conn.transaction():
+                    await conn.execute("SET LOCAL statement_timeout = 0")  # the API's limit is not the history's
                     await self.schedules.apply_pushes(conn, events, utcnow())
                     await self.tasks.apply(events, conn)
             except psycopg.Error as exc:

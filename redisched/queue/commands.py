@@ -71,6 +71,7 @@ class QueueCommands:
     running_lease_ms: int = 86_400_000
     max_tries: int = 3
     scan_budget: int = 2000
+    scan_time_us: int = 1500
     pop_max: int = 1000
     options: dict[str, QueueOptions] = field(default_factory=dict)
     partitions: int = 1
@@ -210,7 +211,7 @@ class QueueCommands:
         if limit == 0 or plan is None:
             return None
         lua_filter, index_name, values = plan
-        return [limit, lua_filter, self.scan_budget, index_name, *values]
+        return [limit, lua_filter, self.scan_budget, self.scan_time_us, index_name, *values]
 
     def limit_of(self, limit: int | None) -> int:
         if limit is None:

@@ -52,9 +52,32 @@ async def backend_unavailable(request: Request, exc: Exception) -> JSON:
     return await scheduler_error(request, Unavailable(type(exc).__name__))
 
 
+# Error replies that mean "not now", not "never": a script running past busy-reply-threshold
+# (BUSY), a server loading its data, a cluster slot moving or without its master, memory full.
+TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS", "OOM")
+TRANSIENT_REPLY_ERRORS = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.OutOfMemoryError,
+)
+
+
+def is_transient_reply(exc: redis.exceptions.ResponseError) -> bool:
+    return isinstance(exc, TRANSIENT_REPLY_ERRORS) or str(exc).startswith(TRANSIENT_REPLIES)
+
+
+async def redis_reply_error(request: Request, exc: redis.exceptions.ResponseError) -> JSON:
+    if is_transient_reply(exc):
+        return await backend_unavailable(request, exc)
+    log.error("%s %s: Redis refused a command: %r", request.method, request.url.path, exc)
+    return JSON({"detail": "Internal Server Error"}, status_code=500)
+
+
 HANDLERS = {
     SchedulerError: scheduler_error,
     FilterError: filter_error,
     HTTPException: http_error,
     **dict.fromkeys(BACKEND_ERRORS, backend_unavailable),
+    redis.exceptions.ResponseError: redis_reply_error,
+    redis.exceptions.RedisClusterException: backend_unavailable,
 }

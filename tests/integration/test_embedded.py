@@ -130,6 +130,8 @@ def test_start_write_stop_restart_persists(data: Path) -> None:
         pids = _pids(servers)
 
         r = redis.Redis.from_url(servers.redis_url)
+        # a script past 500 ms makes valkey answer BUSY (a 503) to others, not stall them 5 s
+        assert r.config_get("busy-reply-threshold") == {"busy-reply-threshold": "500"}
         r.set("answer", "42")
         r.rpush("list", *range(100))
         r.close()

@@ -27,6 +27,7 @@ local function load_data(id)
   return DATA[id]
 end
 """ + FILTER_LUA + """
+like_reset(1e9)
 local node = cjson.decode(ARGV[1])
 local matched = {}
 for i = 2, #ARGV, 2 do
@@ -112,7 +113,7 @@ ORDER_VALUES = ["", "a", "abc", "Z", "é", "10", 0, 1, 5, 1.5, -1, True, None, [
 LIKE_PATTERNS = [
     "%", "", "abc", "a%", "%c", "_bc", "A%", "%\\%%", "%\\_%", "a\\_c", "%'%", "É%", "日_語", "%a%c%",
     "%%", "a\\\\c", "org_1", "org\\%1", "%1", "nmap%", "ghcr.io/%:1", "_", "__", "%_%_%_%_%_%", "🎉%",
-    "'; DROP%", "%--",
+    "'; DROP%", "%--", "%b_%", "%_c", "a_%", "%本_", "%_本%", "_b%c", "%a_c", "%ng_r%", "%s://_%",
 ]  # fmt: skip
 CONTAINS_VALUES = ["a", "", "b", "本", "'", 1, [1, 2], {"k": 1}, None, [], "org"]
 PREFIXES = ["a", "", "Hostname|", "日", "nmap", "ghcr.io/", "org", "'"]

@@ -262,9 +262,18 @@ def test_lua_form():
         "and": [
             {"op": "in", "col": "data", "path": ["boefje", "id"], "val": ["dns"]},
             {"not": {"op": "lt", "col": "created_at", "val": 1_000_000}},
-            {"op": "ilike", "col": "type", "val": "boef%"},
+            {"op": "ilike", "col": "type", "val": "boef%", "segs": [["boef", "boef", ["boef"], False, 4], ["", "", [""], False, 0]]},
         ]
     }
+
+
+def test_like_patterns_reach_lua_compiled_into_segments():
+    # [literal, ascii Lua pattern, runs, has '_', width in bytes] per '%'-separated segment
+    node = parse(f("data", "like", "a_é.%\\%x__", field="k"))
+    assert json.loads(to_lua(node))["segs"] == [
+        ["aé.", "a.é%.", ["a", 1, "é%."], True, 5],
+        ["%x", "%%x..", ["%%x", 2], True, 4],
+    ]
 
 
 def test_lua_form_marks_empty_arrays_where_they_matter():
