@@ -183,15 +183,17 @@ class ScheduleStore:
             await self._follow(old, new)
         return new
 
-    async def delete(self, schedule_id: uuid.UUID | str) -> None:
-        """Remove a schedule (absent: nothing to do); its tasks keep no schedule_id."""
+    async def delete(self, schedule_id: uuid.UUID | str) -> list[tuple[str, str]]:
+        """Remove a schedule (absent: nothing to do); its tasks keep no schedule_id in Postgres.
+        Returns the live ones, (scheduler id, task id), for the caller to unlink in Redis."""
         async with self.pool.connection() as conn, conn.transaction():
             row = await (await conn.execute(Q["delete"], [schedule_id])).fetchone()
             if row is None:
-                return
-            await conn.execute(Q["detach_tasks"], [schedule_id])
+                return []
+            live = await (await conn.execute(Q["detach_tasks"], [schedule_id])).fetchall()
             scheduler_id, schedule_hash = row
             await self._release(self._mirror(scheduler_id, schedule_hash), schedule_hash, schedule_id)
+        return [(task_scheduler, task_id) for task_scheduler, task_id in live]
 
     # --- the schedulers' timers --------------------------------------------------------------
 

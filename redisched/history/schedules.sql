@@ -41,7 +41,12 @@ RETURNING id, scheduler_id, organisation, hash, data, enabled, schedule, deadlin
 DELETE FROM schedules WHERE id = %s RETURNING scheduler_id, hash;
 
 -- name: detach_tasks
-UPDATE tasks SET schedule_id = NULL WHERE schedule_id = %s;
+-- Unlinks a deleted schedule's tasks (as mula's ON DELETE SET NULL); answers the live ones,
+-- which Redis holds too.
+WITH detached AS (
+    UPDATE tasks SET schedule_id = NULL WHERE schedule_id = %s RETURNING scheduler_id, id, status
+)
+SELECT scheduler_id, id::text FROM detached WHERE status IN ('queued', 'dispatched', 'running');
 
 -- name: due
 -- Enabled schedules whose deadline has passed, most overdue first, locked for the caller's

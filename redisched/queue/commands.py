@@ -26,6 +26,7 @@ from redisched.queue.scripts import Script, load
 T = TypeVar("T")
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+UNLINK_BATCH = 500  # task ids per unlink script call
 MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Postgres can hold
 DRIVING_INDEX_PREFERENCE = ("boefje", "image", "org")  # most selective first
 _INDEX_BY_PATH = {path: name for name, path in INDEXES.items()}
@@ -242,6 +243,16 @@ class QueueCommands:
         """Put a dispatched task its runner hands back unstarted on its queue again, in its old
         place. None when this partition holds no dispatched task with this id and hash."""
         return self._call("requeue", scheduler_id, [str(task_id), task_hash], _parse_requeue, partition)
+
+    def unlink(
+        self, scheduler_id: str, schedule_id: str, task_ids: list[str], *, partition: int = 0
+    ) -> list[ScriptCall[int]]:
+        """Clear ``schedule_id`` on the live tasks among ``task_ids`` that still point at this
+        (deleted) schedule: one call per UNLINK_BATCH ids, so each script's work stays bounded."""
+        return [
+            self._call("unlink", scheduler_id, [str(schedule_id), *task_ids[i : i + UNLINK_BATCH]], int, partition)
+            for i in range(0, len(task_ids), UNLINK_BATCH)
+        ]
 
     def extend_lease(
         self, scheduler_id: str, task_id: str, token: str, seconds: float, *, partition: int = 0

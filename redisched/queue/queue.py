@@ -133,6 +133,21 @@ class TaskQueues:
         ]
         return next((record for record in await self.run_all(calls) if record is not None), None)
 
+    async def unlink_schedule(self, schedule_id: uuid.UUID | str, tasks: list[tuple[str, str]]) -> int:
+        """A schedule was deleted: its live tasks, (scheduler id, task id), no longer name it.
+        Each is looked for in every partition of its queue (a PATCH may have moved its hash
+        away from the partition it lives in). Returns how many were unlinked."""
+        by_queue: dict[str, list[str]] = {}
+        for scheduler_id, task_id in tasks:
+            by_queue.setdefault(self.commands.scheduler(scheduler_id).id, []).append(str(task_id))
+        calls = [
+            call
+            for queue_id, task_ids in by_queue.items()
+            for keys in self.layout.of(queue_id)
+            for call in self.commands.unlink(queue_id, str(schedule_id), task_ids, partition=keys.partition)
+        ]
+        return sum(await self.run_all(calls)) if calls else 0
+
     async def extend_lease(
         self, scheduler_id: str, task_id: str, token: str, seconds: float, partition: int | None = None
     ) -> int:

@@ -63,4 +63,4 @@ def load(name: str) -> Script:
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
-SCRIPT_NAMES = ("push", "pop", "peek", "patch", "reap", "extend", "forget", "restore", "ack", "requeue")
+SCRIPT_NAMES = ("push", "pop", "peek", "patch", "reap", "extend", "forget", "restore", "ack", "requeue", "unlink")

@@ -105,3 +105,26 @@ async def test_patch_errors(api):
     assert (await api.patch(f"/schedules/{schedule['id']}", json={})).status_code == 400
     assert (await api.patch(f"/schedules/{uuid.uuid4()}", json={"enabled": False})).status_code == 404
     assert (await api.patch("/schedules/nope", json={"enabled": False})).status_code == 422
+
+
+async def test_deleting_a_schedule_unlinks_its_live_and_finished_tasks(api):
+    """mula's foreign key (ON DELETE SET NULL): right after the DELETE, no task names the
+    schedule, whether Redis (live) or only Postgres (finished) holds it."""
+    finished = (await api.post("/schedulers/boefje/push", json=boefje_push("Hostname|internet|del.example"))).json()
+    [popped] = (await api.post("/schedulers/boefje/pop")).json()["results"]
+    await api.patch(f"/tasks/{popped['id']}", json={"status": "completed"})
+    queued = (await api.post("/schedulers/boefje/push", json=boefje_push("Hostname|internet|del.example"))).json()
+    dispatched_push = (await api.post("/schedulers/boefje/push", json=boefje_push("Hostname|internet|del2.example"))).json()
+    schedule_id = queued["schedule_id"]
+    assert schedule_id and finished["schedule_id"] == schedule_id
+    other = dispatched_push["schedule_id"]
+    assert (await api.delete(f"/schedules/{schedule_id}")).status_code == 204
+    for task in (finished, queued):
+        assert (await api.get(f"/tasks/{task['id']}")).json()["schedule_id"] is None
+    assert (await api.get(f"/tasks/{dispatched_push['id']}")).json()["schedule_id"] == other  # another schedule's
+    [popped] = (await api.post("/schedulers/boefje/pop")).json()["results"]
+    assert popped["id"] == queued["id"] and popped["schedule_id"] is None
+    listed = (await api.get("/tasks", params={"scheduler_id": "boefje"})).json()["results"]
+    assert {task["id"]: task["schedule_id"] for task in listed} == {
+        finished["id"]: None, queued["id"]: None, dispatched_push["id"]: other
+    }

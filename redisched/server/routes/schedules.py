@@ -70,7 +70,8 @@ async def patch_schedule(request: Request) -> JSON:
 async def delete_schedule(request: Request) -> Response:
     schedule_id = path_uuid(request, "schedule_id")
     await services(request).history_caught_up()
-    await services(request).schedules.delete(schedule_id)
+    live_tasks = await services(request).schedules.delete(schedule_id)
+    await services(request).queues.unlink_schedule(schedule_id, live_tasks)
     return Response(status_code=204)
 
 
