@@ -28,8 +28,9 @@ from redisched import limits
 from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from redisched.history.db import Where, queries
 from redisched.history.tasks import Event
-from redisched.models import SCHEDULERS, MalformedPayload, Schedule, ScheduleCreate, payload_hash, utcnow
+from redisched.models import SCHEDULERS, MalformedPayload, Schedule, ScheduleCreate, check_pushed_payload, utcnow
 from redisched.models import with_aware_datetimes
+from redisched.payload_errors import cron_wording, pydantic_wording
 from redisched.queue.keys import QueueLayout
 
 Q = queries("schedules.sql")
@@ -45,13 +46,14 @@ def next_cron_run(expression: str, after: datetime) -> datetime:
     return croniter(expression, after).get_next(datetime)
 
 
-def check_cron(expression: str | None, message: str) -> None:
+def check_cron(expression: str | None) -> None:
+    """A 400 in mula's words (its Schedule model's pydantic error) for an invalid expression."""
     if expression is None:
         return
     try:
         next_cron_run(expression, utcnow())
     except (ValueError, KeyError) as exc:
-        raise ValidationFailed(message) from exc
+        raise ValidationFailed(cron_wording(expression)) from exc
 
 
 def push_deadline(scheduler_id: str, cron: str | None, now: datetime, grace_period: int) -> datetime | None:
@@ -165,7 +167,7 @@ class ScheduleStore:
         limits.check_columns({name: value for name, value in given.items() if name != "data"})
         if "data" in given:
             limits.check_data(given["data"])
-        check_cron(given.get("schedule"), "validation error")
+        check_cron(given.get("schedule"))
         if "data" in given:
             given["data"] = Jsonb(with_aware_datetimes(given["data"]))
         assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in given)
@@ -286,22 +288,23 @@ def _validated(new: ScheduleCreate) -> Schedule:
     """The Schedule to store for a create request, or the API's 400 for it."""
     if new.deadline_at is None and new.schedule is None:
         raise BadRequest("Either deadline_at or schedule must be provided")
-    check_cron(new.schedule, f"validation error: invalid cron expression: {new.schedule}")
+    check_cron(new.schedule)
     if new.scheduler_id not in SCHEDULERS:
         raise BadRequest(f"Scheduler {new.scheduler_id} not found")
+    data = with_aware_datetimes(new.data)
     try:
-        schedule_hash = payload_hash(new.scheduler_id, new.data)
+        schedule_hash = check_pushed_payload(new.scheduler_id, data).hash()
     except MalformedPayload as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(pydantic_wording(new.scheduler_id, data) or str(exc)) from None
     limits.check_columns({"organisation": new.organisation})
-    limits.check_data(new.data)
+    limits.check_data(data)
     now = utcnow()
     return Schedule(
         id=uuid.uuid4(),
         scheduler_id=new.scheduler_id,
         organisation=new.organisation,
         hash=schedule_hash,
-        data=with_aware_datetimes(new.data),
+        data=data,
         schedule=new.schedule,
         deadline_at=new.deadline_at or next_cron_run(new.schedule, now),
         created_at=now,
