@@ -6,6 +6,11 @@ Semantics
   ``priority`` a number, ``enabled`` a bool) or, with column ``data``, the value at ``field``
   (``a__b`` = data.a.b; without ``field``, the whole object). A path walks object keys only:
   a missing key, or a step into an array or a scalar, gives null (as Postgres ``->`` does).
+- Column ``schedule`` of tasks (as mula joins a task's schedule) reads the task's schedule:
+  ``field`` names its column (``deadline_at``, ``enabled``, ...; none: its ``schedule``, the
+  cron), ``data__a__b`` a path into its data. A filter that names it keeps only tasks whose
+  schedule exists, as mula's inner join does (under ``not`` too). Listings only: a pop or
+  peek cannot read schedules (400).
 - Datetime columns (created_at, modified_at, deadline_at) compare as instants. Values are
   ISO-8601 strings (date-only and naive mean UTC); only equality, ordering and in/not_in apply.
 - Every filter is true or false, never null and never an error, whatever the types:
@@ -77,11 +82,15 @@ LIST_OPS = ("in", "not_in")
 INSTANT_OPS = ("eq", "ne", "is_null", "is_not_null", "gt", "lt", "gte", "lte", "in", "not_in")
 
 UUID, TEXT, NUMBER, BOOL, INSTANT, JSON = "uuid", "text", "number", "bool", "instant", "json"
+SCHEDULE = "schedule"  # a task's schedule, joined: its columns are those of "schedules"
+# The Leaf column of a filter on a task's schedule (the API's column "schedule" of tasks; a
+# schedule's own "schedule" column is its cron): path = (schedule column, *keys into its data).
+JOINED_SCHEDULE = "@schedule"
 COLUMNS: dict[str, dict[str, str]] = {
     "tasks": {
         "id": UUID, "scheduler_id": TEXT, "schedule_id": UUID, "organisation": TEXT,
         "priority": NUMBER, "status": TEXT, "type": TEXT, "hash": TEXT, "data": JSON,
-        "created_at": INSTANT, "modified_at": INSTANT,
+        "created_at": INSTANT, "modified_at": INSTANT, "schedule": SCHEDULE,
     },
     "schedules": {
         "id": UUID, "scheduler_id": TEXT, "organisation": TEXT, "hash": TEXT, "data": JSON,
@@ -220,10 +229,14 @@ class _Parser:
         if col_type is None:
             known = ", ".join(self.columns)
             raise FilterError(f"{where}: unknown column {column!r}; {self.target} columns are {known}")
-        path = _path(obj.get("field"), column, where)
+        path = _path(obj.get("field"), column, where, joined=col_type == SCHEDULE)
+        value_column = column  # the column whose type the value must fit
+        if col_type == SCHEDULE:
+            column, path = JOINED_SCHEDULE, _schedule_path(path, where)
+            value_column, col_type = path[0], COLUMNS["schedules"][path[0]]
         op = OPERATORS[raw_op]
         if col_type == INSTANT and op not in INSTANT_OPS:
-            raise FilterError(f"{where}: operator {raw_op!r} does not apply to datetime column {column!r}")
+            raise FilterError(f"{where}: operator {raw_op!r} does not apply to datetime column {value_column!r}")
         if op in ("is_null", "is_not_null"):
             return Leaf(column, path, "eq" if op == "is_null" else "ne", None)
         if "value" not in obj:
@@ -232,7 +245,7 @@ class _Parser:
         if col_type == INSTANT:
             value = _instants(value, op, where)
         else:
-            value = _checked_value(value, op, raw_op, column, where)
+            value = _checked_value(value, op, raw_op, value_column, where)
         return Leaf(column, path, op, value)
 
     def operator(self, obj: dict, loc: tuple) -> str:
@@ -268,11 +281,11 @@ class _Parser:
         return [literal, sibling]
 
 
-def _path(field: Any, column: str, where: str) -> tuple[str, ...]:
+def _path(field: Any, column: str, where: str, joined: bool = False) -> tuple[str, ...]:
     if field is None or field == "":
         return ()
-    if column != "data":
-        raise FilterError(f"{where}: 'field' is only allowed with column 'data'")
+    if column != "data" and not joined:
+        raise FilterError(f"{where}: 'field' is only allowed with columns 'data' and 'schedule'")
     if not isinstance(field, str):
         raise FilterError(f"{where}: 'field' must be a string")
     if len(field) > MAX_FIELD_CHARS:
@@ -284,6 +297,27 @@ def _path(field: Any, column: str, where: str) -> tuple[str, ...]:
     if "" in keys:
         raise FilterError(f"{where}: invalid field {field!r}: keys are joined by '__' and may not be empty")
     return keys
+
+
+def _schedule_path(path: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """(schedule column, *keys into its data); no field means the schedule's own ``schedule``
+    column (its cron), as in mula."""
+    path = path or ("schedule",)
+    if path[0] not in COLUMNS["schedules"]:
+        known = ", ".join(COLUMNS["schedules"])
+        raise FilterError(f"{where}: unknown schedule field {path[0]!r}; schedule fields are {known}")
+    if len(path) > 1 and path[0] != "data":
+        raise FilterError(f"{where}: only the schedule's 'data' has nested fields")
+    return path
+
+
+def mentions_schedule(node: Node | None) -> bool:
+    """Whether a filter reads the task's schedule (column ``schedule`` of tasks)."""
+    if isinstance(node, Leaf):
+        return node.column == JOINED_SCHEDULE
+    if isinstance(node, Not):
+        return mentions_schedule(node.child)
+    return node is not None and any(mentions_schedule(child) for child in node.children)
 
 
 def _checked_value(value: Any, op: str, raw_op: str, column: str, where: str) -> Any:
@@ -572,27 +606,39 @@ _HOLDS = {
 
 
 def evaluate(node: Node | None, record: dict[str, Any]) -> bool:
-    """Whether a task (or schedule) as the API dict, ``data`` a dict, matches ``node``."""
+    """Whether a task (or schedule) as the API dict, ``data`` a dict, matches ``node``; a
+    task's ``schedule`` (for filters that read it) is its schedule as the API dict, or None."""
+    if mentions_schedule(node) and not isinstance(record.get("schedule"), dict):
+        return False  # mula's inner join
+    return _holds(node, record)
+
+
+def _holds(node: Node | None, record: dict[str, Any]) -> bool:
     if node is None:
         return True
     if isinstance(node, And):
-        return all(evaluate(c, record) for c in node.children)
+        return all(_holds(c, record) for c in node.children)
     if isinstance(node, Or):
-        return any(evaluate(c, record) for c in node.children)
+        return any(_holds(c, record) for c in node.children)
     if isinstance(node, Not):
-        return not evaluate(node.child, record)
+        return not _holds(node.child, record)
     return _HOLDS[node.op](_field_value(node, record), node.value)
 
 
 def _field_value(leaf: Leaf, record: dict[str, Any]) -> Any:
-    value = record.get(leaf.column)
-    for key in leaf.path:
+    column, path = leaf.column, leaf.path
+    if column == JOINED_SCHEDULE:
+        schedule, column, path = record.get("schedule"), path[0], path[1:]
+        value = schedule.get(column) if isinstance(schedule, dict) else None
+    else:
+        value = record.get(column)
+    for key in path:
         value = value.get(key) if isinstance(value, dict) else None
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
         return value.value
-    if leaf.column in INSTANT_COLUMNS and value is not None:
+    if column in INSTANT_COLUMNS and value is not None:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
         return datetime_to_us(moment)
     return value
@@ -605,7 +651,15 @@ def to_sql(node: Node | None, target: str = "tasks") -> tuple[sql.Composable, li
     """A WHERE condition over the ``target`` table's columns and its parameters (``%s``
     placeholders, in order). The condition is never NULL, so it also composes under NOT."""
     compiler = _SqlCompiler(COLUMNS[target])
-    return compiler.node(node), compiler.params
+    condition = compiler.node(node)
+    if target == "tasks" and mentions_schedule(node):  # mula's inner join: the schedule must exist
+        condition = sql.SQL("({} AND {})").format(_SCHEDULE_EXISTS.format(sql.SQL("TRUE")), condition)
+    return condition, compiler.params
+
+
+# A task's schedule, correlated with the outer ``tasks`` row; inside it unqualified column
+# names are the schedule's.
+_SCHEDULE_EXISTS = sql.SQL("EXISTS (SELECT 1 FROM schedules AS s WHERE s.id = tasks.schedule_id AND {})")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -636,6 +690,8 @@ class _SqlCompiler:
         return self.leaf(node)
 
     def leaf(self, leaf: Leaf) -> sql.Composable:
+        if leaf.column == JOINED_SCHEDULE and self.columns is COLUMNS["tasks"]:
+            return self.schedule(leaf)
         col_type = self.columns.get(leaf.column)
         if col_type is None:
             raise FilterError(f"unknown column {leaf.column!r}")
@@ -646,6 +702,15 @@ class _SqlCompiler:
         if col_type == TEXT and leaf.op in ("eq", "in") and _all_strings(leaf):
             return self.text_column(leaf)
         return self.json(leaf)
+
+    def schedule(self, leaf: Leaf) -> sql.Composable:
+        """A leaf on the task's schedule: the same leaf on the schedules row, in a subquery."""
+        outer, self.columns = self.columns, COLUMNS["schedules"]
+        try:
+            condition = self.leaf(Leaf(leaf.path[0], leaf.path[1:], leaf.op, leaf.value))
+        finally:
+            self.columns = outer
+        return _SCHEDULE_EXISTS.format(condition)
 
     def text_column(self, leaf: Leaf) -> sql.Composable:
         # Plain SQL on the column, so its btree index serves the UI's organisation/status filters.
@@ -776,6 +841,8 @@ def _lua_node(node: Node | None) -> dict[str, Any]:
         return {"or": [_lua_node(c) for c in node.children]}
     if isinstance(node, Not):
         return {"not": _lua_node(node.child)}
+    if node.column == JOINED_SCHEDULE:
+        raise FilterError("column 'schedule' filters task listings (/tasks) only: the queue does not hold schedules")
     leaf: dict[str, Any] = {"op": node.op, "col": node.column}
     if node.path:
         leaf["path"] = list(node.path)

@@ -185,3 +185,41 @@ async def _until_gone_from_redis(api, task_id: str, timeout: float = 5.0) -> Non
     while await queues.get(task_id) is not None:
         assert asyncio.get_running_loop().time() < deadline, "finished task never left Redis"
         await asyncio.sleep(0.02)
+
+
+async def test_list_filters_on_the_tasks_schedule(api):
+    """mula joins a task's schedule: column ``schedule``, ``field`` one of its columns (or a
+    path into its data); tasks without a schedule match no such filter, negated or not."""
+    now = datetime.now(timezone.utc).isoformat()
+    boefjes = [await _push(api, name) for name in ("s1", "s2")]
+    await api.post("/schedulers/normalizer/push", json=normalizer_push())  # no schedule
+    await api.patch(f"/schedules/{boefjes[1]['schedule_id']}", json={"enabled": False})
+
+    async def listed(*filters, group: str = "and") -> set[str]:
+        response = await api.post("/tasks", json={"filters": {group: list(filters)}})
+        assert response.status_code == 200, response.text
+        return {task["id"] for task in response.json()["results"]}
+
+    ids = {task["id"] for task in boefjes}
+    # a boefje push moves its schedule's deadline past the grace period
+    assert await listed({"column": "schedule", "field": "deadline_at", "operator": "gt", "value": now}) == ids
+    assert await listed({"column": "schedule", "field": "deadline_at", "operator": "lt", "value": now}) == set()
+    assert await listed({"column": "schedule", "field": "enabled", "operator": "eq", "value": True}) == {boefjes[0]["id"]}
+    assert await listed({"column": "schedule", "field": "enabled", "operator": "eq", "value": False}, group="not") == {boefjes[0]["id"]}
+    by_data = {"column": "schedule", "field": "data__input_ooi", "operator": "eq", "value": boefjes[1]["data"]["input_ooi"]}
+    assert await listed(by_data) == {boefjes[1]["id"]}
+    assert await listed({"column": "schedule", "operator": "is_null"}) == ids  # no field: its cron, none here
+    count = await api.post("/tasks", params={"limit": 0}, json={"filters": [{"column": "schedule", "field": "id", "operator": "eq", "value": boefjes[0]["schedule_id"]}]})
+    assert count.json()["count"] == 1
+
+
+async def test_a_bad_schedule_filter_is_400_and_pops_cannot_use_one(api):
+    for bad in ({"column": "schedule", "field": "colour", "operator": "eq", "value": 1},
+                {"column": "schedule", "field": "deadline_at", "operator": "like", "value": "2025%"},
+                {"column": "schedule", "field": "enabled__x", "operator": "eq", "value": 1}):  # fmt: skip
+        response = await api.post("/tasks", json={"filters": [bad]})
+        assert response.status_code == 400 and response.json()["detail"].startswith("Invalid filter(s): "), bad
+    await _push(api, "pop-schedule")
+    popped = await api.post("/schedulers/boefje/pop", json={"filters": [{"column": "schedule", "field": "enabled", "operator": "eq", "value": True}]})
+    assert popped.status_code == 400 and "listings" in popped.json()["detail"]
+    assert (await api.get("/schedulers/boefje")).json()["qsize"] == 1

@@ -374,3 +374,45 @@ def test_schedule_filters_agree(pg_dsn):
             if db != py:
                 problems.append(f"{json.dumps(body)}: python={len(py)} sql={len(db)}")
     assert problems == [], "\n".join(problems[:20])
+
+
+def test_filters_on_a_tasks_schedule_agree(pg_dsn):
+    """Column ``schedule`` of tasks (mula's join): Postgres' correlated subqueries and Python
+    agree, tasks whose schedule is absent (none, or deleted) matching nothing, even negated."""
+    schedules = {str(uuid.UUID(int=i)): {**SCHEDULES[i % len(SCHEDULES)], "id": str(uuid.UUID(int=i))}
+                 for i in range(len(TASKS)) if i % 4 == 1}  # fmt: skip  (tasks with i % 4 == 3 name a missing one)
+    joined = [{**t, "schedule": schedules.get(t["schedule_id"])} for t in TASKS]
+    leaves = [
+        leaf("schedule", field, op, value)
+        for field, values in (("enabled", [True, False, None]), ("deadline_at", ["2025-06-03", None]),
+                              ("data__v", VALUES[:4]), (None, ["0 * * * *", None]), ("organisation", ORGANISATIONS[:2]))
+        for op in ("eq", "ne", "gt", "lte")
+        for value in values
+    ]  # fmt: skip
+    bodies = [{"filters": [lf]} for lf in leaves] + [{"filters": {"not": [lf]}} for lf in leaves[::2]]
+    bodies += [{"filters": {"or": [lf, leaf("priority", None, "gt", 0)]}} for lf in leaves[::3]]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE tasks (id uuid, schedule_id uuid, priority bigint)")
+        conn.execute(
+            """CREATE TEMP TABLE schedules (
+                 id uuid, scheduler_id text, organisation text, hash text, data jsonb, enabled bool,
+                 schedule text, deadline_at timestamptz, created_at timestamptz, modified_at timestamptz)"""
+        )
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO tasks VALUES (%s, %s, %s)", [[t["id"], t["schedule_id"], t["priority"]] for t in TASKS])
+            columns = list(SCHEDULES[0])
+            cur.executemany(
+                "INSERT INTO schedules VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [[Jsonb(s[c]) if c == "data" else s[c] for c in columns] for s in schedules.values()],
+            )
+        problems = []
+        for body in bodies:
+            node = parse_filter_request(body, "tasks")
+            condition, params = to_sql(node, "tasks")
+            query = psycopg.sql.SQL("SELECT id::text FROM tasks WHERE {}").format(condition)
+            db = {row[0] for row in conn.execute(query, params).fetchall()}
+            py = {t["id"] for t in joined if evaluate(node, t)}
+            if db != py:
+                problems.append(f"{json.dumps(body)}: python={len(py)} sql={len(db)}")
+    assert problems == [], "\n".join(problems[:20])
+    assert any(evaluate(parse_filter_request(b, "tasks"), t) for b in bodies for t in joined)  # not vacuous

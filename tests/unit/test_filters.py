@@ -136,7 +136,7 @@ def test_schedules_have_their_own_columns():
         ({"filters": [f(column=None)]}, "unknown column None"),
         ({"filters": [{"column": "status", "value": "x"}]}, "filters[0]: 'operator' is required"),
         ({"filters": [{"column": "status", "operator": "eq"}]}, "'value' is required for operator 'eq'"),
-        ({"filters": [f(field="x")]}, "'field' is only allowed with column 'data'"),
+        ({"filters": [f(field="x")]}, "'field' is only allowed with columns 'data' and 'schedule'"),
         ({"filters": [f("data", field=5)]}, "'field' must be a string"),
         ({"filters": [f("data", field="boefje____id")]}, "keys are joined by '__' and may not be empty"),
         ({"filters": [f("data", field="__id")]}, "may not be empty"),
