@@ -5,7 +5,8 @@
 #   make file=test_queue.py utest                      one file (a basename under tests/unit)
 #   make file=test_queue.py function='test_pop' utest  tests matching a pytest -k expression
 #   make run                                           redisched serve (embedded servers when
-#                                                      no REDISCHED_REDIS_URL/SCHEDULER_DB_URI)
+#                                                      no REDISCHED_REDIS_URL/SCHEDULER_DB_URI);
+#                                                      installs the service only, no test extras
 #   make revid=0002 m="add x" migrations               new redisched/history/migrations/0002_add_x.sql
 #   make bench | make lint
 #
@@ -21,7 +22,13 @@ MIGRATIONS = redisched/history/migrations
 help:
 	@sed -n '1,13s/^# \{0,1\}//p' Makefile
 
-# The stamp is newer than pyproject.toml once the install for it has succeeded.
+# Each stamp is newer than pyproject.toml once the install for it has succeeded: the service
+# alone (make run), or with the test extras (make install, the tests).
+$(VENV)/.installed-service: pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -e .
+	@touch $@
+
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
@@ -29,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install
+run: $(VENV)/.installed-service
 	$(VENV)/bin/redisched serve
 
 # $(pytest_in): pytest over $$dir; file= narrows to that basename under $$dir, function= to

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from redisched.filters import parse_filter_request
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore
 from redisched.models import ScheduleCreate, payload_hash, utcnow
@@ -133,10 +134,9 @@ async def test_list_filters_and_pages_newest_first(store):
 
 
 async def test_search_with_a_filter_tree(store):
-    filters = pytest.importorskip("redisched.filters")
     org = f"org-{uuid.uuid4().hex[:8]}"
     created = await store.create(new_report(organisation=org, schedule="0 0 * * *"))
-    node = filters.parse_filter_request(
+    node = parse_filter_request(
         {"filters": [{"column": "data", "field": "report_recipe_id", "operator": "eq", "value": created.data["report_recipe_id"]}]}
     )
 

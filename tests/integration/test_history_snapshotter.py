@@ -17,7 +17,9 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.snapshotter import GROUP, Snapshotter, stream_id, wait_caught_up
 from redisched.history.tasks import TaskStore
 from redisched.models import TaskStatus, payload_hash
+from redisched.queue.commands import QueueCommands
 from redisched.queue.keys import QueueKeys
+from redisched.queue.queue import TaskQueues
 from redisched.queue.records import TaskRecord, encode_record, priority_key
 
 CLOSED_PORT_DSN = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=1"
@@ -212,9 +214,7 @@ async def test_postgres_down_keeps_events_in_redis_until_it_is_back(dsn, async_r
 
 async def test_the_queue_scripts_events_reach_postgres_and_finished_tasks_leave_redis(pool, async_redis, key_prefix):
     """End to end with the real queue core: push (creating a schedule), pop, complete."""
-    queue_module = pytest.importorskip("redisched.queue.queue")
-    commands = pytest.importorskip("redisched.queue.commands")
-    queues = queue_module.TaskQueues(async_redis, commands.QueueCommands(prefix=key_prefix))
+    queues = TaskQueues(async_redis, QueueCommands(prefix=key_prefix))
     data = {"boefje": {"id": "dns"}, "input_ooi": f"Hostname|internet|{uuid.uuid4().hex}", "organization": "o1"}
     pushed = await queues.push("boefje", organisation="o1", data=data, priority=3)
     [popped] = await queues.pop("boefje")
