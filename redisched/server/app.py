@@ -13,12 +13,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from redisched.config import Settings
 from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler, ServiceHealth, Task, TaskPatch, TaskPush
-from redisched.server import openapi
+from redisched.server import docs, openapi
 from redisched.server.auth import Endpoint, Role, Tokens, warn_if_open
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
@@ -113,7 +113,7 @@ def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None =
     routes = [Route(api.path, tokens.guard(api.endpoint, api.role), methods=[api.method]) for api in hot]
     routes += [
         Route("/openapi.json", tokens.guard(_serve(JSON(document)), "admin"), methods=["GET"]),
-        Route("/docs", tokens.guard(_serve(HTMLResponse(openapi.SWAGGER_PAGE)), "admin"), methods=["GET"]),
+        *docs.routes(lambda endpoint: tokens.guard(endpoint, "admin")),
     ]
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.max_body_bytes = settings.max_body_bytes

@@ -203,13 +203,3 @@ def _structs(types: list[Any]) -> list[type]:
     for kind in msgspec.inspect.multi_type_info(types):
         visit(kind)
     return list(found)
-
-
-SWAGGER_PAGE = """<!doctype html>
-<html><head><title>redisched API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>
-"""
