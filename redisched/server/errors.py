@@ -2,13 +2,15 @@
 
 Domain errors carry their status, ``detail`` and headers (redisched/errors.py); request
 validation is FastAPI's 422 list; a bad filter is a 400 at once (mula: a 500 after ~10 s);
-Redis or Postgres not answering in time is a 503 with ``Retry-After``.
+Redis or Postgres not answering in time is a 503 with ``Retry-After``. Each is logged with its
+reason on ``redisched.http`` (INFO for 4xx, WARNING for 5xx), also when the access log is off.
 """
 
 from __future__ import annotations
 
 import logging
 
+import msgspec
 import psycopg
 import psycopg_pool
 import redis.exceptions
@@ -21,6 +23,8 @@ from redisched.server.responses import JSON
 from redisched.server.validation import InvalidRequest
 
 log = logging.getLogger(__name__)
+http_log = logging.getLogger("redisched.http")
+REASON_CHARS = 500  # a 422's list of errors can be long: the log line keeps its start
 
 BACKEND_ERRORS = (
     redis.exceptions.ConnectionError,
@@ -31,20 +35,20 @@ BACKEND_ERRORS = (
 )
 
 
-async def scheduler_error(_request: Request, exc: SchedulerError) -> JSON:
+async def scheduler_error(request: Request, exc: SchedulerError) -> JSON:
     if isinstance(exc, InvalidRequest):
-        return JSON({"detail": exc.errors}, status_code=422)
-    return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers or None)
+        return _answer(request, 422, exc.errors)
+    return _answer(request, exc.status_code, exc.detail, exc.headers)
 
 
-async def filter_error(_request: Request, exc: FilterError) -> JSON:
+async def filter_error(request: Request, exc: FilterError) -> JSON:
     if exc.status == 422:
-        return JSON({"detail": exc.errors}, status_code=422)
-    return JSON({"detail": f"Invalid filter(s): {exc.message}"}, status_code=400)
+        return _answer(request, 422, exc.errors)
+    return _answer(request, 400, f"Invalid filter(s): {exc.message}")
 
 
-async def http_error(_request: Request, exc: HTTPException) -> JSON:
-    return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+async def http_error(request: Request, exc: HTTPException) -> JSON:
+    return _answer(request, exc.status_code, exc.detail, exc.headers)
 
 
 async def backend_unavailable(request: Request, exc: Exception) -> JSON:
@@ -71,6 +75,18 @@ async def redis_reply_error(request: Request, exc: redis.exceptions.ResponseErro
         return await backend_unavailable(request, exc)
     log.error("%s %s: Redis refused a command: %r", request.method, request.url.path, exc)
     return JSON({"detail": "Internal Server Error"}, status_code=500)
+
+
+def _answer(request: Request, status: int, detail: object, headers: dict[str, str] | None = None) -> JSON:
+    """The error's answer, ``{"detail": ...}``, logged with its reason."""
+    reason = detail if isinstance(detail, str) else msgspec.json.encode(detail).decode()
+    client = request.client
+    http_log.log(
+        logging.WARNING if status >= 500 else logging.INFO, '%s - "%s %s" %d %s',
+        f"{client.host}:{client.port}" if client else "-", request.method, request.url.path, status,
+        reason[:REASON_CHARS],
+    )  # fmt: skip
+    return JSON({"detail": detail}, status_code=status, headers=headers or None)
 
 
 HANDLERS = {

@@ -4,6 +4,10 @@ outages."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import uuid
+from urllib.parse import urljoin
 
 import httpx
 
@@ -69,7 +73,35 @@ async def test_openapi_describes_every_route(api):
     assert {"Task", "TaskPush", "TaskPatch", "Schedule", "ScheduleCreate", "FilterRequest"} <= set(document["components"]["schemas"])
     assert len([op for path in document["paths"].values() for op in path]) == 21
     assert {"get", "post"} == {*document["paths"]["/history/quarantine"], *document["paths"]["/history/quarantine/retry"]}
-    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_docs_load_with_no_external_url_and_behind_a_path_prefix(api):
+    """Air-gapped installs: every URL of /docs is relative and served by us, so the page also
+    works under a proxy's path prefix (/prefix/docs loads /prefix/openapi.json)."""
+    page = await api.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r'url: "([^"]+)"', page.text)
+    assert "openapi.json" in refs and len(refs) >= 3, page.text
+    for ref in refs:
+        assert not re.match(r"^(\w+:|/)", ref), f"{ref} is not relative"
+        assert urljoin("https://proxy.example/prefix/docs", ref).startswith("https://proxy.example/prefix/")
+        asset = await api.get(urljoin("/docs", ref))
+        assert asset.status_code == 200, ref
+        if ref.endswith(".css"):
+            assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", asset.text), "the stylesheet loads nothing else"
+    assert "SwaggerUIBundle" in (await api.get("/docs/assets/swagger-ui-bundle.js")).text
+    assert (await api.get("/docs/assets/nope.js")).status_code == 404
+    assert (await api.get("/docs/assets/..%2f..%2fconfig.py")).status_code == 404
+
+
+async def test_every_error_is_logged_with_its_reason(api, caplog):
+    with caplog.at_level(logging.INFO, logger="redisched.http"):
+        missing = await api.get(f"/tasks/{uuid.uuid4()}")
+        invalid = await api.post("/schedulers/boefje/push", json={"organisation": "org1", "data": {}})
+    assert missing.status_code == 404 and invalid.status_code in (400, 422)
+    lines = [record.getMessage() for record in caplog.records if record.name == "redisched.http"]
+    assert any('"GET /tasks/' in line and " 404 " in line and missing.json()["detail"] in line for line in lines), lines
+    assert any('"POST /schedulers/boefje/push" ' + str(invalid.status_code) in line for line in lines), lines
 
 
 async def test_unknown_route_and_method(api):
