@@ -1,4 +1,4 @@
-"""``python -m benchmarks [names...] [--quick]``: run the benchmarks, print a summary table,
+"""``python -m benchmarks [names...] [--quick]`` (or ``redisched bench ...``): run the benchmarks, print a summary table,
 write ``benchmarks/results/<timestamp>.json``.
 
 Each benchmark starts what it needs on 127.0.0.1 (a private redis-server, API processes,
@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import asdict
@@ -34,9 +35,20 @@ REGISTRY: dict[str, tuple[str, str]] = {
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(REGISTRY)}")
+DESCRIPTION = (
+    "Run the benchmarks, print a summary table (value, target, met/MISSED), and write every row and "
+    "the raw samples to benchmarks/results/<timestamp>.json. Each starts what it needs on 127.0.0.1 "
+    "and stops it after."
+)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    listing = "\n".join(f"  {name:12} {what}" for name, (_module, what) in REGISTRY.items())
+    parser = argparse.ArgumentParser(
+        prog=prog, description=textwrap.fill(DESCRIPTION, 90), epilog=f"benchmarks, in the order they run:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default all; listed below)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs (CI, a first look)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--out", type=Path, help="JSON results file (default benchmarks/results/<timestamp>.json)")

@@ -1,4 +1,4 @@
-"""``redisched serve | api | worker | migrate | reconcile | bench``.
+"""The redisched command: ``redisched [command] [options]``, ``serve`` when no command is given.
 
 serve      API + schedulers + snapshotter + lease reaper in one process (the default setup)
 api        the API only: run as many as you like, side by side (``--workers`` forks more)
@@ -7,9 +7,11 @@ migrate    apply the Postgres migrations
 reconcile  after Redis lost data: put live tasks and schedule mirrors back from Postgres
 quarantine list | retry [ID ...]: the events Postgres refused, set aside by the snapshotter
 bench      the benchmarks (``python -m benchmarks``), when this checkout has them
+import-mula  move an install from mula: its schedules, history and live tasks
 
 With no Redis or Postgres URL configured, embedded servers start under the data folder
 (``REDISCHED_DATA_DIR``); migrations run on start then, or when ``DATABASE_MIGRATION=1``.
+An embedded server that cannot start is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -32,7 +34,7 @@ import uvicorn
 from redisched import __version__
 from redisched.app import build_app, open_redis, reap_leases, reconcile, running, schedule, snapshot
 from redisched.config import Settings
-from redisched.embedded import ensure_servers, redact
+from redisched.embedded import EmbeddedError, ensure_servers, redact
 from redisched.history import quarantine
 from redisched.history.import_mula import MulaImportError, import_mula
 from redisched.history.migrate import migrate
@@ -41,31 +43,74 @@ from redisched.queue.keys import QueueLayout
 log = logging.getLogger("redisched")
 
 
+DESCRIPTION = "A Redis-native drop-in for OpenKAT's scheduler (mula). With no command: serve."
+SETTINGS_NOTE = (
+    "Settings come from the environment, under mula's names (SCHEDULER_DB_URI, SCHEDULER_API_PORT, "
+    "QUEUE_URI, ...) and redisched's own (REDISCHED_REDIS_URL, REDISCHED_DATA_DIR, ...): see the README, "
+    "Configuration. With no Redis or Postgres URL, embedded servers start under REDISCHED_DATA_DIR "
+    "(default .data)."
+)
+COMMANDS = {  # name: (the line in redisched --help, the description in redisched <name> --help)
+    "serve": ("API, schedulers, snapshotter and lease reaper in one process (the default)",
+              "Run the HTTP API, the schedulers, the snapshotter (Redis to Postgres history) and the "
+              "lease reaper in one process until SIGINT or SIGTERM. redisched with no command runs this."),
+    "api": ("the HTTP API only; run as many as you like, side by side",
+            "Run the HTTP API only, until SIGINT or SIGTERM: any number of them side by side, next to "
+            "one redisched worker."),
+    "worker": ("schedulers, snapshotter and lease reaper, no API",
+               "Run the schedulers, the snapshotter and the lease reaper, without the API, until SIGINT "
+               "or SIGTERM."),
+    "migrate": ("apply the Postgres migrations",
+                "Apply the Postgres migrations the database lacks (redisched/history/migrations), then exit."),
+    "reconcile": ("after Redis lost data: restore live tasks and schedules from Postgres",
+                  "After Redis lost data: put the live tasks and the schedule mirrors back into Redis "
+                  "from the Postgres history, then exit."),
+    "quarantine": ("list or retry the events Postgres refused",
+                   "List the events Postgres refused, which the snapshotter set aside so that their queue "
+                   "goes on, or retry them: all of them, or the ids given (as listed)."),
+    "bench": ("run the benchmarks of a checkout (redisched bench --help lists them)",
+              "Run the benchmarks of a redisched checkout (python -m benchmarks)."),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # everything after it is the benchmarks' own
+        return bench_command(argv[1:])
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["serve", *argv]
     args = _parser().parse_args(argv)
     settings = Settings()
     _configure_logging(settings)
-    return args.run(settings, args)
+    if getattr(args, "access_log", False) is None:
+        args.access_log = settings.access_log
+    try:
+        return args.run(settings, args)
+    except EmbeddedError as exc:  # a known failure to start: said, not a traceback
+        print(f"redisched: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redisched", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="redisched", description=DESCRIPTION, epilog=SETTINGS_NOTE)
     parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(title="commands", required=True, metavar="command")
-    _http_options(commands.add_parser("serve", help="API, schedulers, snapshotter and reaper in one process")).set_defaults(run=serve)
-    api_parser = _http_options(commands.add_parser("api", help="the API only"))
-    api_parser.add_argument("--workers", type=int, default=1, help="API processes to fork (default 1)")
-    api_parser.set_defaults(run=api)
-    commands.add_parser("worker", help="schedulers, snapshotter and lease reaper").set_defaults(run=worker)
-    commands.add_parser("migrate", help="apply the Postgres migrations").set_defaults(run=migrate_command)
-    commands.add_parser("reconcile", help="restore live tasks from Postgres into Redis").set_defaults(run=reconcile_command)
-    dead = commands.add_parser("quarantine", help="list or retry the events Postgres refused")
-    dead.add_argument("action", choices=("list", "retry"))
+    commands = parser.add_subparsers(title="commands", metavar="command")
+
+    def command(name: str, run: Callable[[Settings, argparse.Namespace], int]) -> argparse.ArgumentParser:
+        summary, description = COMMANDS[name]
+        sub = commands.add_parser(name, help=summary, description=description, epilog=SETTINGS_NOTE)
+        sub.set_defaults(run=run)
+        return sub
+
+    _http_options(command("serve", serve))
+    _http_options(command("api", api)).add_argument("--workers", type=int, default=1, help="API processes to fork (default 1)")
+    command("worker", worker)
+    command("migrate", migrate_command)
+    command("reconcile", reconcile_command)
+    dead = command("quarantine", quarantine_command)
+    dead.add_argument("action", choices=("list", "retry"), help="list the quarantined events, or retry them")
     dead.add_argument("ids", nargs="*", help="retry only these (as listed); default all")
-    dead.set_defaults(run=quarantine_command)
-    bench = commands.add_parser("bench", help="run the benchmarks")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
-    bench.set_defaults(run=bench_command)
+    command("bench", lambda _settings, _args: 0)  # listed here, run by main() before parsing
     _import_mula_parser(commands)
     return parser
 
@@ -73,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
 def _http_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", help="bind address (default SCHEDULER_API_HOST, 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default SCHEDULER_API_PORT, 8000)")
-    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction,
+                        help="log every request (default REDISCHED_ACCESS_LOG, on)")  # fmt: skip
     return parser
 
 
@@ -146,11 +192,12 @@ def quarantine_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_command(_settings: Settings, args: argparse.Namespace) -> int:
+def bench_command(bench_args: list[str]) -> int:
     if not (Path.cwd() / "benchmarks").is_dir() and importlib.util.find_spec("benchmarks") is None:
-        print("no benchmarks here: run from a redisched checkout (benchmarks/)", file=sys.stderr)
+        print(f"{COMMANDS['bench'][1]} There are none here: run it from a redisched checkout.", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, "-m", "benchmarks", *args.bench_args])
+    run = "import sys; from benchmarks.__main__ import main; sys.exit(main(sys.argv[1:], prog='redisched bench'))"
+    return subprocess.call([sys.executable, "-c", run, *bench_args])
 
 
 def _import_mula_parser(commands: argparse._SubParsersAction) -> None:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     scan_time_us: int = Field(1500, ge=100, le=1_000_000, validation_alias=_env("REDISCHED_SCAN_TIME_US"))
     # Postgres statements of the API (listings, counts, schedules) are cancelled after this.
     db_statement_timeout_ms: int = Field(5000, ge=0, validation_alias=_env("REDISCHED_DB_STATEMENT_TIMEOUT_MS"))
+    # uvicorn's line per request (serve, api; --no-access-log); 4xx and 5xx are logged regardless.
+    access_log: bool = Field(True, validation_alias=_env("REDISCHED_ACCESS_LOG"))
 
     @property
     def lease_running_seconds(self) -> int:

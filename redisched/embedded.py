@@ -39,8 +39,9 @@ data folder (``/root`` included) and of its binaries. Here, when running as root
 programs run as a dedicated locked system user (``redisched`` by default, or
 ``$REDISCHED_EMBEDDED_PG_USER``; created with ``useradd --system``, no home, no login shell)
 via ``subprocess``'s user/group/extra_groups (setuid+setgid+setgroups([]), no helper binary),
-``<data_dir>/postgres`` is chowned to it, and nothing else is chmodded: a data folder under a
-directory that user cannot traverse (e.g. ``/root/...``) fails with a message that says so.
+``<data_dir>/postgres`` is chowned to it, and nothing is chmodded: a directory on the way that
+user cannot pass (a 0700 ``mktemp -d`` data folder, ``/root``) gets an ACL entry granting it
+search alone (embedded_root.py); without ACL support, a one-line error says what to do.
 Valkey runs as the calling user.
 """
 
@@ -72,6 +73,8 @@ from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from redisched.embedded_root import NoAccess, open_the_way, system_user
+
 __all__ = [
     "DEFAULT_DATABASE",
     "EmbeddedError",
@@ -87,8 +90,6 @@ log = logging.getLogger("redisched.embedded")
 HOST = "127.0.0.1"
 DEFAULT_DATABASE = "redisched"
 PG_SUPERUSER = "postgres"
-PG_SYSTEM_USER_ENV = "REDISCHED_EMBEDDED_PG_USER"
-DEFAULT_PG_SYSTEM_USER = "redisched"
 LOCK_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0  # a large AOF takes a while to load
 STOP_TIMEOUT = 30.0
@@ -579,7 +580,12 @@ class EmbeddedPostgres(_Embedded):
     def _prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            uid, gid = self._ensure_system_user()
+            try:
+                self.system_user, uid, gid = system_user()
+                open_the_way(self.dir, self.system_user, uid, gid)
+                open_the_way(self.bin_dir().resolve(), self.system_user, uid, gid)
+            except NoAccess as exc:
+                raise EmbeddedError(str(exc)) from None
             st = self.dir.stat()
             if (st.st_uid, st.st_gid) != (uid, gid):
                 os.chown(self.dir, uid, gid)
@@ -587,36 +593,6 @@ class EmbeddedPostgres(_Embedded):
                     os.chown(path, uid, gid, follow_symlinks=False)
             self._run_as = {"user": uid, "group": gid, "extra_groups": []}
         self.dir.chmod(0o700)
-
-    def _ensure_system_user(self) -> tuple[int, int]:
-        import pwd
-
-        name = os.environ.get(PG_SYSTEM_USER_ENV) or DEFAULT_PG_SYSTEM_USER
-        self.system_user = name
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            log.info("running as root: creating system user %r to run the embedded Postgres", name)
-            cmd = ["useradd", "--system", "--user-group", "--no-create-home",
-                   "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                   "--comment", "redisched embedded Postgres", name]  # fmt: skip
-            try:
-                subprocess.run(cmd, check=True, capture_output=True, text=True)
-            except FileNotFoundError:
-                raise EmbeddedError(
-                    f"Postgres does not run as root and `useradd` is missing: create a system "
-                    f"user {name!r} (or set {PG_SYSTEM_USER_ENV}), or run redisched as a normal "
-                    f"user, or configure SCHEDULER_DB_URI"
-                ) from None
-            except subprocess.CalledProcessError as exc:
-                with contextlib.suppress(KeyError):  # a concurrent start created it
-                    entry = pwd.getpwnam(name)
-                    return entry.pw_uid, entry.pw_gid
-                raise EmbeddedError(f"useradd {name} failed: {exc.stderr.strip()}") from None
-            entry = pwd.getpwnam(name)
-        if entry.pw_uid == 0:
-            raise EmbeddedError(f"{PG_SYSTEM_USER_ENV}={name} is root; Postgres needs a non-root user")
-        return entry.pw_uid, entry.pw_gid
 
     def _run(self, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin_dir() / program), *args]

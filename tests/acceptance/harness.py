@@ -13,10 +13,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psycopg
@@ -91,16 +93,19 @@ def serving(settings: Settings, command: str = "serve", **env: str) -> Iterator[
         "REDISCHED_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
         **env,
     }
+    # The log (an access log line per request) goes to a file: a pipe nobody reads fills up and
+    # blocks the server.
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [sys.executable, "-m", "redisched", command, "--host", "127.0.0.1", "--port", str(port)],
         env=environment,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base_url, process)
+        wait_until_up(base_url, process, log)
         yield base_url
     finally:
         process.terminate()
@@ -109,13 +114,15 @@ def serving(settings: Settings, command: str = "serve", **env: str) -> Iterator[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
-def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 20.0) -> None:
+def wait_until_up(base_url: str, process: subprocess.Popen, log: IO[bytes], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
                 return

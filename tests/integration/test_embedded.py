@@ -247,39 +247,125 @@ def test_redact() -> None:
     assert embedded.redact("redis://h:1/0") == "redis://h:1/0"
 
 
-def test_the_service_with_nothing_configured_pushes_and_pops(initialized: Path) -> None:
-    """`redisched serve` with no Redis or Postgres URL: embedded servers, the API answers,
-    a push pops, and SIGTERM stops everything."""
-    import signal
-    import subprocess
-    import sys
-    import time
+@pytest.fixture
+def private_folder(template: Path):
+    """A ``mktemp -d`` data folder (mode 0700, as CI scripts and containers make them) that
+    holds a copy of ``template``."""
+    folder = Path(tempfile.mkdtemp(prefix="redisched-private-"))
+    shutil.copytree(template, folder, symlinks=True, dirs_exist_ok=True)
+    folder.chmod(0o700)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
+
+def _service_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISCHED_", "SCHEDULER_", "QUEUE_URI"))}
+    return env | {"REDISCHED_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), **extra}
+
+
+def test_redisched_with_nothing_configured_serves_from_a_private_folder(private_folder: Path) -> None:
+    """`REDISCHED_DATA_DIR=$(mktemp -d) redisched`: no command is serve, embedded servers start
+    in the 0700 folder (as root too), a push pops, requests are logged (errors with their
+    reason), SIGTERM stops everything."""
     import httpx
 
     from tests.servers import free_port
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISCHED_", "SCHEDULER_", "QUEUE_URI"))}
-    env |= {"REDISCHED_DATA_DIR": str(initialized), "SCHEDULER_API_HOST": "127.0.0.1", "SCHEDULER_API_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "redisched", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    env = _service_env(private_folder, SCHEDULER_API_HOST="127.0.0.1", SCHEDULER_API_PORT=str(port))
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "redisched"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"exited {proc.returncode}: {log.read().decode()[-3000:]}")
+                assert time.monotonic() < deadline, "the service did not come up"
+                time.sleep(0.2)
+            data = {"boefje": {"id": "dns-records"}, "input_ooi": "Hostname|internet|e.example", "organization": "org1"}
+            pushed = httpx.post(f"{base}/schedulers/boefje/push", json={"organisation": "org1", "priority": 3, "data": data})
+            assert pushed.status_code == 201, pushed.text
+            popped = httpx.post(f"{base}/schedulers/boefje/pop").json()["results"]
+            assert [task["id"] for task in popped] == [pushed.json()["id"]]
+            missing = httpx.get(f"{base}/schedules/{pushed.json()['id']}")
+            assert missing.status_code == 404
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        log.seek(0)
+        output = log.read().decode()
+    assert "Traceback" not in output
+    assert '"POST /schedulers/boefje/pop HTTP/1.1" 200' in output, "the access log is on by default"
+    assert f'"GET /schedules/{pushed.json()["id"]}" 404 {missing.json()["detail"]}' in output
+    assert private_folder.stat().st_mode & 0o077 == 0 or os.geteuid() == 0
+    if os.geteuid() == 0:
+        _only_search_was_granted(private_folder)
+
+
+def _only_search_was_granted(folder: Path) -> None:
+    """``folder``'s ACL lets the Postgres system user pass (x) and changes nobody else's access."""
+    import pwd
+
+    from redisched import embedded_root as acl
+
+    uid = pwd.getpwnam(acl.DEFAULT_PG_SYSTEM_USER).pw_uid
+    entries = {(tag, who): perm for tag, perm, who in acl._acl(folder, folder.stat().st_mode)}
+    assert entries[(acl._USER, uid)] == 0o1
+    assert entries[(acl._GROUP_OBJ, acl._NO_ID)] == 0 and entries[(acl._OTHER, acl._NO_ID)] == 0
+    assert [key for key in entries if key[0] in (acl._USER, acl._GROUP)] == [(acl._USER, uid)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the system user exists only when redisched runs as root")
+def test_as_root_the_system_user_may_pass_but_not_look(tmp_path: Path) -> None:
+    from redisched.embedded_root import open_the_way, system_user
+
+    outer = Path(tempfile.mkdtemp(prefix="redisched-way-"))  # 0700, like /root
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the service did not come up"
-            time.sleep(0.2)
-        data = {"boefje": {"id": "dns-records"}, "input_ooi": "Hostname|internet|e.example", "organization": "org1"}
-        pushed = httpx.post(f"{base}/schedulers/boefje/push", json={"organisation": "org1", "priority": 3, "data": data})
-        assert pushed.status_code == 201, pushed.text
-        popped = httpx.post(f"{base}/schedulers/boefje/pop").json()["results"]
-        assert [task["id"] for task in popped] == [pushed.json()["id"]]
+        (outer / "inner").mkdir(mode=0o700)
+        target = outer / "inner" / "postgres"
+        target.mkdir()
+        name, uid, gid = system_user()
+        os.chown(target, uid, gid)
+        as_user = {"user": uid, "group": gid, "extra_groups": [], "capture_output": True}
+        assert subprocess.run(["stat", str(target)], **as_user).returncode != 0
+
+        assert open_the_way(target, name, uid, gid) == [outer, outer / "inner"]
+        assert open_the_way(target, name, uid, gid) == [], "idempotent"
+        assert subprocess.run(["stat", str(target)], **as_user).returncode == 0, "it may pass"
+        assert subprocess.run(["ls", str(outer)], **as_user).returncode != 0, "but not list"
+        _only_search_was_granted(outer)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        shutil.rmtree(outer, ignore_errors=True)
+
+
+_NO_ACLS = textwrap.dedent(
+    """
+    import errno, os, sys
+    def unsupported(*args, **kwargs):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+    os.setxattr = unsupported  # a filesystem without ACLs
+    from redisched.cli import main
+    sys.exit(main(["migrate"]))
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root needs the system user to be let through")
+def test_as_root_a_folder_the_system_user_cannot_reach_is_one_line_and_exit_1(redis_url: str) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="redisched-noacl-"))
+    try:
+        env = _service_env(folder, REDISCHED_REDIS_URL=redis_url)
+        done = subprocess.run([sys.executable, "-c", _NO_ACLS], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode == 1
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert lines[0].startswith("redisched: ") and "has no ACLs" in lines[0] and "SCHEDULER_DB_URI" in lines[0]
