@@ -274,3 +274,25 @@ async def test_a_failure_that_is_not_the_rows_is_retried_not_quarantined(api, db
             await conn.execute("ALTER TABLE tasks_away RENAME TO tasks")
     assert await stored(api, response.json()["id"]) is not None
     assert (await api.get("/history/quarantine")).json() == []
+
+
+async def test_the_quarantine_on_every_backend(backend_redis, partitions, key_prefix):
+    """Dead letters, held tasks and retries on one Redis, a cluster and a partitioned cluster."""
+    from redisched.history.quarantine import PoisonEvent, held_tasks, listing, retry
+    from redisched.queue.keys import QueueLayout
+
+    layout = QueueLayout(key_prefix, partitions)
+    keys = layout.of("boefje")[partitions - 1]
+    poisoned = [PoisonEvent(f"1-{i}", {"op": "push", "rec": f"rec{i}", "data": "{}"}, f"task{i % 2}", "refused") for i in range(3)]
+    await quarantine.quarantine(backend_redis, keys, poisoned)
+    assert await held_tasks(backend_redis, keys, ["task0", "task1", "task2"]) == {"task0", "task1"}
+    letters = await listing(backend_redis, layout)
+    assert [(letter.entry, letter.task_id) for letter in letters] == [("1-0", "task0"), ("1-1", "task1"), ("1-2", "task0")]
+    assert (await quarantine.counts(backend_redis, layout))["boefje"] == 3
+
+    assert await retry(backend_redis, layout, [letters[0].id, "boefje:99:1-0", "nonsense"]) == 2  # task0's two
+    assert await held_tasks(backend_redis, keys, ["task0", "task1"]) == {"task1"}
+    back = await backend_redis.xrange(keys.events)
+    assert [fields[b"rec"] for _, fields in back] == [b"rec0", b"rec2"]
+    assert await retry(backend_redis, layout) == 1
+    assert await listing(backend_redis, layout) == [] and await held_tasks(backend_redis, keys, ["task1"]) == set()
