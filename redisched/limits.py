@@ -43,6 +43,7 @@ INDEXED_DATA_PATHS = (
     ("raw_data", "boefje_meta", "id"),
     ("report_recipe_id",),
 )
+_INDEXED_FIELDS = tuple((path, "data." + ".".join(path)) for path in INDEXED_DATA_PATHS)
 _NUL_IN_JSON = b"\\u0000"  # how every JSON encoder writes a NUL (a raw one is invalid JSON)
 
 
@@ -58,11 +59,16 @@ def check_columns(values: dict[str, Any], *, prefix: str = "") -> None:
     """Indexed text columns (``INDEXED_COLUMNS``) at most ``MAX_COLUMN_BYTES``; any string
     value free of NUL."""
     for name, value in values.items():
-        if not isinstance(value, str):
-            continue
+        check_column(name, value, prefix)
+
+
+def check_column(name: str, value: Any, prefix: str = "") -> None:
+    if not isinstance(value, str):
+        return
+    if "\x00" in value:
         _check_text(name, value, prefix)
-        if name in INDEXED_COLUMNS and _longer_than(value, MAX_COLUMN_BYTES):
-            raise TooLarge(name, f"must be at most {MAX_COLUMN_BYTES} bytes (UTF-8)", MAX_COLUMN_BYTES, prefix)
+    if name in INDEXED_COLUMNS and len(value) * 4 > MAX_COLUMN_BYTES and _longer_than(value, MAX_COLUMN_BYTES):
+        raise TooLarge(name, f"must be at most {MAX_COLUMN_BYTES} bytes (UTF-8)", MAX_COLUMN_BYTES, prefix)
 
 
 def check_data(data: Any, encoded: bytes | None = None, *, prefix: str = "") -> bytes:
@@ -79,8 +85,7 @@ def check_data(data: Any, encoded: bytes | None = None, *, prefix: str = "") -> 
     if _NUL_IN_JSON in encoded:
         _check_values(msgspec.json.decode(encoded), prefix)
     if isinstance(data, dict):
-        for path in INDEXED_DATA_PATHS:
-            _check_indexed(data, path, prefix)
+        _check_indexed(data, prefix)
     return encoded
 
 
@@ -97,20 +102,22 @@ def encode(value: Any, field: str, prefix: str = "") -> bytes:
         raise TooLarge(field, f"cannot be stored as JSON ({type(exc).__name__})", prefix=prefix) from None
 
 
-def _check_indexed(data: dict[str, Any], path: tuple[str, ...], prefix: str) -> None:
-    value: Any = data
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return
-        value = value[key]
-    field = "data." + ".".join(path)
-    if isinstance(value, str):
-        if _longer_than(value, MAX_INDEXED_STRING_BYTES):
-            limit = MAX_INDEXED_STRING_BYTES
-            raise TooLarge(field, f"must be at most {limit} bytes (UTF-8): Postgres indexes it", limit, prefix)
-    elif value is not None and len(msgspec.json.encode(value)) > MAX_INDEXED_OTHER_BYTES:
-        limit = MAX_INDEXED_OTHER_BYTES
-        raise TooLarge(field, f"must be a string, or at most {limit} bytes of JSON: Postgres indexes it", limit, prefix)
+def _check_indexed(data: dict[str, Any], prefix: str) -> None:
+    for path, field in _INDEXED_FIELDS:
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+            if value is None:
+                break
+        if value is None:
+            continue
+        if isinstance(value, str):
+            if len(value) * 4 > MAX_INDEXED_STRING_BYTES and _longer_than(value, MAX_INDEXED_STRING_BYTES):
+                limit = MAX_INDEXED_STRING_BYTES
+                raise TooLarge(field, f"must be at most {limit} bytes (UTF-8): Postgres indexes it", limit, prefix)
+        elif len(msgspec.json.encode(value)) > MAX_INDEXED_OTHER_BYTES:
+            limit = MAX_INDEXED_OTHER_BYTES
+            raise TooLarge(field, f"must be a string, or at most {limit} bytes of JSON: Postgres indexes it", limit, prefix)
 
 
 def _check_values(document: Any, prefix: str) -> None:

@@ -126,7 +126,7 @@ class QueueCommands:
         except MalformedPayload:
             raise BadRequest("malformed item") from None
         task_id, stored_data = _identity(scheduler, data, payload, task_id)
-        limits.check_columns({"organisation": organisation}, prefix=MALFORMED)
+        limits.check_column("organisation", organisation, MALFORMED)
         limits.check_data(data, stored_data, prefix=MALFORMED)
         record = TaskRecord(
             id=task_id,
