@@ -302,13 +302,26 @@ def _identity(
     stored as sent; otherwise (a push without an id counts as another id: mula's Task id
     defaults to a fresh uuid) both get one fresh uuid and data is stored as mula's model dumps
     it, defaults filled and unknown keys dropped. A report's data is always stored as sent."""
-    given = _uuid(task_id) if task_id is not None else None
+    if keeps_given_id(scheduler.id, data, task_id):
+        return str(_uuid(task_id)), limits.encode(data, "data", MALFORMED)
     if not scheduler.carries_id:
-        return str(given or uuid.uuid4()), limits.encode(data, "data", MALFORMED)
-    if given is not None and given == payload.id:
-        return str(given), limits.encode(data, "data", MALFORMED)
+        return str(uuid.uuid4()), limits.encode(data, "data", MALFORMED)
     payload.id = uuid.uuid4()
     return str(payload.id), limits.encode(payload, "data", MALFORMED)
+
+
+def keeps_given_id(scheduler_id: str, data: Any, task_id: uuid.UUID | str | None) -> bool:
+    """Whether a push keeps the task id it was given (see _identity): a report always, a boefje
+    or normalizer task when the id equals ``data.id``."""
+    if task_id is None:
+        return False
+    if not SCHEDULERS[scheduler_id].carries_id:
+        return True
+    data_id = data.get("id") if isinstance(data, dict) else None
+    try:
+        return isinstance(data_id, str) and uuid.UUID(data_id) == _uuid(task_id)
+    except ValueError:
+        return False
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:

@@ -150,3 +150,20 @@ async def test_naive_datetimes_in_data_kept_as_sent_or_patched_are_made_utc(api)
     assert patched.status_code == 200
     RunnerJob.model_validate(patched.json()["data"])
     assert RunnerJob.model_validate((await api.get(f"/tasks/{same}")).json()["data"]).ended_at.utcoffset().total_seconds() == 0
+
+
+async def test_a_push_that_keeps_a_finished_tasks_id_is_refused_and_the_history_stays(api):
+    same = str(uuid.uuid4())
+    body = {**boefje_push("Hostname|internet|done.example", id=same), "id": same}
+    assert (await api.post("/schedulers/boefje/push", json=body)).status_code == 201
+    await api.post("/schedulers/boefje/pop")
+    assert (await api.patch(f"/tasks/{same}", json={"status": "completed"})).status_code == 200
+    await api.get("/tasks")  # the history has caught up: only Postgres holds the task now
+    again = {**boefje_push("Hostname|internet|other.example", id=same), "id": same}
+    response = await api.post("/schedulers/boefje/push", json=again)
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Conflict error occurred: a finished task already has this id"}
+    stored = (await api.get(f"/tasks/{same}")).json()
+    assert stored["status"] == "completed" and stored["data"]["input_ooi"] == "Hostname|internet|done.example"
+    fresh = await api.post("/schedulers/boefje/push", json={**again, "id": None})  # no id kept: a fresh one
+    assert fresh.status_code == 201 and fresh.json()["id"] != same

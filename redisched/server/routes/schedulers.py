@@ -8,8 +8,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from redisched.models import SCHEDULERS, Scheduler, Task, TaskPush, us_to_datetime
-from redisched.queue.commands import QueueCommands
+from redisched.errors import Conflict
+from redisched.models import FINISHED, SCHEDULERS, Scheduler, Task, TaskPush, us_to_datetime
+from redisched.queue.commands import QueueCommands, keeps_given_id
 from redisched.queue.records import TaskRecord
 from redisched.server.inputs import as_struct, filter_body, json_body, query_float, query_int
 from redisched.server.longpoll import pop_or_wait
@@ -42,6 +43,7 @@ async def push(request: Request) -> JSON:
         if handed_back is None:
             raise  # mula's 422: a Task is no TaskPush
         return JSON(handed_back.to_task(), status_code=201)
+    await _refuse_a_finished_tasks_id(services(request), request.path_params["scheduler_id"], item)
     record = await services(request).queues.push(
         request.path_params["scheduler_id"],
         organisation=item.organisation,
@@ -63,6 +65,16 @@ async def pop(request: Request) -> JSON:
         services(request).queues, request.path_params["scheduler_id"], node, limit, wait, request.is_disconnected
     )
     return JSON(PopResult([record.to_task() for record in records]), headers=_lease_header(records))
+
+
+async def _refuse_a_finished_tasks_id(services: Services, scheduler_id: str, item: TaskPush) -> None:
+    """A push that keeps its given id must not take a finished task's: the history would
+    replace that task's row (mula: 500 from its primary key). Live tasks are Redis' to refuse."""
+    QueueCommands.scheduler(scheduler_id)  # 404 first
+    if keeps_given_id(scheduler_id, item.data, item.id):
+        stored = await services.tasks.get(item.id)
+        if stored is not None and stored.status.value in FINISHED:
+            raise Conflict("a finished task already has this id")
 
 
 async def _hand_back(services: Services, scheduler_id: str, document: Any) -> TaskRecord | None:
