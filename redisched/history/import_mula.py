@@ -43,6 +43,7 @@ Q = queries("import_mula.sql")
 
 MULA_REVISION = "0010"  # the alembic head of mula v1.20.x
 BATCH_ROWS = 2000
+RESTORE_BATCH = 500  # restore calls sent together (one round trip through the pipeliner)
 LIVE = ("queued", "dispatched", "running")
 
 # str(datetime) and isoformat(): a space or T between date and time, an optional offset.
@@ -196,15 +197,17 @@ async def _restore_live(
     finished here since an earlier run is no longer live and stays out)."""
     if not mula_ids:
         return
-    for live in await tasks.live(scheduler_id):
-        if str(live.task.id) not in mula_ids:
-            continue
-        if not await queues.restore(record_from_task(live.task, tries=live.tries, rev=live.rev)):
-            result.live_present += 1
-        elif live.task.status.value == "queued":
-            result.queued += 1
-        else:
-            result.leased += 1
+    found = [live for live in await tasks.live(scheduler_id) if str(live.task.id) in mula_ids]
+    for start in range(0, len(found), RESTORE_BATCH):
+        batch = found[start : start + RESTORE_BATCH]
+        calls = [queues.commands.restore(record_from_task(live.task, tries=live.tries, rev=live.rev)) for live in batch]
+        for live, restored in zip(batch, await queues.run_all(calls)):
+            if not restored:
+                result.live_present += 1
+            elif live.task.status.value == "queued":
+                result.queued += 1
+            else:
+                result.leased += 1
 
 
 def _hash_of(scheduler_id: str, data: Any) -> str | None:
