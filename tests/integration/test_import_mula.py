@@ -9,15 +9,16 @@ an offset). What mula would answer is read from that database with mula's own qu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pytest
@@ -239,11 +240,23 @@ def assert_task_as_mula(ours: dict, theirs: dict) -> None:
 # --- the import, through the CLI ---------------------------------------------------------------
 
 
-def import_mula(settings, mula_url: str) -> subprocess.CompletedProcess:
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def import_mula(settings, mula_url: str) -> Ran:
+    """``redisched import-mula`` in a subprocess, awaited: the API this test runs in the same
+    event loop keeps serving (and committing) meanwhile, as a real one would."""
     env = {**os.environ, "REDISCHED_REDIS_URL": settings.redis_url, "SCHEDULER_DB_URI": settings.db_uri,
            "REDISCHED_KEY_PREFIX": settings.key_prefix}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "redisched", "import-mula", mula_url], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "redisched", "import-mula", mula_url, env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    return Ran(process.returncode, stdout.decode(), stderr.decode())
 
 
 def redisched_state(settings) -> tuple:
@@ -259,14 +272,14 @@ def redisched_state(settings) -> tuple:
 
 
 async def test_an_imported_install_answers_as_mula_did(mula, settings):
-    first = import_mula(settings, mula.dsn)
+    first = await import_mula(settings, mula.dsn)
     assert first.returncode == 0, first.stderr
     assert "schedules: 3 new, 0 already there" in first.stdout
     assert "tasks: 13 new (1 cancelled, 5 completed, 1 dispatched, 1 failed, 4 queued, 1 running), 0 already there" in first.stdout
     assert "live tasks into Redis: 4 queued, 2 dispatched/running leased, 0 already live" in first.stdout
     state = redisched_state(settings)
 
-    again = import_mula(settings, mula.dsn)
+    again = await import_mula(settings, mula.dsn)
     assert again.returncode == 0, again.stderr
     assert "schedules: 0 new, 3 already there" in again.stdout
     assert "tasks: 0 new (none), 13 already there" in again.stdout
@@ -319,7 +332,7 @@ async def test_an_imported_install_answers_as_mula_did(mula, settings):
             assert (await api.get(f"/tasks/{mula.ids[name]}")).json()["status"] == "completed"
 
         # Imported once more after all that: nothing comes back, nothing is undone.
-        third = import_mula(settings, mula.dsn)
+        third = await import_mula(settings, mula.dsn)
         assert third.returncode == 0, third.stderr
         assert "tasks: 0 new (none), 13 already there" in third.stdout
         assert "live tasks into Redis: 0 queued, 0 dispatched/running leased" in third.stdout
@@ -342,7 +355,7 @@ async def test_rows_older_mulas_left_are_kept_as_mula_answers_them(mula_dsn, set
     world.task("legacy", "boefje-org1", boefje_data("Hostname|internet|legacy.example"), "QUEUED", priority=2, hours_ago=30)
     data = boefje_data("Hostname|internet|nohash.example")
     world.schedule("nohash", "boefje", data, None, deadline_at=NOW)
-    done = import_mula(settings, mula_dsn)
+    done = await import_mula(settings, mula_dsn)
     assert done.returncode == 0, done.stderr
     assert "1 live tasks of schedulers redisched does not run stay in the history only" in done.stdout
     async with api_client(settings) as api:
@@ -374,10 +387,10 @@ def test_a_schema_it_does_not_know_is_refused_before_anything_is_written(mula, s
         assert conn.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
 
 
-def test_a_refusal_is_one_line_and_a_non_zero_exit(mula_dsn, settings):
+async def test_a_refusal_is_one_line_and_a_non_zero_exit(mula_dsn, settings):
     with psycopg.connect(mula_dsn, autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0011'")
-    refused = import_mula(settings, mula_dsn)
+    refused = await import_mula(settings, mula_dsn)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("import-mula: refused, nothing imported: mula schema at")
     assert "Traceback" not in refused.stderr
