@@ -70,6 +70,11 @@ COMMANDS = {  # name: (the line in redisched --help, the description in redische
                    "goes on, or retry them: all of them, or the ids given (as listed)."),
     "bench": ("run the benchmarks of a checkout (redisched bench --help lists them)",
               "Run the benchmarks of a redisched checkout (python -m benchmarks)."),
+    "import-mula": ("move an install from mula: its schedules, history and live tasks",
+                    "Import a mula v1.20 database into this redisched: every schedule, the task history, and "
+                    "the queued, dispatched and running tasks back into Redis (see the README, Moving from "
+                    "mula). Stop mula first. Another schema is refused (exit status 2); a second run imports "
+                    "nothing new."),
 }
 
 
@@ -111,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=("list", "retry"), help="list the quarantined events, or retry them")
     dead.add_argument("ids", nargs="*", help="retry only these (as listed); default all")
     command("bench", lambda _settings, _args: 0)  # listed here, run by main() before parsing
-    _import_mula_parser(commands)
+    command("import-mula", import_mula_command).add_argument(
+        "mula_db_url", metavar="MULA_DATABASE_URL", help="mula's SCHEDULER_DB_URI, e.g. postgresql://user:pw@host/scheduler"
+    )
     return parser
 
 
@@ -198,18 +205,6 @@ def bench_command(bench_args: list[str]) -> int:
         return 2
     run = "import sys; from benchmarks.__main__ import main; sys.exit(main(sys.argv[1:], prog='redisched bench'))"
     return subprocess.call([sys.executable, "-c", run, *bench_args])
-
-
-def _import_mula_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "import-mula",
-        help="move an install from mula: its schedules, task history and live tasks",
-        description="Import a mula v1.20 database (schedules, finished tasks, and the queued, dispatched and "
-        "running ones back into Redis) into the configured redisched. Stop mula first. A second run "
-        "imports nothing new.",
-    )
-    parser.add_argument("mula_db_url", metavar="MULA_DATABASE_URL", help="mula's SCHEDULER_DB_URI, e.g. postgresql://user:pw@host/scheduler")
-    parser.set_defaults(run=import_mula_command)
 
 
 def import_mula_command(settings: Settings, args: argparse.Namespace) -> int:
