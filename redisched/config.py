@@ -70,6 +70,23 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(5000, ge=0, validation_alias=_env("REDISCHED_DB_STATEMENT_TIMEOUT_MS"))
     # uvicorn's line per request (serve, api; --no-access-log); 4xx and 5xx are logged regardless.
     access_log: bool = Field(True, validation_alias=_env("REDISCHED_ACCESS_LOG"))
+    # Origins (``https://host[:port]``) whose pages may POST/PATCH/PUT/DELETE; ["*"]: any.
+    # The API's own host is always allowed; server-to-server clients send no Origin.
+    allowed_origins: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ALLOWED_ORIGINS"))
+    # HTTP connections: a request's headers must arrive within this many seconds (from its
+    # first byte, or from the connection's opening), its body within the next ...
+    http_header_timeout: float = Field(10, gt=0, validation_alias=_env("REDISCHED_HTTP_HEADER_TIMEOUT"))
+    http_body_timeout: float = Field(30, gt=0, validation_alias=_env("REDISCHED_HTTP_BODY_TIMEOUT"))
+    # ... an idle keep-alive connection is closed after this long, ...
+    http_keepalive_timeout: float = Field(5, gt=0, validation_alias=_env("REDISCHED_HTTP_KEEPALIVE_TIMEOUT"))
+    # ... request line plus headers larger than this get 431 ...
+    http_max_header_bytes: int = Field(16384, ge=1024, validation_alias=_env("REDISCHED_HTTP_MAX_HEADER_BYTES"))
+    # ... and past this many open connections per process, requests get 503.
+    http_max_connections: int = Field(1000, ge=1, validation_alias=_env("REDISCHED_HTTP_MAX_CONNECTIONS"))
+    # On SIGTERM, long-polls answer at once; other requests get this long before they are cut.
+    http_shutdown_timeout: float = Field(3, ge=0, validation_alias=_env("REDISCHED_HTTP_SHUTDOWN_TIMEOUT"))
+    # /health?externals=true probes each dependency at most once per this many seconds.
+    health_cache_seconds: float = Field(5, ge=0, validation_alias=_env("REDISCHED_HEALTH_CACHE_SECONDS"))
 
     @property
     def lease_running_seconds(self) -> int:

@@ -22,6 +22,7 @@ from redisched.server import docs, openapi
 from redisched.server.auth import Endpoint, Role, Tokens, warn_if_open
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
+from redisched.server.request_checks import Origins, checked
 from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult, QuarantineRetried, QuarantineRetry
 from redisched.server.routes import quarantine, schedulers, schedules, service, tasks
 from redisched.server.services import Services
@@ -110,11 +111,14 @@ def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None =
     # The router tries routes in order: pop and push, nearly all the traffic, go first. Neither
     # path can match another route's, so the order changes no answer.
     hot = sorted(API, key=lambda api: api.path not in HOT_PATHS)
-    routes = [Route(api.path, tokens.guard(api.endpoint, api.role), methods=[api.method]) for api in hot]
-    routes += [
-        Route("/openapi.json", tokens.guard(_serve(JSON(document)), "admin"), methods=["GET"]),
-        *docs.routes(lambda endpoint: tokens.guard(endpoint, "admin")),
+    endpoints = [(api.path, api.method, api.endpoint, api.role) for api in hot]
+    endpoints += [("/openapi.json", "GET", _serve(JSON(document)), "admin")]
+    origins = Origins(settings.allowed_origins)
+    routes = [
+        Route(path, checked(tokens.guard(endpoint, role), origins), methods=[method])
+        for path, method, endpoint, role in endpoints
     ]
+    routes += docs.routes(lambda endpoint: checked(tokens.guard(endpoint, "admin"), origins))
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.max_body_bytes = settings.max_body_bytes
     return app

@@ -4,20 +4,23 @@ Domain errors carry their status, ``detail`` and headers (redisched/errors.py); 
 validation is FastAPI's 422 list; a bad filter is a 400 at once (mula: a 500 after ~10 s);
 Redis or Postgres not answering in time is a 503 with ``Retry-After``. Each is logged with its
 reason on ``redisched.http`` (INFO for 4xx, WARNING for 5xx), also when the access log is off.
+The HTTP layer's own refusals (request_checks.py, connections.py) are at the end.
 """
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import msgspec
 import psycopg
 import psycopg_pool
 import redis.exceptions
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
-from redisched.errors import SchedulerError, Unavailable
+from redisched.errors import BadRequest, SchedulerError, Unavailable
 from redisched.filters import FilterError
 from redisched.server.responses import JSON
 from redisched.server.validation import InvalidRequest
@@ -89,11 +92,66 @@ def _answer(request: Request, status: int, detail: object, headers: dict[str, st
     return JSON({"detail": detail}, status_code=status, headers=headers or None)
 
 
+async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+    """The client went (or its connection was cut, connections.py) before its body arrived:
+    nobody reads this answer, and it is no server error to log."""
+    return Response(status_code=400)
+
+
 HANDLERS = {
     SchedulerError: scheduler_error,
+    ClientDisconnect: client_gone,
     FilterError: filter_error,
     HTTPException: http_error,
     **dict.fromkeys(BACKEND_ERRORS, backend_unavailable),
     redis.exceptions.ResponseError: redis_reply_error,
     redis.exceptions.RedisClusterException: backend_unavailable,
 }
+
+
+# --- the HTTP layer's own refusals -----------------------------------------------------------
+
+
+class UnsupportedMediaType(SchedulerError):
+    status_code = 415
+    prefix = "Unsupported media type"
+
+
+class CrossSiteRequest(SchedulerError):
+    status_code = 403
+    prefix = "Cross-site request refused"
+
+
+class AmbiguousAuthorization(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("more than one Authorization header")
+
+
+class RequestTimeout(SchedulerError):
+    status_code = 408
+    prefix = "Request timeout"
+
+
+class HeadersTooLarge(SchedulerError):
+    status_code = 431
+    prefix = "Request headers too large"
+
+
+class TooManyConnections(Unavailable):
+    def __init__(self) -> None:
+        super().__init__("too many connections")
+
+
+def error_response(exc: SchedulerError) -> JSON:
+    """``exc``'s answer where there is no request to log it with (connections.py logs its own)."""
+    return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers or None)
+
+
+def raw_response(exc: SchedulerError) -> bytes:
+    """``exc``'s answer as the bytes of an HTTP/1.1 response that closes the connection, for
+    the connection layer, which answers outside any ASGI cycle."""
+    response = error_response(exc)
+    status = HTTPStatus(response.status_code)
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())]
+    lines += [b"%s: %s\r\n" % header for header in response.raw_headers]
+    return b"".join([*lines, b"connection: close\r\n\r\n", response.body])
