@@ -55,9 +55,18 @@ class Tokens:
 
     def guard(self, endpoint: Endpoint, needs: Role) -> Endpoint:
         """``endpoint`` behind a check that the caller's role opens it; the role is left in
-        ``request.state.role`` ("admin" for everyone when auth is off)."""
-        if not self.enabled or needs == "public":
+        ``request.state.role`` ("admin" for everyone when auth is off; on a public route,
+        None for a caller without a valid token)."""
+        if not self.enabled:
             return endpoint
+        if needs == "public":
+
+            @functools.wraps(endpoint)
+            async def public(request: Request) -> Response:
+                request.state.role = self.role_of(request)
+                return await endpoint(request)
+
+            return public
 
         @functools.wraps(endpoint)
         async def guarded(request: Request) -> Response:
@@ -74,6 +83,11 @@ class Tokens:
 
 def role(request: Request) -> Role:
     return getattr(request.state, "role", "admin")
+
+
+def authenticated(request: Request) -> bool:
+    """Whether the caller showed a valid token (always, with auth off)."""
+    return getattr(request.state, "role", "admin") is not None
 
 
 def _any_equal(given: bytes, tokens: list[bytes]) -> bool:

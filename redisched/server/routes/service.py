@@ -13,6 +13,7 @@ from redisched import __version__
 from redisched.history import quarantine
 from redisched.history.snapshotter import backlog_seconds
 from redisched.models import SCHEDULERS, STATUSES, ServiceHealth
+from redisched.server.auth import authenticated
 from redisched.server.inputs import query_bool
 from redisched.server.responses import JSON
 from redisched.server.services import Services, services
@@ -26,12 +27,22 @@ async def root(_request: Request) -> JSON:
 
 async def health(request: Request) -> JSON:
     """mula's health; with ``?externals=true`` also Katalogus, Octopoes and Bytes in
-    ``externals``, and our own Redis and Postgres in ``results`` (``healthy`` follows them)."""
+    ``externals``, and our own Redis and Postgres in ``results`` (``healthy`` follows them).
+    The probes' answers are reused for ``REDISCHED_HEALTH_CACHE_SECONDS``; with auth on, a
+    caller without a token gets ``healthy`` alone."""
     if not query_bool(request, "externals", False):
         return JSON(ServiceHealth(version=__version__))
-    externals, own = await asyncio.gather(services(request).externals.health(), _own_dependencies(services(request)))
+    svc = services(request)
+    externals, own = await svc.health_checks.get(None, lambda: _probe_all(svc))
     healthy = all(result.healthy for result in own)
+    if not authenticated(request):
+        return JSON(ServiceHealth(version=__version__, healthy=healthy))
     return JSON(ServiceHealth(version=__version__, healthy=healthy, results=own, externals=externals))
+
+
+async def _probe_all(svc: Services) -> tuple[dict[str, bool], list[ServiceHealth]]:
+    externals, own = await asyncio.gather(svc.externals.health(), _own_dependencies(svc))
+    return externals, own
 
 
 async def metrics(request: Request) -> Response:
