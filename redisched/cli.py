@@ -39,6 +39,7 @@ from redisched.history import quarantine
 from redisched.history.import_mula import MulaImportError, import_mula
 from redisched.history.migrate import migrate
 from redisched.queue.keys import QueueLayout
+from redisched.server.connections import uvicorn_options
 
 log = logging.getLogger("redisched")
 
@@ -148,6 +149,7 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
         uvicorn.run(
             "redisched.app:asgi_app", factory=True, workers=args.workers, log_config=None,
             host=args.host or settings.api_host, port=args.port or settings.api_port, access_log=args.access_log,
+            **uvicorn_options(settings),
         )  # fmt: skip
     return 0
 
@@ -244,9 +246,12 @@ def _backends(settings: Settings, *, migrate_on_start: bool = True) -> Iterator[
 
 
 def _serve_http(app: object, settings: Settings, args: argparse.Namespace) -> None:
-    """uvicorn (with uvloop and httptools when installed) until SIGINT/SIGTERM."""
+    """uvicorn (with uvloop when installed, httptools, the connection limits of
+    server/connections.py) until SIGINT/SIGTERM."""
     host, port = args.host or settings.api_host, args.port or settings.api_port
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=args.access_log)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=args.access_log, **uvicorn_options(settings)
+    )
     _exit_on_signals()  # uvicorn re-raises the signal that stopped it: leave through the finally blocks
     uvicorn.Server(config).run()
 

@@ -13,7 +13,7 @@ from redisched.models import FINISHED, SCHEDULERS, Scheduler, Task, TaskPush, us
 from redisched.queue.commands import QueueCommands, keeps_given_id
 from redisched.queue.records import TaskRecord
 from redisched.server.inputs import as_struct, filter_body, json_body, query_float, query_int
-from redisched.server.longpoll import pop_or_wait
+from redisched.server.longpoll import pop_or_wait, server_stopping
 from redisched.server.responses import JSON, PopResult
 from redisched.server.services import Services, services
 from redisched.server.validation import InvalidRequest
@@ -62,7 +62,13 @@ async def pop(request: Request) -> JSON:
     wait = query_float(request, "wait", 0.0)
     node = await filter_body(request)
     records = await pop_or_wait(
-        services(request).queues, request.path_params["scheduler_id"], node, limit, wait, request.is_disconnected
+        services(request).queues,
+        request.path_params["scheduler_id"],
+        node,
+        limit,
+        wait,
+        request.is_disconnected,
+        server_stopping(request.scope),
     )
     return JSON(PopResult([record.to_task() for record in records]), headers=_lease_header(records))
 
