@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from redisched.config import Settings
 from redisched.errors import SchedulerError
-from redisched.server.errors import HeadersTooLarge, RequestTimeout, TooManyConnections, error_response, raw_response
+from redisched.server.errors import (
+    HeadersTooLarge,
+    RequestTimeout,
+    TooManyConnections,
+    error_response,
+    http_log,
+    raw_response,
+)
 from redisched.server.longpoll import stopping_event
 
 
@@ -169,6 +177,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         any ASGI cycle, and close; a route still reading the body then sees the client gone."""
         if self.transport.is_closing():
             return
+        _log_refusal(self.client, "-", exc)
         if answer:
             self.transport.write(raw_response(exc))
         self.transport.close()
@@ -178,8 +187,16 @@ def _refusing(refusal: SchedulerError) -> Any:
     """An ASGI app answering ``refusal`` on a connection it then closes."""
 
     async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        _log_refusal(scope.get("client"), f'"{scope["method"]} {scope["path"]}"', refusal)
         response = error_response(refusal)
         response.headers["connection"] = "close"
         await response(scope, receive, send)
 
     return refuse
+
+
+def _log_refusal(client: tuple[str, int] | None, request: str, refusal: SchedulerError) -> None:
+    """As server/errors.py logs a route's 4xx and 5xx (INFO, WARNING), for the connection's."""
+    level = logging.WARNING if refusal.status_code >= 500 else logging.INFO
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    http_log.log(level, "%s - %s %d %s", peer, request, refusal.status_code, refusal.detail)
