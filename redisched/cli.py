@@ -36,7 +36,7 @@ from redisched.app import build_app, open_redis, reap_leases, reconcile, running
 from redisched.config import Settings
 from redisched.embedded import EmbeddedError, ensure_servers, redact
 from redisched.history import quarantine
-from redisched.history.import_mula import MulaImportError, import_mula
+from redisched.history.import_mula import MulaImportError, check_target, import_mula
 from redisched.history.migrate import migrate
 from redisched.queue.keys import QueueLayout
 from redisched.server.connections import uvicorn_options
@@ -211,6 +211,7 @@ def bench_command(bench_args: list[str]) -> int:
 
 def import_mula_command(settings: Settings, args: argparse.Namespace) -> int:
     async def run(settings: Settings):
+        await check_target(settings.db_uri)
         await migrate(settings.db_uri)
         async with running(settings) as services:
             return await import_mula(args.mula_db_url, services.queues, services.tasks, services.schedules)

@@ -107,6 +107,18 @@ async def import_mula(
     return result
 
 
+async def check_target(db_uri: str) -> None:
+    """Refuse a redisched database that is mula's own (its tables share mula's names)."""
+    query = "SELECT to_regclass('alembic_version'), to_regclass('tasks'), to_regclass('schema_migrations')"
+    async with await psycopg.AsyncConnection.connect(db_uri) as conn:
+        alembic, tasks, ours = await (await conn.execute(query)).fetchone()
+    if alembic is not None or (tasks is not None and ours is None):
+        raise MulaImportError(
+            "redisched's database (SCHEDULER_DB_URI) holds mula's tables (or another schema's): "
+            "give redisched a database of its own"
+        )
+
+
 async def _connect_read_only(dsn: str) -> AsyncConnection:
     try:
         conn = await psycopg.AsyncConnection.connect(_libpq_url(dsn))

@@ -382,6 +382,11 @@ def test_a_schema_it_does_not_know_is_refused_before_anything_is_written(mula, s
         assert message in stderr and "nothing imported" in stderr, stderr
     assert cli.main(["import-mula", "postgresql+psycopg2://mula:secret@127.0.0.1:1/scheduler"]) == 2
     assert "cannot connect to the mula database" in capsys.readouterr().err
+    monkeypatch.setenv("SCHEDULER_DB_URI", mula.dsn)  # redisched pointed at mula's own database
+    assert cli.main(["import-mula", mula.dsn]) == 2
+    assert "redisched's database (SCHEDULER_DB_URI) holds mula's tables" in capsys.readouterr().err
+    with psycopg.connect(mula.dsn) as conn:  # left as it was: no redisched migration ran there
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
     with psycopg.connect(settings.db_uri) as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
