@@ -53,3 +53,10 @@ async def test_auth_off_is_logged_loudly(settings, caplog):
         async with api_client(settings):
             pass
     assert any("AUTH IS OFF" in record.message for record in caplog.records)
+
+
+async def test_the_quarantine_is_for_admins(guarded):
+    for method, path in (("GET", "/history/quarantine"), ("POST", "/history/quarantine/retry")):
+        assert (await guarded.request(method, path)).status_code == 401
+        assert (await guarded.request(method, path, headers=RUNNER)).status_code == 403
+        assert (await guarded.request(method, path, headers=ADMIN)).status_code == 200
