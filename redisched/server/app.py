@@ -57,7 +57,8 @@ API = [
     Api("GET", "/metrics", service.metrics, "admin", "Prometheus metrics", openapi.PROMETHEUS),
     Api("GET", "/schedulers", schedulers.list_schedulers, "admin", "List schedulers", list[Scheduler]),
     Api("GET", "/schedulers/{scheduler_id}", schedulers.get_scheduler, "admin", "Get a scheduler", Scheduler),
-    Api("POST", "/schedulers/{scheduler_id}/push", schedulers.push, "admin", "Push a task", Task, 201, TaskPush,
+    Api("POST", "/schedulers/{scheduler_id}/push", schedulers.push, "admin",
+        "Push a task (a whole Task body of a dispatched task hands it back: requeued at once)", Task, 201, TaskPush,
         errors=(409, 429)),  # fmt: skip
     Api(
         "POST", "/schedulers/{scheduler_id}/pop", schedulers.pop, "runner",
