@@ -167,3 +167,14 @@ async def test_a_push_that_keeps_a_finished_tasks_id_is_refused_and_the_history_
     assert stored["status"] == "completed" and stored["data"]["input_ooi"] == "Hostname|internet|done.example"
     fresh = await api.post("/schedulers/boefje/push", json={**again, "id": None})  # no id kept: a fresh one
     assert fresh.status_code == 201 and fresh.json()["id"] != same
+
+
+async def test_a_hand_back_while_a_twin_is_queued_is_409_and_the_task_stays_dispatched(api):
+    body = boefje_push("Hostname|internet|handback.example")
+    await api.post("/schedulers/boefje/push", json=body)
+    [popped] = (await api.post("/schedulers/boefje/pop")).json()["results"]
+    assert (await api.post("/schedulers/boefje/push", json=body)).status_code == 201  # a dispatched twin does not block
+    response = await api.post("/schedulers/boefje/push", json=popped)
+    assert response.status_code == 409 and response.json() == CONFLICT
+    assert (await api.get(f"/tasks/{popped['id']}")).json()["status"] == "dispatched"
+    assert (await api.get("/schedulers/boefje")).json()["qsize"] == 1
