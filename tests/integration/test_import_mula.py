@@ -250,7 +250,8 @@ async def import_mula(settings, mula_url: str) -> Ran:
     """``redisched import-mula`` in a subprocess, awaited: the API this test runs in the same
     event loop keeps serving (and committing) meanwhile, as a real one would."""
     env = {**os.environ, "REDISCHED_REDIS_URL": settings.redis_url, "SCHEDULER_DB_URI": settings.db_uri,
-           "REDISCHED_KEY_PREFIX": settings.key_prefix}  # fmt: skip
+           "REDISCHED_KEY_PREFIX": settings.key_prefix, "REDISCHED_REDIS_CLUSTER": str(int(settings.redis_cluster)),
+           "REDISCHED_PARTITIONS": str(settings.partitions)}  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "redisched", "import-mula", mula_url, env=env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -345,6 +346,36 @@ async def test_an_imported_install_answers_as_mula_did(mula, settings):
         push = {"organisation": "org1", "priority": 5, "data": {"boefje": {"id": "dns-records"},
                 "input_ooi": "Hostname|internet|a.example", "organization": "org1"}}  # fmt: skip
         assert (await api.post("/schedulers/boefje/push", json=push)).json()["schedule_id"] == mula.ids["s_dns"]
+
+
+async def test_an_import_into_a_partitioned_cluster_spreads_the_live_tasks_by_hash(mula, settings, cluster_url):
+    """Each queue in three partitions over a 3-master cluster: every live task lands in the
+    partition of its hash, where pops, PATCHes and the schedule links find it."""
+    settings = settings.model_copy(update={"redis_url": cluster_url, "redis_cluster": True, "partitions": 3})
+    done = await import_mula(settings, mula.dsn)
+    assert done.returncode == 0, done.stderr
+    assert "live tasks into Redis: 4 queued, 2 dispatched/running leased, 0 already live" in done.stdout
+    async with api_client(settings) as api:
+        queues = api.services.queues
+        partitions = set()
+        for name in ("q_first", "q_second", "q_late_low", "dispatched", "running"):
+            task = (await api.get(f"/tasks/{mula.ids[name]}")).json()
+            where = await queues.locate(task["id"])
+            assert where == queues.layout.for_hash("boefje", task["hash"]), name
+            partitions.add(where.partition)
+        assert len(partitions) > 1  # five hashes: spread, not all in one partition
+        assert (await api.get("/schedulers/boefje")).json()["qsize"] == 3
+        popped = [(await api.post("/schedulers/boefje/pop")).json()["results"] for _ in range(4)]
+        assert sorted(p[0]["id"] for p in popped[:3]) == sorted(mula.ids[n] for n in ("q_first", "q_second", "q_late_low"))
+        assert popped[3] == []
+        for name in ("dispatched", "running"):
+            assert (await api.patch(f"/tasks/{mula.ids[name]}", json={"status": "completed"})).status_code == 200
+        push = {"organisation": "org1", "priority": 5, "data": {"boefje": {"id": "dns-records"},
+                "input_ooi": "Hostname|internet|a.example", "organization": "org1"}}  # fmt: skip
+        assert (await api.post("/schedulers/boefje/push", json=push)).json()["schedule_id"] == mula.ids["s_dns"]
+        again = await import_mula(settings, mula.dsn)
+        assert "tasks: 0 new (none), 13 already there" in again.stdout
+        assert "live tasks into Redis: 0 queued, 0 dispatched/running leased" in again.stdout
 
 
 async def test_rows_older_mulas_left_are_kept_as_mula_answers_them(mula_dsn, settings):
