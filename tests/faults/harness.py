@@ -489,7 +489,7 @@ class DirectRunner:
 
     def push(self, task_id: str) -> str:
         try:
-            self.queue.push(organisation="org1", priority=next(_seq) % 1000 + 1, data=task_data(task_id))
+            self.queue.push(task_id=task_id, organisation="org1", priority=next(_seq) % 1000 + 1, data=task_data(task_id))
         except REDIS_DOWN as exc:
             return type(exc).__name__
         return "ok"
