@@ -144,6 +144,8 @@ def run(ctx: Context) -> None:
                     progress(f"http: {procs} process(es), {c} concurrent: push {push['rps']:,.0f}/s, "
                              f"pop {median([p['rps'] for p in pops]):,.0f}/s, ceiling {median([x['rps'] for x in ceilings]):,.0f}/s")
         ctx.detail("runs", results)
+        access_log = _access_log_cost(loader, url, dsn, pop_url_body=filter_body, top_up=top_up, rounds=3 if ctx.quick else 5)
+        ctx.detail("access_log", access_log)
 
     for procs in (1, 2):
         for c in CONCURRENCY:
@@ -166,6 +168,37 @@ def run(ctx: Context) -> None:
             errors = sum(p["non2xx"] + p["errors"] for p in pops)
             if empty > 0 or errors:
                 ctx.note(f"{label}: {empty} pops answered without a task, {errors} non-2xx/errors")
+
+
+    on, off = access_log["on"], access_log["off"]
+    label = "pop 1 proc, 50 conc"
+    ctx.row(f"{label}, access log on", median([r["rps"] for r in on]), "pops/s")
+    ctx.row(f"{label}, access log off", median([r["rps"] for r in off]), "pops/s")
+    ctx.row("access log: API CPU per pop, on", median([r["cpu_us"] for r in on]), "us")
+    ctx.row("access log: API CPU per pop, off", median([r["cpu_us"] for r in off]), "us")
+    ctx.row("access log: pops/s on / off (paired rounds)", 100 * median([a["rps"] / b["rps"] for a, b in zip(on, off)]), "%")
+
+
+def _access_log_cost(loader: Loader, url: str, dsn: str, *, pop_url_body: str, top_up, rounds: int) -> dict[str, list]:
+    """Two API processes side by side, the access log on in one (written to a file, as a
+    service manager would), off in the other; the same pop run on each in turn, ``rounds``
+    times. CPU per pop (the API process' user + system time over the pops it answered) moves
+    less with the machine's other load than pops/s."""
+    import psutil
+
+    runs: dict[str, list] = {"on": [], "off": []}
+    with api_server(url, dsn, access_log=True) as on_port, api_server(url, dsn, access_log=False) as off_port:
+        for _ in range(rounds):
+            for mode, port in (("on", on_port), ("off", off_port)):
+                top_up()
+                proc = psutil.Process(PIDS[port])
+                before = sum(proc.cpu_times()[:2])
+                pop = loader.run(f"http://127.0.0.1:{port}/schedulers/boefje/pop?limit=1", 50, body=pop_url_body)
+                pop["cpu_us"] = 1e6 * (sum(proc.cpu_times()[:2]) - before) / max(1, pop["requests"])
+                runs[mode].append(pop)
+    progress(f"http: access log on {median([r['rps'] for r in runs['on']]):,.0f} pops/s, "
+             f"off {median([r['rps'] for r in runs['off']]):,.0f} pops/s")
+    return runs
 
 
 def _database(pg_missing: str | None):

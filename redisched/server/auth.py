@@ -1,7 +1,7 @@
 """Optional bearer-token auth. With no token configured every route is open, as in mula (and
-the app logs a loud warning). With any token configured, every route but ``/health`` needs
-one: a runner token opens what the runners call (pop, get a task, patch its status, extend
-its lease), an admin token opens everything."""
+the app logs a loud warning). With any token configured, every route but ``/health`` (and
+Swagger UI's static files, server/docs.py) needs one: a runner token opens what the runners
+call (pop, get a task, patch its status, extend its lease), an admin token opens everything."""
 
 from __future__ import annotations
 
