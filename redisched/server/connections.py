@@ -99,7 +99,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._arm(self.limits.header_timeout)  # the first byte of the next request
         super().data_received(data)
         if self._awaiting_headers and self._request_bytes > self.limits.max_header_bytes:
-            self._refuse(HeadersTooLarge(f"more than {self.limits.max_header_bytes} bytes"), answer=not self._answering())
+            too_large = HeadersTooLarge(f"more than {self.limits.max_header_bytes} bytes")
+            self._refuse(too_large, answer=not self._answering())
 
     def shutdown(self) -> None:
         stopping_event(self.app_state).set()

@@ -91,7 +91,9 @@ def check(scope: Any, origins: Origins) -> None:
 def is_json(content_type: bytes) -> bool:
     """``application/json`` or any ``+json`` type, with or without parameters."""
     media_type = content_type.partition(b";")[0].strip().lower()
-    return media_type == b"application/json" or (media_type.startswith(b"application/") and media_type.endswith(b"+json"))
+    if media_type == b"application/json":
+        return True
+    return media_type.startswith(b"application/") and media_type.endswith(b"+json")
 
 
 def same_host(origin: str, host: str) -> bool:
