@@ -26,6 +26,7 @@ from benchmarks.common import RUNNER_FILTER, Context, poppable_numbers, boefje_d
 from benchmarks.servers import private_redis
 from redisched.client import AsyncClient
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.scripts import load
 
 PEER = Path(__file__).resolve().parent / "peers" / "bullmq"
@@ -115,7 +116,7 @@ def _run_redisched(url: str, prefix: str, n: int, concurrency: int, filters: dic
 
 
 async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: dict | None, scoped: bool) -> dict[str, float]:
-    client = AsyncClient.from_url(url, prefix=prefix)
+    client = AsyncClient.from_url(url, QueueLayout(prefix=prefix), cluster=False)
     commands: QueueCommands = client.commands
     rng = random.Random(1)
     for name in ("push", "pop", "patch"):
@@ -138,7 +139,7 @@ async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: d
 
     async def patch(task_id: str, status: str, token: str | None) -> None:
         if scoped:
-            await client.run(commands.patch("boefje", task_id, {"status": status}, token=token))
+            [_patched] = await client.driver.send([commands.patch("boefje", task_id, {"status": status}, token=token)])
         else:
             await client.patch(task_id, {"status": status}, token=token)
 

@@ -25,6 +25,7 @@ import redis
 from benchmarks.common import RUNNER_FILTER, Context, fill_boefje, median, poppable_numbers, progress
 from benchmarks.servers import PIDS, api_server, ceiling_server, postgres_available, private_database, private_redis
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 
 DEPTH = 100_000
 CONCURRENCY = (1, 10, 50)
@@ -108,7 +109,7 @@ def run(ctx: Context) -> None:
         if pg_missing:
             ctx.note(f"Postgres not reachable ({pg_missing}); the API runs with an unreachable DSN (push/pop do not use it)")
         raw = redis.Redis.from_url(url)
-        commands = QueueCommands(prefix="rs")
+        commands = QueueCommands(QueueLayout(prefix="rs"))
         fill_boefje(raw, commands, DEPTH, numbers=poppable_numbers(DEPTH), label="http: ")
         state = {"block": DEPTH}
 

@@ -11,6 +11,7 @@ import redis
 from benchmarks.common import Context, fill_boefje
 from benchmarks.servers import private_redis
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.keys import KEY_NAMES
 from redisched.queue.scripts import load
 
@@ -19,7 +20,7 @@ def run(ctx: Context) -> None:
     n = ctx.scale(100_000, 20_000)
     with private_redis() as url:
         raw = redis.Redis.from_url(url)
-        commands = QueueCommands(prefix="mem")
+        commands = QueueCommands(QueueLayout(prefix="mem"))
         raw.script_load(load("push").source)
         before = raw.info("memory")["used_memory"]
         fill_boefje(raw, commands, n, drop_events=False, label="memory: ")

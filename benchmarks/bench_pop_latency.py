@@ -18,6 +18,7 @@ from benchmarks.common import BOEFJES, MISMATCHED_FILTER, RUNNER_FILTER, Bounded
 from benchmarks.servers import private_redis
 from redisched.client import Client
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 
 ROUND = 200  # pops per depth per round
 
@@ -30,14 +31,14 @@ def run(ctx: Context) -> None:
         raw = redis.Redis.from_url(url)
         queues, next_n = {}, {}
         for depth in depths:
-            commands = QueueCommands(prefix=f"d{depth}")
+            commands = QueueCommands(QueueLayout(prefix=f"d{depth}"))
             t0 = time.monotonic()
             fill_boefje(raw, commands, depth, label=f"pop_latency: depth {depth:,}: ", seconds=300)
             rate = depth / (time.monotonic() - t0)
             progress(f"pop_latency: depth {depth:,} filled at {rate:,.0f} tasks/s (pipelined EVALSHA of push.lua)")
             if depth == max(depths):
                 ctx.row(f"fill rate (pipelined push, {depth:,})", rate, "tasks/s")
-            queues[depth] = Client(redis.Redis.from_url(url), commands).queue("boefje")
+            queues[depth] = Client(redis.Redis.from_url(url), commands.layout).queue("boefje")
             next_n[depth] = depth
         ctx.detail("used_memory_mb_after_fill", raw.info("memory")["used_memory"] / 2**20)
 
@@ -94,9 +95,9 @@ def _mismatched(ctx: Context, url: str, raw: redis.Redis) -> None:
     the pop is driven by the boefje index, their tasks fail the image filter, stay queued
     ahead of the poppable ones, and each pop walks over all of them again."""
     depth, pops = 10_000, 1_000
-    commands = QueueCommands(prefix="mismatch")
+    commands = QueueCommands(QueueLayout(prefix="mismatch"))
     fill_boefje(raw, commands, depth)
-    queue = Client(redis.Redis.from_url(url), commands).queue("boefje")
+    queue = Client(redis.Redis.from_url(url), commands.layout).queue("boefje")
     samples = []
     for _ in Bounded(pops, 60):
         t = time.perf_counter_ns()

@@ -26,6 +26,7 @@ from redisched import filters
 from redisched.client import Client
 from redisched.models import parse_payload
 from redisched.queue.commands import QueueCommands, _parse_push
+from redisched.queue.layout import QueueLayout
 from redisched.queue.scripts import load
 
 
@@ -105,9 +106,9 @@ def run(ctx: Context) -> None:
     n = ctx.scale(5_000, 2_000)
     with private_redis() as url:
         raw = redis.Redis.from_url(url)
-        commands = QueueCommands(prefix="prof")
+        commands = QueueCommands(QueueLayout(prefix="prof"))
         fill_boefje(raw, commands, depth, label="profile: ", numbers=poppable_numbers(depth))  # all poppable
-        client = Client(redis.Redis.from_url(url), commands)
+        client = Client(redis.Redis.from_url(url), commands.layout)
         queue = client.queue("boefje")
         for name in ("push", "pop", "patch"):
             raw.script_load(load(name).source)

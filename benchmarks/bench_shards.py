@@ -23,6 +23,7 @@ import redis
 from benchmarks.common import RUNNER_FILTER, Context, fast_boefje_push_args, poppable_numbers, progress
 from redisched.client import Client
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord
 from redisched.queue.scripts import load
 from tests.servers import private_cluster
@@ -37,7 +38,7 @@ def run(ctx: Context) -> None:
     depth = ctx.scale(80_000, 30_000)
     for shards in SHARDS:
         with private_cluster(shards) as urls:
-            commands = QueueCommands(prefix=PREFIX, partitions=shards)
+            commands = QueueCommands(QueueLayout(prefix=PREFIX, partitions=shards))
             cluster = redis.RedisCluster.from_url(urls[0])
             _fill(cluster, commands, depth)
             sizes = [cluster.zcard(keys.queue) for keys in commands.layout.of("boefje")]
@@ -90,7 +91,7 @@ def _pop_for(url: str | None, partitions: int = 1, seconds: float = 0) -> int:
     """One popper process: single pops with the runner's filter until the time is up."""
     if url is None:
         return 0
-    client = Client(redis.RedisCluster.from_url(url), QueueCommands(prefix=PREFIX, partitions=partitions))
+    client = Client(redis.RedisCluster.from_url(url), QueueLayout(prefix=PREFIX, partitions=partitions))
     queue = client.queue("boefje")
     popped, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline and popped < 1_000_000:

@@ -23,6 +23,7 @@ import redis
 from benchmarks.common import Context, boefje_data, percentile, progress
 from benchmarks.servers import ROOT, postgres_available, private_database, private_redis
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.scripts import load
 
 try:
@@ -61,7 +62,7 @@ def run(ctx: Context) -> None:
             pushed, elapsed = _push_steadily(url, seconds)
             ctx.row("push rate achieved", pushed / elapsed, "pushes/s")
             raw = redis.Redis.from_url(url)
-            meta, events = QueueCommands().keys("boefje").meta, QueueCommands().keys("boefje").events
+            meta, events = QueueCommands(QueueLayout()).keys("boefje").meta, QueueCommands(QueueLayout()).keys("boefje").events
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # until the snapshotter applied the last event
                 newest = raw.xrevrange(events, count=1)
@@ -91,7 +92,7 @@ def run(ctx: Context) -> None:
 def _push_steadily(url: str, seconds: float) -> tuple[int, float]:
     raw = redis.Redis.from_url(url)
     raw.script_load(load("push").source)
-    commands = QueueCommands()
+    commands = QueueCommands(QueueLayout())
     per_tick = int(RATE * TICK)
     rng = random.Random(11)
     pushed, t0 = 0, time.monotonic()

@@ -15,6 +15,7 @@ from benchmarks.common import Context, boefje_data, fast_boefje_push_args, media
 from benchmarks.servers import private_redis
 from redisched.client import Client
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.scripts import load
 
 REPEATS = 3
@@ -24,7 +25,7 @@ def run(ctx: Context) -> None:
     n = ctx.scale(100_000, 20_000)
     with private_redis() as url:
         raw = redis.Redis.from_url(url)
-        client = Client(redis.Redis.from_url(url))
+        client = Client(redis.Redis.from_url(url), QueueLayout())
         push_script = load("push")
         raw.script_load(push_script.source)
 
@@ -32,7 +33,7 @@ def run(ctx: Context) -> None:
         for batch in (100, 1000):
             rates = []
             for rep in range(REPEATS):
-                commands = QueueCommands(prefix=f"push{batch}r{rep}")
+                commands = QueueCommands(QueueLayout(prefix=f"push{batch}r{rep}"))
                 rates.append(_batched_push(raw, commands, n, batch, seed=rep))
                 raw.delete(commands.keys("boefje").events)
             ctx.detail(f"push_batch_{batch}_rates", rates)
@@ -41,7 +42,7 @@ def run(ctx: Context) -> None:
         # The same with the arguments prebuilt: what Redis alone sustains.
         rates = []
         for rep in range(REPEATS):
-            commands = QueueCommands(prefix=f"fast{rep}")
+            commands = QueueCommands(QueueLayout(prefix=f"fast{rep}"))
             keys, rng = commands.keys("boefje"), random.Random(rep)
             argvs = [fast_boefje_push_args(i, rng) for i in range(n)]
             t0 = time.perf_counter()
@@ -57,10 +58,10 @@ def run(ctx: Context) -> None:
         # --- batched pop on the normalizer queue ----------------------------------------------
         rates = []
         for rep in range(REPEATS):
-            commands = QueueCommands(prefix=f"pop{rep}")
+            commands = QueueCommands(QueueLayout(prefix=f"pop{rep}"))
             progress(f"throughput: filling {n:,} normalizer tasks (repeat {rep + 1}/{REPEATS})")
             _fill_normalizer(raw, commands, n)
-            queue = Client(redis.Redis.from_url(url), commands).queue("normalizer")
+            queue = Client(redis.Redis.from_url(url), commands.layout).queue("normalizer")
             popped, t0, deadline = 0, time.perf_counter(), time.monotonic() + 120
             while popped < n and time.monotonic() < deadline:
                 got = queue.pop(limit=100)
@@ -73,9 +74,9 @@ def run(ctx: Context) -> None:
         ctx.row("batched pop, limit=100 (normalizer)", median(rates), "tasks/s", ">= 25000")
 
         # --- single calls, for reference ------------------------------------------------------
-        commands = QueueCommands(prefix="single")
+        commands = QueueCommands(QueueLayout(prefix="single"))
         queue = client.queue("boefje")
-        queue = Client(redis.Redis.from_url(url), commands).queue("boefje")
+        queue = Client(redis.Redis.from_url(url), commands.layout).queue("boefje")
         samples, rng = [], random.Random(3)
         for i in range(ctx.scale(5000, 2000)):
             data, org, priority = boefje_data(10_000_000 + i, rng=rng)
@@ -86,7 +87,7 @@ def run(ctx: Context) -> None:
         ctx.row("single push p50 (boefje)", s["p50"], "µs")
         ctx.row("single push p99 (boefje)", s["p99"], "µs")
         _fill_normalizer(raw, commands, ctx.scale(5000, 2000))
-        nqueue = Client(redis.Redis.from_url(url), commands).queue("normalizer")
+        nqueue = Client(redis.Redis.from_url(url), commands.layout).queue("normalizer")
         samples = []
         for _ in range(ctx.scale(5000, 2000)):
             t = time.perf_counter_ns()

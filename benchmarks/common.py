@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from redisched.models import mmh3_hex
-from redisched.queue.commands import QueueCommands, QueueOptions
+from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout, QueueOptions
 from redisched.queue.records import TaskRecord, priority_key
 
 _T0 = time.monotonic()
@@ -262,7 +263,7 @@ def check_fast_fill() -> None:
     data, org, _ = boefje_data(5)
     record = msgspec.json.decode(fast[0], type=TaskRecord)
     data["id"] = record.id
-    call = QueueCommands().push("boefje", organisation=org, data=data, priority=int(record.priority), task_id=record.id)
+    call = QueueCommands(QueueLayout()).push("boefje", organisation=org, data=data, priority=int(record.priority), task_id=record.id)
     if [bytes(a) if isinstance(a, (bytes, bytearray)) else a for a in call.args[:5]] != fast[:5]:
         raise AssertionError(f"fast fill differs from QueueCommands.push:\n{call.args[:5]}\n{fast[:5]}")
 

@@ -22,6 +22,7 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.snapshotter import Snapshotter, stream_id
 from redisched.history.tasks import TaskStore
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
 
 
@@ -42,7 +43,7 @@ async def main(args: argparse.Namespace) -> None:
     redis = aredis.Redis.from_url(args.redis)
     pool = await open_pool(args.dsn)
     await pool.wait(timeout=10)
-    queues = TaskQueues(redis, QueueCommands(prefix=args.prefix))
+    queues = TaskQueues(redis, QueueLayout(prefix=args.prefix))
     snapshotter = TimedSnapshotter(
         redis, TaskStore(pool), ScheduleStore(pool, redis, args.prefix), prefix=args.prefix,
         forget=queues.forget_finished, queues=("boefje",), consumer="bench",

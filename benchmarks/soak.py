@@ -42,6 +42,7 @@ from benchmarks.common import normalizer_data  # noqa: E402
 from redisched.client import Client  # noqa: E402
 from redisched.history.snapshotter import stream_id  # noqa: E402
 from redisched.queue.commands import QueueCommands  # noqa: E402
+from redisched.queue.layout import QueueLayout
 from redisched.queue.keys import QueueKeys  # noqa: E402
 from redisched.queue.scripts import load  # noqa: E402
 
@@ -133,7 +134,7 @@ def load_process(stop) -> Iterator[None]:  # noqa: ANN001 - a multiprocessing Ev
 
 def runner(url: str, prefix: str, lease_ms: int, counters: Counters, rate: float, ready, stop, deadline: float) -> None:  # noqa: ANN001
     """A process: pop one, complete it with its token, at ``rate`` per second."""
-    client = Client(connect(url), QueueCommands(prefix=prefix, dispatch_lease_ms=lease_ms))
+    client = Client(connect(url), QueueLayout(prefix=prefix, dispatch_lease_ms=lease_ms))
     queue = client.queue(QUEUE)
     with load_process(stop):
         ready.wait(READY_S)
@@ -155,7 +156,7 @@ def pusher(url: str, prefix: str, depth: int, counters: Counters, rate: float, r
     """A process: fills the queue to ``depth`` before the clock starts, then pushes
     ``PUSH_BATCH`` at a time, at most ``rate`` per second, while the queue is below ``depth``
     (the push rate follows the pop rate: memory should stay flat)."""
-    client = Client(connect(url), QueueCommands(prefix=prefix))
+    client = Client(connect(url), QueueLayout(prefix=prefix))
     queue = client.queue(QUEUE)
     with load_process(stop):
         client.redis.script_load(load("push").source)  # the pipeline sends EVALSHA only

@@ -28,7 +28,7 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.snapshotter import Snapshotter
 from redisched.history.tasks import TaskStore
 from redisched.models import SCHEDULERS
-from redisched.queue.commands import QueueCommands, QueueOptions
+from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
 from redisched.server import Services
 from redisched.server.app import api_app
@@ -42,19 +42,6 @@ REAP_BATCH = 1000
 SCHEDULERS_MODULE = "redisched.schedulers.runner"
 
 Background = Callable[[Services], Awaitable[None]]
-
-
-def queue_commands(settings: Settings) -> QueueCommands:
-    return QueueCommands(
-        prefix=settings.key_prefix,
-        dispatch_lease_ms=settings.dispatch_timeout * 1000,
-        running_lease_ms=settings.lease_running_seconds * 1000,
-        max_tries=settings.max_tries,
-        scan_budget=settings.scan_budget,
-        scan_time_us=settings.scan_time_us,
-        options={sid: QueueOptions(maxsize=settings.pq_maxsize) for sid in SCHEDULERS},
-        partitions=settings.partitions,
-    )
 
 
 def open_redis(settings: Settings, socket_timeout: float | None = REDIS_SOCKET_TIMEOUT) -> aredis.Redis:
@@ -75,7 +62,7 @@ def open_redis(settings: Settings, socket_timeout: float | None = REDIS_SOCKET_T
 async def open_services(settings: Settings) -> Services:
     """Connections for ``settings.redis_url`` and ``settings.db_uri`` (both must be set)."""
     redis = open_redis(settings)
-    queues = TaskQueues(redis, queue_commands(settings))
+    queues = TaskQueues(redis, QueueLayout.from_settings(settings))
     try:
         await queues.check_layout()
     except RedisError as exc:  # the API starts anyway and answers 503 until Redis is back
@@ -159,7 +146,7 @@ async def loop_redis(settings: Settings) -> AsyncIterator[aredis.Redis]:
 async def snapshot(services: Services) -> None:
     """Follow the queues' event streams into Postgres until cancelled."""
     async with loop_redis(services.settings) as redis:
-        queues = TaskQueues(redis, services.queues.commands)
+        queues = TaskQueues(redis, services.queues.layout)
         await Snapshotter(
             redis,
             services.tasks,
@@ -174,7 +161,7 @@ async def reap_leases(services: Services) -> None:
     """Every second, take back the tasks whose lease expired (requeued, or failed after
     ``max_tries``), in bounded batches, until cancelled."""
     async with loop_redis(services.settings) as redis:
-        queues = TaskQueues(redis, services.queues.commands)
+        queues = TaskQueues(redis, services.queues.layout)
         while True:
             for scheduler_id in SCHEDULERS:
                 try:

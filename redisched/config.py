@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+# Defaults that code outside Settings also needs (the queue layout's, see queue/layout.py).
+KEY_PREFIX = "rs"
+PARTITIONS = 1
+DISPATCH_TIMEOUT_SECONDS = 300
+GRACE_PERIOD_SECONDS = 86400
+MAX_TRIES = 3
+SCAN_BUDGET = 2000
+SCAN_TIME_US = 1500
 
 
 def _env(*names: str) -> AliasChoices:
@@ -36,7 +45,7 @@ class Settings(BaseSettings):
     katalogus_pool_connections: int = Field(10, validation_alias=_env("SCHEDULER_KATALOGUS_POOL_CONNECTIONS"))
     octopoes_pool_connections: int = Field(10, validation_alias=_env("SCHEDULER_OCTOPOES_POOL_CONNECTIONS"))
     bytes_pool_connections: int = Field(10, validation_alias=_env("SCHEDULER_BYTES_POOL_CONNECTIONS"))
-    pq_grace_period: int = Field(86400, validation_alias=_env("SCHEDULER_PQ_GRACE_PERIOD"))
+    pq_grace_period: int = Field(GRACE_PERIOD_SECONDS, validation_alias=_env("SCHEDULER_PQ_GRACE_PERIOD"))
     pq_maxsize: int = Field(0, validation_alias=_env("SCHEDULER_PQ_MAXSIZE"))
     collect_metrics: bool = Field(False, validation_alias=_env("SCHEDULER_COLLECT_METRICS"))
 
@@ -45,19 +54,19 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(False, validation_alias=_env("REDISCHED_REDIS_CLUSTER"))
     # Connections per process (per node on a cluster); callers past it wait for one.
     redis_max_connections: int = Field(512, validation_alias=_env("REDISCHED_REDIS_MAX_CONNECTIONS"))
-    key_prefix: str = Field("rs", validation_alias=_env("REDISCHED_KEY_PREFIX"))
+    key_prefix: str = Field(KEY_PREFIX, validation_alias=_env("REDISCHED_KEY_PREFIX"))
     # Each queue spread over this many hash-tagged partitions (Redis Cluster: one per shard).
     # Fixed for the life of the data: change it only with the queues empty.
-    partitions: int = Field(1, ge=1, le=64, validation_alias=_env("REDISCHED_PARTITIONS"))
+    partitions: int = Field(PARTITIONS, ge=1, le=64, validation_alias=_env("REDISCHED_PARTITIONS"))
     data_dir: Path = Field(Path(".data"), validation_alias=_env("REDISCHED_DATA_DIR"))
     # A popped task not PATCHed to running within this many seconds goes back on its queue.
-    dispatch_timeout: int = Field(300, validation_alias=_env("REDISCHED_DISPATCH_TIMEOUT"))
+    dispatch_timeout: int = Field(DISPATCH_TIMEOUT_SECONDS, validation_alias=_env("REDISCHED_DISPATCH_TIMEOUT"))
     # A running task is given up after this long without news (None: mula's grace period).
     running_timeout: int | None = Field(None, validation_alias=_env("REDISCHED_RUNNING_TIMEOUT"))
     # After this many expired leases a task is marked failed instead of requeued.
-    max_tries: int = Field(3, validation_alias=_env("REDISCHED_MAX_TRIES"))
+    max_tries: int = Field(MAX_TRIES, validation_alias=_env("REDISCHED_MAX_TRIES"))
     # How many candidates a pop may examine for a filter no index serves.
-    scan_budget: int = Field(2000, validation_alias=_env("REDISCHED_SCAN_BUDGET"))
+    scan_budget: int = Field(SCAN_BUDGET, validation_alias=_env("REDISCHED_SCAN_BUDGET"))
     # Bearer tokens; empty = auth off (mula has none).
     admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))
     runner_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_RUNNER_TOKENS"))
@@ -65,7 +74,7 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(60, validation_alias=_env("REDISCHED_SCHEDULER_INTERVAL"))
     max_body_bytes: int = Field(1 << 20, validation_alias=_env("REDISCHED_MAX_BODY_BYTES"))
     # A pop or peek stops passing over candidates once its script has run this long (µs).
-    scan_time_us: int = Field(1500, ge=100, le=1_000_000, validation_alias=_env("REDISCHED_SCAN_TIME_US"))
+    scan_time_us: int = Field(SCAN_TIME_US, ge=100, le=1_000_000, validation_alias=_env("REDISCHED_SCAN_TIME_US"))
     # Postgres statements of the API (listings, counts, schedules) are cancelled after this.
     db_statement_timeout_ms: int = Field(5000, ge=0, validation_alias=_env("REDISCHED_DB_STATEMENT_TIMEOUT_MS"))
     # uvicorn's line per request (serve, api; --no-access-log); 4xx and 5xx are logged regardless.
@@ -91,8 +100,3 @@ class Settings(BaseSettings):
     @property
     def lease_running_seconds(self) -> int:
         return self.running_timeout if self.running_timeout is not None else self.pq_grace_period
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

@@ -99,8 +99,6 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
 }  # fmt: skip
 INSTANT_COLUMNS = frozenset(c for cols in COLUMNS.values() for c, t in cols.items() if t == INSTANT)
-# (column, path) pairs the queue keeps secondary indexes for.
-INDEXED_FIELDS = frozenset({("organisation", ()), ("data", ("boefje", "id")), ("data", ("boefje", "oci_image"))})
 
 
 class FilterError(ValueError):
@@ -911,20 +909,3 @@ def _nan_for_empty_arrays(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _nan_for_empty_arrays(v) for k, v in value.items()}
     return value
-
-
-# --- queue planning --------------------------------------------------------------------------
-
-
-def index_terms(node: Node | None) -> list[tuple[str, str | None, str, tuple[str, ...]]]:
-    """The top-level AND leaves a secondary index can serve: ``(column, field, op, values)``
-    for ``eq``/``in`` with string values on organisation, data boefje__id or boefje__oci_image."""
-    leaves = node.children if isinstance(node, And) else (node,) if node is not None else ()
-    terms = []
-    for leaf in leaves:
-        if not isinstance(leaf, Leaf) or leaf.op not in ("eq", "in") or (leaf.column, leaf.path) not in INDEXED_FIELDS:
-            continue
-        if _all_strings(leaf):
-            values = tuple(leaf.value) if leaf.op == "in" else (leaf.value,)
-            terms.append((leaf.column, "__".join(leaf.path) or None, leaf.op, values))
-    return terms

@@ -31,7 +31,7 @@ from redisched.history.tasks import Event
 from redisched.models import SCHEDULERS, MalformedPayload, Schedule, ScheduleCreate, check_pushed_payload, utcnow
 from redisched.models import with_aware_datetimes
 from redisched.payload_errors import cron_wording, pydantic_wording
-from redisched.queue.keys import QueueLayout
+from redisched.queue.layout import QueueLayout
 
 Q = queries("schedules.sql")
 

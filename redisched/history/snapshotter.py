@@ -32,9 +32,11 @@ from redisched.history.quarantine import HELD, PoisonEvent, held_tasks, quaranti
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore, latest_records
 from redisched.models import FINISHED, utcnow
+from redisched.queue import plans
 from redisched.queue.commands import QueueCommands
-from redisched.queue.keys import QueueKeys, QueueLayout
-from redisched.queue.queue import run_script
+from redisched.queue.driver import AsyncDriver
+from redisched.queue.keys import QueueKeys
+from redisched.queue.layout import QueueLayout
 from redisched.queue.records import decode_record
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,8 @@ class Snapshotter:
         # queue partition tag -> seconds between its newest applied event being written and
         # its commit.
         self.lag: dict[str, float] = {}
-        self._commands = QueueCommands(prefix=prefix, partitions=partitions)
+        self._commands = QueueCommands(self.layout)
+        self._driver = AsyncDriver(redis)
         self._postgres = Outage("Postgres")
 
     def lag_seconds(self) -> float:
@@ -261,8 +264,7 @@ class Snapshotter:
         if finished and self.forget is not None:
             await self.forget(keys.queue_id, finished, keys.partition)
         entry_ids = [_text(entry_id) for entry_id, _ in entries]
-        ack = self._commands.ack_events(keys.queue_id, GROUP, entry_ids, partition=keys.partition)
-        await run_script(self.redis, ack)
+        await self._driver.run(plans.ack_events(self._commands, keys, GROUP, entry_ids))
         self.lag[keys.tag] = max(0.0, time.time() - stream_id(entry_ids[-1])[0] / 1000)
         per_entry = max(1, sum(entry.size for entry in decoded) // max(1, len(decoded)))
         self._read_count[keys.tag] = max(1, min(self.batch_size, self.batch_bytes // per_entry))

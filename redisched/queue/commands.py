@@ -1,17 +1,17 @@
-"""Every queue operation as a pure step: build the script call, then read its reply.
+"""Each queue script's call, built without touching Redis, and its reply read back.
 
-``QueueCommands`` holds no connection. The asyncio queue (queue.py) and the sync direct
-client (client.py) both run these calls, so the rules live here once: validation, the push
-id and hash rules, the pop limit rules, index planning, error codes.
+``QueueCommands`` holds no connection: the rules live here once (validation, the push id and
+hash rules, the pop limit rules, error codes) and plans.py composes these calls into whole
+operations over queues and partitions.
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -19,66 +19,27 @@ from redisched import filters, limits
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
 from redisched.models import with_aware_datetimes
-from redisched.queue.keys import INDEXES, QueueKeys, QueueLayout
+from redisched.queue import indexes
+from redisched.queue.calls import ScriptCall
+from redisched.queue.keys import QueueKeys
+from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, decode_record, priority_key
-from redisched.queue.scripts import Script, load
+from redisched.queue.scripts import load
 
 T = TypeVar("T")
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 UNLINK_BATCH = 500  # task ids per unlink script call
 MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Postgres can hold
-DRIVING_INDEX_PREFERENCE = ("boefje", "image", "org")  # most selective first
-_INDEX_BY_PATH = {path: name for name, path in INDEXES.items()}
+POP_MAX = 1000  # the most tasks one pop hands out (mula's page size)
 
 MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
 E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE = -1, -2, -3, -4, -5
 
 
 @dataclass(frozen=True)
-class ScriptCall(Generic[T]):
-    """One script run. ``script`` None: the answer is known without Redis (parse(None)).
-    Calls with the same ``merge_key`` may run as one script run: their first argument (the
-    lease token) joined by commas; ``split`` cuts the reply back into one reply per call."""
-
-    script: Script | None
-    keys: list[str]
-    args: list[Any]
-    parse: Callable[[Any], T]
-    merge_key: tuple[Any, ...] | None = None
-    split: Callable[[list[Any]], list[list[Any]]] | None = None
-
-
-@dataclass
-class QueueOptions:
-    """Per-queue behaviour (mula's PriorityQueue options)."""
-
-    maxsize: int = 0
-    allow_replace: bool = False
-    allow_updates: bool = False
-    allow_priority_updates: bool = False
-
-    @property
-    def twin_policy(self) -> str:
-        if self.allow_replace:
-            return "replace"
-        return ",".join(p for p, on in (("updates", self.allow_updates), ("priority", self.allow_priority_updates)) if on)
-
-
-@dataclass
 class QueueCommands:
-    prefix: str = "rs"
-    dispatch_lease_ms: int = 300_000
-    running_lease_ms: int = 86_400_000
-    max_tries: int = 3
-    scan_budget: int = 2000
-    scan_time_us: int = 1500
-    pop_max: int = 1000
-    options: dict[str, QueueOptions] = field(default_factory=dict)
-    partitions: int = 1
-
-    def __post_init__(self) -> None:
-        self.layout = QueueLayout(self.prefix, self.partitions, tuple(SCHEDULERS))
+    layout: QueueLayout
 
     def keys(self, scheduler_id: str, partition: int = 0) -> QueueKeys:
         return self.layout.of(self.scheduler(scheduler_id).id)[partition]
@@ -139,13 +100,13 @@ class QueueCommands:
             created_at="0",
             modified_at="0",
             pk=priority_key(priority),
-            ix=_index_values(organisation, payload),
+            ix=_checked_index_values(indexes.values_of_payload, organisation, payload),
         )
-        options = self.options.get(scheduler_id, QueueOptions())
+        options = self.layout.options_of(scheduler_id)
         args = [
             limits.encode(record, "organisation", MALFORMED),
             stored_data,
-            -(-options.maxsize // self.partitions),  # each partition holds its share
+            -(-options.maxsize // self.layout.partitions),  # each partition holds its share
             options.twin_policy,
             "1" if scheduler.has_schedules and link_schedule else "0",
             str(uuid.uuid4()),
@@ -164,45 +125,24 @@ class QueueCommands:
         limit: int | None = None,
         token: str | None = None,
         partition: int = 0,
-    ) -> ScriptCall[list[TaskRecord]]:
+    ) -> ScriptCall[list[TaskRecord]] | None:
+        """None: nothing can match, no need to ask Redis."""
         self.scheduler(scheduler_id)
         search = self._search(filters_node, limit)
         if search is None:
-            return _NOTHING
-        dedup_batches = "1" if _pops_one_batch(scheduler_id) else "0"
-        args = [token or secrets.token_hex(8), dedup_batches, self.dispatch_lease_ms, *search]
+            return None
+        dedup_batches = "1" if pops_one_batch(scheduler_id) else "0"
+        args = [token or secrets.token_hex(8), dedup_batches, self.layout.dispatch_lease_ms, *search]
         keys = self.keys(scheduler_id, partition).all
         merge_key = (keys[0], *args[1:])
         return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies)
 
     def peek(
         self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10, partition: int = 0
-    ) -> ScriptCall[list[TaskRecord]]:
+    ) -> ScriptCall[list[TaskRecord]] | None:
         self.scheduler(scheduler_id)
         search = self._search(filters_node, limit)
-        return _NOTHING if search is None else self._call("peek", scheduler_id, search, _parse_records, partition)
-
-    def pop_steps(
-        self,
-        scheduler_id: str,
-        *,
-        filters_node: filters.Node | None = None,
-        limit: int | None = None,
-        token: str | None = None,
-        start: int = 0,
-    ) -> Generator[ScriptCall[list[TaskRecord]], list[TaskRecord], list[TaskRecord]]:
-        """A pop over every partition, as the calls to run in turn (each is sent its result):
-        from partition ``start`` on, each asked only for what is still missing."""
-        wanted, popped = self.limit_of(limit), []
-        for step in range(self.partitions):
-            if len(popped) >= wanted or (popped and _pops_one_batch(scheduler_id)):
-                break
-            partition = (start + step) % self.partitions
-            remaining = wanted - len(popped)
-            popped += yield self.pop(
-                scheduler_id, filters_node=filters_node, limit=remaining, token=token, partition=partition
-            )
-        return popped
+        return None if search is None else self._call("peek", scheduler_id, search, _parse_records, partition)
 
     def _search(self, filters_node: filters.Node | None, limit: int | None) -> list[Any] | None:
         """The ARGV tail both pop and peek read (lua/includes/candidates.lua, search_args);
@@ -212,14 +152,15 @@ class QueueCommands:
         if limit == 0 or plan is None:
             return None
         lua_filter, index_name, values = plan
-        return [limit, lua_filter, self.scan_budget, self.scan_time_us, index_name, *values]
+        return [limit, lua_filter, self.layout.scan_budget, self.layout.scan_time_us, index_name, *values]
 
-    def limit_of(self, limit: int | None) -> int:
+    @staticmethod
+    def limit_of(limit: int | None) -> int:
         if limit is None:
-            return self.pop_max
+            return POP_MAX
         if limit < 0:
             raise BadRequest("limit must not be negative")
-        return min(limit, self.pop_max)
+        return min(limit, POP_MAX)
 
     # --- patch, leases -----------------------------------------------------------------------
 
@@ -232,8 +173,8 @@ class QueueCommands:
             str(task_id),
             token or "",
             limits.encode(_record_changes(changes), "changes"),
-            self.dispatch_lease_ms,
-            self.running_lease_ms,
+            self.layout.dispatch_lease_ms,
+            self.layout.running_lease_ms,
         ]
         return self._call("patch", scheduler_id, args, _parse_patch, partition)
 
@@ -256,14 +197,15 @@ class QueueCommands:
 
     def extend_lease(
         self, scheduler_id: str, task_id: str, token: str, seconds: float, *, partition: int = 0
-    ) -> ScriptCall[int]:
+    ) -> ScriptCall[int | None]:
+        """The lease's new expiry (ms); None when this partition has no lease of the task."""
         if not 0 < seconds <= MAX_LEASE_SECONDS:  # also refuses nan
             raise BadRequest(f"lease length must be positive and at most {MAX_LEASE_SECONDS} seconds")
         args = [str(task_id), token, int(seconds * 1000)]
         return self._call("extend", scheduler_id, args, _parse_extend, partition)
 
     def reap(self, scheduler_id: str, *, max_count: int = 1000, partition: int = 0) -> ScriptCall[tuple[int, int]]:
-        args = [max_count, self.max_tries]
+        args = [max_count, self.layout.max_tries]
         return self._call("reap", scheduler_id, args, lambda r: (int(r[0]), int(r[1])), partition)
 
     def forget(self, scheduler_id: str, items: list[tuple[str, str]], *, partition: int = 0) -> ScriptCall[int]:
@@ -280,7 +222,7 @@ class QueueCommands:
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
         """Put a task Postgres holds back live, in the partition of its hash."""
         data, record = record.data, msgspec.structs.replace(record, data=None)
-        args = [msgspec.json.encode(record), data, self.dispatch_lease_ms, self.running_lease_ms]
+        args = [msgspec.json.encode(record), data, self.layout.dispatch_lease_ms, self.layout.running_lease_ms]
         keys = self.layout.for_hash(self.scheduler(record.scheduler_id).id, record.hash)
         return ScriptCall(load("restore"), keys.all, args, lambda r: bool(r))
 
@@ -288,7 +230,7 @@ class QueueCommands:
 # --- rules ---------------------------------------------------------------------------------
 
 
-def _pops_one_batch(scheduler_id: str) -> bool:
+def pops_one_batch(scheduler_id: str) -> bool:
     """The boefje rule: a pop returns one task, or the batch of tasks sharing the
     deduplication key of the best one (with partitions: that partition's share of it)."""
     return scheduler_id == "boefje"
@@ -333,19 +275,11 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID:
         raise BadRequest("malformed item") from None
 
 
-def _index_values(organisation: str, payload: Any) -> dict[str, str]:
-    values = {"org": organisation}
-    boefje = getattr(payload, "boefje", None)
-    if boefje is not None:
-        values["boefje"] = boefje.id
-        if boefje.oci_image is not None:
-            values["image"] = boefje.oci_image
-    dedup_key = getattr(payload, "deduplication_key", None)
-    if dedup_key is not None:
-        values["dedup"] = str(dedup_key)
-    if any("\0" in value for value in values.values()):
-        raise BadRequest("malformed item")
-    return values
+def _checked_index_values(values_of: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    try:
+        return values_of(*args)
+    except indexes.BadIndexValue:
+        raise BadRequest("malformed item") from None
 
 
 _COMPILED: dict[int, tuple[filters.Node, tuple[bytes | str, str, list[str]] | None]] = {}
@@ -359,30 +293,12 @@ def _compiled(node: filters.Node | None) -> tuple[bytes | str, str, list[str]] |
     cached = _COMPILED.get(id(node))
     if cached is not None and cached[0] is node:
         return cached[1]
-    plan = _plan(node)
+    plan = indexes.driving_index(node)
     compiled = (filters.to_lua(node), *plan) if plan is not None else None
     if len(_COMPILED) >= 256:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[id(node)] = (node, compiled)
     return compiled
-
-
-def _plan(node: filters.Node | None) -> tuple[str, list[str]] | None:
-    """Which index drives the search, and for which values: the most selective index the
-    filter constrains (a boefje id names its image, not the other way round: driving from
-    the image would pass over every task of the image's other boefjes on each pop). None:
-    nothing can match."""
-    if node is None:
-        return "", []
-    terms: dict[str, set[str]] = {}
-    for column, path, _op, values in filters.index_terms(node):
-        name = _INDEX_BY_PATH.get((column, path))
-        if name is not None and name != "dedup":
-            terms[name] = terms[name] & set(values) if name in terms else set(values)
-    for name in DRIVING_INDEX_PREFERENCE:
-        if name in terms:
-            return (name, sorted(terms[name])) if terms[name] else None
-    return "", []
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -405,7 +321,7 @@ def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
             fields["created_at"] = f"{datetime_to_us(value):016d}"
         elif name == "data":
             fields["data"] = limits.check_data(value).decode()
-            ix.update(_data_index_values(value))
+            ix.update(indexes.values_of_data(value))
         elif name in ("schedule_id",):
             fields[name] = str(value) if value is not None else None
         else:
@@ -413,26 +329,11 @@ def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
             if name == "organisation":
                 ix["org"] = value
     if ix:
-        if any(isinstance(v, str) and "\0" in v for v in ix.values()):
-            raise BadRequest("index values must not contain NUL")
-        fields["ix"] = ix
+        try:
+            fields["ix"] = indexes.checked(ix)
+        except indexes.BadIndexValue as exc:
+            raise BadRequest(str(exc)) from None
     return fields
-
-
-def index_values_of(organisation: str, data: dict[str, Any]) -> dict[str, str]:
-    """The index values of a task, from its organisation and (any shape of) data."""
-    values = {"org": organisation, **_data_index_values(data)}
-    return {name: value for name, value in values.items() if value is not None}
-
-
-def _data_index_values(data: dict[str, Any]) -> dict[str, str | None]:
-    boefje = data.get("boefje") if isinstance(data.get("boefje"), dict) else {}
-    dedup = data.get("deduplication_key")
-    return {
-        "boefje": boefje.get("id") if isinstance(boefje.get("id"), str) else None,
-        "image": boefje.get("oci_image") if isinstance(boefje.get("oci_image"), str) else None,
-        "dedup": str(dedup) if dedup is not None else None,
-    }
 
 
 # --- replies -------------------------------------------------------------------------------
@@ -474,9 +375,9 @@ def _parse_requeue(reply: Any) -> TaskRecord | None:
     return decode_record(*reply)
 
 
-def _parse_extend(reply: int) -> int:
+def _parse_extend(reply: int) -> int | None:
     if reply == E_NOT_FOUND:
-        raise NotFound("task not leased")
+        return None
     if reply < 0:
         _raise_for_code(reply)
     return reply
@@ -500,5 +401,3 @@ def _parse_records(reply: list[bytes]) -> list[TaskRecord]:
     """{record, data, record, data, ...} as pop and peek return them."""
     return [decode_record(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
-
-_NOTHING: ScriptCall[list[TaskRecord]] = ScriptCall(None, [], [], lambda _reply: [])

@@ -4,7 +4,7 @@ All keys of one queue share the hash tag ``{<queue>}`` so each script touches on
 slot; a script is always handed the full ``QueueKeys.all`` list, in this order, so key
 positions are fixed and every key it touches is declared in KEYS.
 
-A queue may be spread over N partitions (``QueueLayout``): N full sets of these keys, each
+A queue may be spread over N partitions (``QueueLayout``, layout.py): N full sets of these keys, each
 under its own hash tag, so each can live on its own Cluster shard. A task's partition is
 picked by its dedup hash, so deduplication stays one atomic script. With N = 1 the tag is
 the queue's name; partition i of N > 1 gets the tag ``<queue>.<i>.<j>``, with the smallest j
@@ -45,14 +45,7 @@ from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-# Secondary indexes: name -> (column, data path). The pop planner drives a pop from one of
-# them when the filter has an eq/in on that column/path.
-INDEXES: dict[str, tuple[str, str | None]] = {
-    "org": ("organisation", None),
-    "boefje": ("data", "boefje__id"),
-    "image": ("data", "boefje__oci_image"),
-    "dedup": ("data", "deduplication_key"),
-}
+from redisched.queue.indexes import INDEXES
 
 KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq") + tuple(
     f"ix:{name}" for name in INDEXES
@@ -115,36 +108,14 @@ def partition_of(task_hash: str | None, partitions: int) -> int:
     return zlib.crc32(task_hash.encode()) % partitions
 
 
-@dataclass(frozen=True)
-class QueueLayout:
-    """Where each queue's keys are: ``partitions`` per queue under one prefix."""
-
-    prefix: str = "rs"
-    partitions: int = 1
-    queue_ids: tuple[str, ...] = ("boefje", "normalizer", "report")
-
-    def __post_init__(self) -> None:
-        if self.partitions < 1:
-            raise ValueError("a queue needs at least one partition")
-
-    def of(self, queue_id: str) -> list[QueueKeys]:
-        return _partition_keys(self.prefix, queue_id, self.partitions)
-
-    def for_hash(self, queue_id: str, task_hash: str | None) -> QueueKeys:
-        return self.of(queue_id)[partition_of(task_hash, self.partitions)]
-
-    @property
-    def layout_key(self) -> str:
-        return f"{self.prefix}:layout"
-
-    def every(self, queue_ids: tuple[str, ...] | list[str] | None = None) -> list[QueueKeys]:
-        """Every partition of the given queues (all of them by default), queue by queue."""
-        return [keys for queue_id in (queue_ids or self.queue_ids) for keys in self.of(queue_id)]
-
-
 @cache
-def _partition_keys(prefix: str, queue_id: str, partitions: int) -> list[QueueKeys]:
+def partition_keys(prefix: str, queue_id: str, partitions: int) -> list[QueueKeys]:
+    """The keys of each partition of a queue (queue/layout.py hands them out)."""
     return [QueueKeys(prefix, queue_id, i, partitions) for i in range(partitions)]
+
+
+def layout_key(prefix: str) -> str:
+    return f"{prefix}:layout"
 
 
 def boefjes_seen_key(prefix: str, organisation: str) -> str:

@@ -1,4 +1,4 @@
-"""Group commit for script calls: calls made while a round trip is in flight go together in
+"""Group commit for calls: calls made while a round trip is in flight go together in
 the next one, as one pipeline. One caller alone goes straight out; fifty concurrent callers
 share a round trip and redis-py's per-call cost. Redis still runs every script on its own,
 atomically, in arrival order: batching changes the cost, never the outcome.
@@ -10,13 +10,15 @@ separate pops in a row would."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from redisched.queue.commands import ScriptCall
+from redisched.queue.calls import Call
+
+SendPipeline = Callable[[Redis, Sequence[Call]], Awaitable[list[Any]]]
 
 MAX_BATCH = 256
 
@@ -26,21 +28,21 @@ class _Waiting:
 
     __slots__ = ("first", "calls", "futures")
 
-    def __init__(self, call: ScriptCall[Any], future: asyncio.Future[Any]) -> None:
+    def __init__(self, call: Call, future: asyncio.Future[Any]) -> None:
         self.first, self.calls, self.futures = call, [call], [future]
 
-    def join(self, call: ScriptCall[Any], future: asyncio.Future[Any]) -> None:
+    def join(self, call: Call, future: asyncio.Future[Any]) -> None:
         self.calls.append(call)
         self.futures.append(future)
 
     @property
-    def call(self) -> ScriptCall[Any]:
+    def call(self) -> Call:
         """The run to send: merged calls' tokens joined once, when the batch goes out (not on
         every join, which made a group of n cost n² string work)."""
         if len(self.calls) == 1:
             return self.first
         tokens = ",".join([str(c.args[0]) for c in self.calls])
-        return replace(self.first, args=[tokens, *self.first.args[1:]])
+        return replace(self.first, args=[tokens, *self.first.args[1:]])  # type: ignore[type-var]
 
     def deliver(self, reply: Any) -> None:
         if isinstance(reply, Exception):
@@ -64,13 +66,17 @@ class _Waiting:
 
 
 class Pipeliner:
-    def __init__(self, redis: Redis) -> None:
+    """``send_pipeline`` sends one round trip's calls and returns their raw replies (errors
+    in place): queue/driver.py's, the one script-call path."""
+
+    def __init__(self, redis: Redis, send_pipeline: SendPipeline) -> None:
         self.redis = redis
+        self._send_pipeline = send_pipeline
         self._waiting: list[_Waiting] = []
         self._mergeable: dict[tuple[Any, ...], _Waiting] = {}
         self._flusher: asyncio.Task[None] | None = None
 
-    async def run(self, call: ScriptCall[Any]) -> Any:
+    async def run(self, call: Call) -> Any:
         future = asyncio.get_running_loop().create_future()
         group = self._mergeable.get(call.merge_key) if call.merge_key is not None else None
         if group is not None and len(group.calls) < MAX_BATCH:
@@ -108,21 +114,5 @@ class Pipeliner:
         for group, reply in zip(batch, replies):
             group.deliver(reply)
 
-    async def _execute(self, calls: list[ScriptCall[Any]]) -> list[Any]:
-        replies = await self._pipeline(calls, by_sha=True)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:  # SCRIPT FLUSH or a restart: EVAL puts the scripts back
-            again = await self._pipeline([calls[i] for i in missing], by_sha=False)
-            for i, reply in zip(missing, again):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, calls: list[ScriptCall[Any]], *, by_sha: bool) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                script = call.script
-                if by_sha:
-                    pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
-                else:
-                    pipe.eval(script.source, len(call.keys), *call.keys, *call.args)
-            return await pipe.execute(raise_on_error=False)
+    async def _execute(self, calls: list[Call]) -> list[Any]:
+        return await self._send_pipeline(self.redis, calls)

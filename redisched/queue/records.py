@@ -20,6 +20,7 @@ import uuid
 import msgspec
 
 from redisched.models import Task, TaskStatus, datetime_to_us, us_to_datetime
+from redisched.queue import indexes
 
 PRIORITY_OFFSET = 1 << 63
 
@@ -90,8 +91,6 @@ def order_key(priority: int, created_at_us: int | str, task_id: str) -> str:
 def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecord:
     """The Redis record of a task Postgres has: for putting a task back live (a finished task
     patched to queued, reconciliation after Redis lost data)."""
-    from redisched.queue.commands import index_values_of
-
     created_us = datetime_to_us(task.created_at)
     data = bytes(task.data).decode()
     return TaskRecord(
@@ -107,7 +106,7 @@ def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecor
         created_at=f"{created_us:016d}",
         modified_at=f"{datetime_to_us(task.modified_at):016d}",
         pk=priority_key(task.priority),
-        ix=index_values_of(task.organisation, msgspec.json.decode(data)),
+        ix=indexes.values_of_task(task.organisation, msgspec.json.decode(data)),
         tries=tries,
         rev=rev,
     )

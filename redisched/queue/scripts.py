@@ -61,6 +61,3 @@ class Script:
 def load(name: str) -> Script:
     source = _key_preamble() + _expand((_lua_dir() / f"{name}.lua").read_text(), set())
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
-
-
-SCRIPT_NAMES = ("push", "pop", "peek", "patch", "reap", "extend", "forget", "restore", "ack", "requeue", "unlink")

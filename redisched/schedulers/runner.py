@@ -164,8 +164,8 @@ def build_schedulers(
     )
     return SchedulerRunner(
         ctx,
-        SeenBoefjes(queues.redis, queues.commands.prefix),
-        locks=MessageLocks(queues.redis, queues.commands.prefix),
+        SeenBoefjes(queues.redis, queues.layout.prefix),
+        locks=MessageLocks(queues.redis, queues.layout.prefix),
         unconfigured=clients.unconfigured(),
         amqp_url=settings.amqp_uri,
         prefetch_count=settings.rabbitmq_prefetch_count,

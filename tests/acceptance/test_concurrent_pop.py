@@ -11,15 +11,15 @@ from collections import Counter
 import msgspec
 import pytest
 
-from redisched.app import queue_commands
 from redisched.client import Client
+from redisched.queue.layout import QueueLayout
 from tests.acceptance.harness import db_dsn, serving, settings, template_db  # noqa: F401
 
 TASKS, POPPERS = 20_000, 50
 
 
 def _push_all(settings) -> None:
-    client = Client.from_url(settings.redis_url, prefix=settings.key_prefix)
+    client = Client.from_url(settings.redis_url, QueueLayout.from_settings(settings))
     queue = client.queue("boefje")
     for i in range(TASKS):
         queue.push(
@@ -53,7 +53,6 @@ async def _popper(base_url: str, popped: list[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_two_api_processes_pop_each_task_exactly_once(settings):
-    assert queue_commands(settings).prefix == settings.key_prefix
     await asyncio.to_thread(_push_all, settings)
     with serving(settings, "api") as first, serving(settings, "api") as second:
         popped: list[str] = []

@@ -47,7 +47,7 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.snapshotter import Snapshotter, wait_caught_up
 from redisched.history.tasks import TaskStore
 from redisched.models import SCHEDULERS
-from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
 from redisched.queue.records import decode_record
 from tests.conftest import PG_ADMIN_DSN
@@ -64,10 +64,10 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def commands(prefix: str, *, lease_ms: int = 2000) -> QueueCommands:
+def layout(prefix: str, *, lease_ms: int = 2000) -> QueueLayout:
     """Short dispatch leases (redelivery within seconds) and tries enough that no task of a
     scenario is failed by the reaper: the audit expects completed or live."""
-    return QueueCommands(prefix=prefix, dispatch_lease_ms=lease_ms, running_lease_ms=lease_ms, max_tries=1000)
+    return QueueLayout(prefix=prefix, dispatch_lease_ms=lease_ms, running_lease_ms=lease_ms, max_tries=1000)
 
 
 def task_data(task_id: str, organisation: str = "org1") -> dict[str, Any]:
@@ -258,7 +258,7 @@ class Background:
         # No socket timeout: the snapshotter blocks on its streams (see app.open_redis).
         self.redis = aredis.Redis(connection_pool=aredis.BlockingConnectionPool.from_url(self.redis_url, max_connections=512))
         self.pool = await open_pool(self.dsn, max_size=4, timeout=5)
-        self.queues = TaskQueues(self.redis, commands(self.prefix, lease_ms=self.lease_ms))
+        self.queues = TaskQueues(self.redis, layout(self.prefix, lease_ms=self.lease_ms))
         self.tasks = TaskStore(self.pool)
         self.schedules = ScheduleStore(self.pool, self.redis, self.prefix)
         self.snapshotter = Snapshotter(
@@ -485,7 +485,7 @@ class DirectRunner:
     def __init__(self, redis_url: str, prefix: str, ledger: Ledger, *, queue: str = "boefje", lease_ms: int = 2000) -> None:
         # Timeouts: a Redis that is killed answers nothing; a call must fail, not hang.
         self.client = Client(
-            redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2), commands(prefix, lease_ms=lease_ms)
+            redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2), layout(prefix, lease_ms=lease_ms)
         )
         self.queue = self.client.queue(queue)
         self.ledger = ledger
@@ -699,7 +699,7 @@ def audit(name: str, ledger: Ledger, background: Background, redis_url: str, dsn
     client = redis.Redis.from_url(redis_url)
     try:
         for scheduler_id in SCHEDULERS:
-            for raw in client.hgetall(commands(prefix).keys(scheduler_id).tasks).values():
+            for raw in client.hgetall(layout(prefix).of(scheduler_id)[0].tasks).values():
                 record = decode_record(raw)
                 in_redis[record.id] = record
     finally:

@@ -40,9 +40,9 @@ RUNNER = textwrap.dedent(
     import json, sys, time
     import redis
     from redisched.client import Client
-    from redisched.queue.commands import QueueCommands
+    from redisched.queue.layout import QueueLayout
     url, prefix, queue, lease_ms = sys.argv[1:5]
-    client = Client(redis.Redis.from_url(url), QueueCommands(prefix=prefix, dispatch_lease_ms=int(lease_ms), max_tries=1000))
+    client = Client(redis.Redis.from_url(url), QueueLayout(prefix=prefix, dispatch_lease_ms=int(lease_ms), max_tries=1000))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         popped = client.queue(queue).pop(limit=1)

@@ -1,6 +1,8 @@
-"""Queue fixtures. Tests that take ``queues``, ``client`` or ``backend_redis`` run three times:
-on the single Redis of 127.0.0.1:6379, on a 3-master Redis Cluster the session starts, and on
-that cluster with every queue spread over 3 partitions (one per master)."""
+"""Queue fixtures. Tests that take ``queues``, ``make_queues`` or ``backend_redis`` run on the
+single Redis of 127.0.0.1:6379, on a 3-master Redis Cluster the session starts, and on that
+cluster with every queue spread over 3 partitions (one per master); ``queues`` and
+``make_queues`` each time through both facades, the asyncio ``TaskQueues`` and the sync
+``Client``, so the two are held to the same results."""
 
 from __future__ import annotations
 
@@ -12,13 +14,32 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redisched.client import Client
 from redisched.history.db import open_pool
 from redisched.history.migrate import migrate
-from redisched.queue.commands import QueueCommands, QueueOptions
+from redisched.queue.facade import QueueFacade
+from redisched.queue.layout import QueueLayout, QueueOptions
 from redisched.queue.queue import TaskQueues
 from tests.servers import private_cluster
 
 
-def make_commands(prefix: str, **overrides) -> QueueCommands:
-    return QueueCommands(prefix=prefix, **overrides)
+def make_layout(prefix: str, **overrides) -> QueueLayout:
+    return QueueLayout(prefix=prefix, **overrides)
+
+
+class Awaited:
+    """The sync ``Client`` behind the asyncio facade's face: each method's result awaitable,
+    so one test body drives either facade."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self.client, name)
+        if name in ("redis", "layout", "commands") or not callable(attribute):
+            return attribute
+
+        async def call(*args, **kwargs):
+            return attribute(*args, **kwargs)
+
+        return call
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +96,9 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture
-def queue_commands(key_prefix, partitions):
-    """QueueCommands for the test's backend: ``queue_commands(scan_budget=50)``."""
-    return lambda **overrides: make_commands(key_prefix, partitions=partitions, **overrides)
+def queue_layout(key_prefix, partitions):
+    """The QueueLayout for the test's backend: ``queue_layout(scan_budget=50)``."""
+    return lambda **overrides: make_layout(key_prefix, partitions=partitions, **overrides)
 
 
 @pytest.fixture
@@ -96,14 +117,30 @@ def backend_sync_redis(backend_url):
     client.close()
 
 
-@pytest.fixture
-def queues(backend_redis, queue_commands) -> TaskQueues:
-    return TaskQueues(backend_redis, queue_commands())
+FACADES = ("async", "sync")
+
+
+def facade_maker(request, facade: str, layout_of, clients=("backend_redis", "backend_sync_redis")):
+    """``make(**layout overrides)``: queues through ``facade`` on the (async, sync) client
+    fixtures named by ``clients`` (resolved now: an async fixture cannot start in a test)."""
+    client = request.getfixturevalue(clients[0] if facade == "async" else clients[1])
+
+    def make(**overrides) -> QueueFacade:
+        layout = layout_of(**overrides)
+        return TaskQueues(client, layout) if facade == "async" else Awaited(Client(client, layout))
+
+    return make
+
+
+@pytest.fixture(params=FACADES)
+def make_queues(request, queue_layout):
+    """Queues with layout overrides (``make_queues(dispatch_lease_ms=50)``), through each facade."""
+    return facade_maker(request, request.param, queue_layout)
 
 
 @pytest.fixture
-def client(backend_sync_redis, queue_commands) -> Client:
-    return Client(backend_sync_redis, queue_commands())
+def queues(make_queues) -> QueueFacade:
+    return make_queues()
 
 
-__all__ = ["QueueOptions", "make_commands"]
+__all__ = ["QueueOptions", "make_layout"]

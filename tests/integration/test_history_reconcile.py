@@ -16,7 +16,7 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.snapshotter import Snapshotter, wait_caught_up
 from redisched.history.tasks import TaskStore
 from redisched.models import LEASED
-from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
 from redisched.queue.records import decode_record
 from tests.factories import boefje_data, normalizer_data
@@ -30,7 +30,7 @@ async def dsn(pg_dsn):
 
 @pytest.fixture(params=[1, 3], ids=["1-partition", "3-partitions"])
 def queues(request, async_redis, key_prefix) -> TaskQueues:  # the snapshotter's Redis: the single one
-    return TaskQueues(async_redis, QueueCommands(prefix=key_prefix, partitions=request.param))
+    return TaskQueues(async_redis, QueueLayout(prefix=key_prefix, partitions=request.param))
 
 
 @pytest.fixture

@@ -214,7 +214,10 @@ async def test_postgres_down_keeps_events_in_redis_until_it_is_back(dsn, async_r
 
 async def test_the_queue_scripts_events_reach_postgres_and_finished_tasks_leave_redis(pool, async_redis, key_prefix):
     """End to end with the real queue core: push (creating a schedule), pop, complete."""
-    queues = TaskQueues(async_redis, QueueCommands(prefix=key_prefix))
+    from redisched.queue.layout import QueueLayout
+    from redisched.queue.queue import TaskQueues
+
+    queues = TaskQueues(async_redis, QueueLayout(prefix=key_prefix))
     data = {"boefje": {"id": "dns"}, "input_ooi": f"Hostname|internet|{uuid.uuid4().hex}", "organization": "o1"}
     pushed = await queues.push("boefje", organisation="o1", data=data, priority=3)
     [popped] = await queues.pop("boefje")

@@ -7,7 +7,7 @@ import redis
 
 from redisched.client import Client
 from redisched.queue.acl import acl_rules
-from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from tests.factories import boefje_data
 from tests.servers import private_redis
 
@@ -25,7 +25,7 @@ def acl_redis():
 def test_the_acl_user_can_push_pop_and_complete(acl_redis):
     url, _ = acl_redis
     user = redis.Redis.from_url(url.replace("redis://", "redis://runner:s3cret@"))
-    queue = Client(user, QueueCommands(prefix="rs")).queue("boefje")
+    queue = Client(user, QueueLayout(prefix="rs")).queue("boefje")
     pushed = queue.push(organisation="o", data=boefje_data(), priority=1)
     [popped] = queue.pop()
     assert popped.id == pushed.id
@@ -48,6 +48,6 @@ def test_the_acl_user_cannot_flush_or_read_other_keys(acl_redis, command):
 def test_a_script_cannot_reach_keys_outside_the_prefix(acl_redis):
     url, _ = acl_redis
     user = redis.Redis.from_url(url.replace("redis://", "redis://runner:s3cret@"))
-    queue = Client(user, QueueCommands(prefix="other")).queue("boefje")
+    queue = Client(user, QueueLayout(prefix="other")).queue("boefje")
     with pytest.raises(redis.exceptions.NoPermissionError):
         queue.push(organisation="o", data=boefje_data(), priority=1)

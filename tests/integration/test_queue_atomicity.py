@@ -8,9 +8,10 @@ import time
 
 from redisched.client import Client
 from redisched.errors import Conflict
+from redisched.queue.commands import QueueCommands
 from tests.conftest import REDIS_URL
 from tests.factories import boefje_data, normalizer_data
-from tests.integration.conftest import make_commands
+from tests.integration.conftest import make_layout
 
 TASKS = 20_000
 POPPERS = 8
@@ -19,7 +20,7 @@ POPPERS = 8
 def _pop_until_empty(prefix: str, batch: int, out: mp.Queue) -> None:
     import redis
 
-    queue = Client(redis.Redis.from_url(REDIS_URL), make_commands(prefix)).queue("normalizer")
+    queue = Client(redis.Redis.from_url(REDIS_URL), make_layout(prefix)).queue("normalizer")
     ids, deadline, empty_in_a_row = [], time.monotonic() + 60, 0
     while time.monotonic() < deadline and empty_in_a_row < 3:
         popped = queue.pop(limit=batch)
@@ -31,7 +32,7 @@ def _pop_until_empty(prefix: str, batch: int, out: mp.Queue) -> None:
 def _push_same_hash(prefix: str, data: dict, out: mp.Queue) -> None:
     import redis
 
-    queue = Client(redis.Redis.from_url(REDIS_URL), make_commands(prefix)).queue("boefje")
+    queue = Client(redis.Redis.from_url(REDIS_URL), make_layout(prefix)).queue("boefje")
     try:
         queue.push(organisation="o", data=data, priority=5)
         out.put("won")
@@ -40,7 +41,7 @@ def _push_same_hash(prefix: str, data: dict, out: mp.Queue) -> None:
 
 
 def _fill(sync_redis, prefix: str, count: int) -> set[str]:
-    commands = make_commands(prefix)
+    commands = QueueCommands(make_layout(prefix))
     calls = [commands.push("normalizer", organisation="o", data=normalizer_data(), priority=1 + i % 50) for i in range(count)]
     pushed = set()
     for start in range(0, count, 1000):

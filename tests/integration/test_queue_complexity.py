@@ -8,6 +8,7 @@ import redis
 
 from redisched.client import Client
 from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from tests.factories import boefje_data
 from tests.servers import private_redis
 
@@ -48,10 +49,10 @@ def _redis_us_per_pop(client: redis.Redis, queue, filters: dict) -> float:
 def test_filtered_pop_cost_does_not_grow_with_queue_depth():
     with private_redis() as url:
         client = redis.Redis.from_url(url)
-        commands = QueueCommands(prefix="rs")
+        commands = QueueCommands(QueueLayout(prefix="rs"))
         client.script_load(commands.push("boefje", organisation="o", data=boefje_data(), priority=1).script.source)
         client.script_load(commands.pop("boefje").script.source)
-        queue = Client(client, commands).queue("boefje")
+        queue = Client(client, commands.layout).queue("boefje")
         _fill(client, commands, 0, 2_000)
         shallow = _redis_us_per_pop(client, queue, RUNNER_FILTER)
         _fill(client, commands, 2_000, 200_000)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from redisched.client import Client
 from tests.factories import normalizer_data
-from tests.integration.conftest import make_commands
+from tests.integration.conftest import make_layout
 
 EPOCH_SECONDS = st.integers(1_500_000_000, 2_000_000_000)
 NEAR_2_53 = st.integers(-(2**53) - 5, -(2**53) + 5) | st.integers(2**53 - 5, 2**53 + 5)
@@ -21,7 +21,7 @@ PRIORITIES = (st.integers(-5, 5) | EPOCH_SECONDS | NEAR_2_53 | INT64_EDGES).filt
 @given(priorities=st.lists(PRIORITIES, min_size=1, max_size=40))
 def test_pops_come_out_by_priority_then_push_order(sync_redis, priorities):
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    queue = Client(sync_redis, make_commands(prefix)).queue("normalizer")
+    queue = Client(sync_redis, make_layout(prefix)).queue("normalizer")
     try:
         pushed = [(p, i, queue.push(organisation="o", data=normalizer_data(), priority=p).id) for i, p in enumerate(priorities)]
         popped = queue.pop(limit=len(priorities))

@@ -16,27 +16,41 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from redisched.errors import Conflict, QueueFull
 from redisched.models import payload_hash
-from redisched.queue.commands import QueueCommands, QueueOptions
-from redisched.queue.keys import QueueKeys, QueueLayout
+from redisched.queue.keys import QueueKeys
+from redisched.queue.layout import QueueLayout, QueueOptions
 from redisched.queue.queue import TaskQueues
 from tests.factories import boefje_data, normalizer_data, report_data
+from tests.integration.conftest import FACADES, facade_maker
 
 PARTITIONS = 3
 
 
 @pytest.fixture(params=["redis", "cluster"])
-async def redis_client(request, redis_url):
-    if request.param == "redis":
-        client = aredis.Redis.from_url(redis_url)
-    else:
-        client = AsyncRedisCluster.from_url(request.getfixturevalue("cluster_url"))
+def backend(request, redis_url):
+    return request.param, redis_url if request.param == "redis" else request.getfixturevalue("cluster_url")
+
+
+@pytest.fixture
+async def redis_client(backend):
+    kind, url = backend
+    client = aredis.Redis.from_url(url) if kind == "redis" else AsyncRedisCluster.from_url(url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def make_queues(redis_client, key_prefix):
-    return lambda **options: TaskQueues(redis_client, QueueCommands(prefix=key_prefix, partitions=PARTITIONS, **options))
+def sync_client(backend):
+    kind, url = backend
+    client = redis.Redis.from_url(url) if kind == "redis" else redis.RedisCluster.from_url(url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=FACADES)
+def make_queues(request, backend, key_prefix):
+    """Queues of PARTITIONS partitions through each facade (asyncio and sync)."""
+    layout_of = lambda **options: QueueLayout(prefix=key_prefix, partitions=PARTITIONS, **options)  # noqa: E731
+    return facade_maker(request, request.param, layout_of, clients=("redis_client", "sync_client"))
 
 
 @pytest.fixture
@@ -167,8 +181,8 @@ async def test_concurrent_pops_hand_out_each_task_once(queues):
 
 
 async def test_the_partition_count_cannot_change_under_queued_tasks(redis_client, key_prefix):
-    three = TaskQueues(redis_client, QueueCommands(prefix=key_prefix, partitions=3))
-    two = TaskQueues(redis_client, QueueCommands(prefix=key_prefix, partitions=2))
+    three = TaskQueues(redis_client, QueueLayout(prefix=key_prefix, partitions=3))
+    two = TaskQueues(redis_client, QueueLayout(prefix=key_prefix, partitions=2))
     await three.check_layout()
     rec = await three.push("normalizer", organisation="o", data=normalizer_data(), priority=1)
     with pytest.raises(RuntimeError, match="hold tasks in 3 partitions"):

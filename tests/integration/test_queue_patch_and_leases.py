@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from redisched.errors import Conflict, StaleLease
-from redisched.queue.queue import TaskQueues
 from tests.factories import boefje_data, normalizer_data
 
 
@@ -50,8 +49,8 @@ async def test_patch_of_unknown_task_returns_none(queues):
     assert await queues.patch("00000000-0000-4000-8000-000000000000", {"status": "completed"}) is None
 
 
-async def test_an_expired_lease_is_reaped_back_to_queued_and_a_stale_token_is_refused(backend_redis, queue_commands):
-    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=50, max_tries=3))
+async def test_an_expired_lease_is_reaped_back_to_queued_and_a_stale_token_is_refused(make_queues):
+    queues = make_queues(dispatch_lease_ms=50, max_tries=3)
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     [first] = await queues.pop("boefje")
     await asyncio.sleep(0.08)
@@ -66,8 +65,8 @@ async def test_an_expired_lease_is_reaped_back_to_queued_and_a_stale_token_is_re
     assert done.status == "completed"
 
 
-async def test_a_task_fails_after_its_tries_are_used(backend_redis, queue_commands):
-    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=20, max_tries=2))
+async def test_a_task_fails_after_its_tries_are_used(make_queues):
+    queues = make_queues(dispatch_lease_ms=20, max_tries=2)
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     for expected in ((1, 0), (0, 1)):
         assert await queues.pop("boefje")
@@ -77,8 +76,8 @@ async def test_a_task_fails_after_its_tries_are_used(backend_redis, queue_comman
     assert await queues.qsize("boefje") == 0
 
 
-async def test_running_holds_the_long_lease_and_tokenless_patches_work_as_in_mula(backend_redis, queue_commands):
-    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=20, running_lease_ms=60_000))
+async def test_running_holds_the_long_lease_and_tokenless_patches_work_as_in_mula(make_queues, backend_redis):
+    queues = make_queues(dispatch_lease_ms=20, running_lease_ms=60_000)
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     await queues.pop("boefje")
     await queues.patch(rec.id, {"status": "running"})
@@ -88,8 +87,8 @@ async def test_running_holds_the_long_lease_and_tokenless_patches_work_as_in_mul
     assert await backend_redis.zcard(queues.commands.keys("boefje").leases) == 0
 
 
-async def test_extend_lease_needs_the_current_token(backend_redis, queue_commands):
-    queues = TaskQueues(backend_redis, queue_commands(dispatch_lease_ms=30))
+async def test_extend_lease_needs_the_current_token(make_queues):
+    queues = make_queues(dispatch_lease_ms=30)
     rec = await queues.push("boefje", organisation="o", data=boefje_data(), priority=1)
     [popped] = await queues.pop("boefje")
     with pytest.raises(StaleLease):

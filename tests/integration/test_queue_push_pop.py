@@ -8,7 +8,6 @@ import pytest
 
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull
 from redisched.filters import parse_filter_request
-from redisched.queue.queue import TaskQueues
 from tests.factories import boefje_data, normalizer_data, report_data
 from tests.integration.conftest import QueueOptions
 
@@ -88,8 +87,8 @@ async def test_normalizer_pushes_never_touch_schedules(queues, backend_redis):
         ({"allow_replace": True}, "data", True),
     ],
 )
-async def test_twin_options_update_the_queued_task_in_place(backend_redis, queue_commands, policy, change, allowed):
-    queues = TaskQueues(backend_redis, queue_commands(options={"boefje": QueueOptions(**policy)}))
+async def test_twin_options_update_the_queued_task_in_place(make_queues, policy, change, allowed):
+    queues = make_queues(options={"boefje": QueueOptions(**policy)})
     data = boefje_data()
     original = await queues.push("boefje", organisation="o", data=data, priority=10)
     changed_data = {**data, "boefje": {**data["boefje"], "name": "renamed"}} if change == "data" else data
@@ -105,8 +104,8 @@ async def test_twin_options_update_the_queued_task_in_place(backend_redis, queue
     assert ("renamed" in popped.data) == (change == "data")
 
 
-async def test_maxsize_refuses_with_queue_full_but_priority_one_always_gets_in(backend_redis, queue_commands, one_partition):
-    queues = TaskQueues(backend_redis, queue_commands(options={"report": QueueOptions(maxsize=2)}))
+async def test_maxsize_refuses_with_queue_full_but_priority_one_always_gets_in(make_queues, one_partition):
+    queues = make_queues(options={"report": QueueOptions(maxsize=2)})
     for _ in range(2):
         await queues.push("report", organisation="o", data=report_data(), priority=5)
     with pytest.raises(QueueFull):
@@ -178,8 +177,8 @@ async def test_a_null_oci_image_matches_no_in_filter(queues):
     assert await queues.pop("boefje", node) == []
 
 
-async def test_unindexed_filter_is_evaluated_by_a_bounded_scan(backend_redis, queue_commands, one_partition):
-    queues = TaskQueues(backend_redis, queue_commands(scan_budget=50))
+async def test_unindexed_filter_is_evaluated_by_a_bounded_scan(make_queues, one_partition):
+    queues = make_queues(scan_budget=50)
     for i in range(120):
         await queues.push("normalizer", organisation="o", data=normalizer_data(f"n{i}"), priority=1)
     near = parse_filter_request({"filters": [{"column": "data", "field": "normalizer__id", "operator": "eq", "value": "n10"}]})

@@ -15,7 +15,7 @@ from redisched.models import Boefje, BoefjeTask, ReportTask, ScheduleCreate, Tas
 from redisched.queue.keys import QueueKeys
 from redisched.queue.queue import TaskQueues
 from redisched.schedulers.outlet import TaskOutlet
-from tests.integration.conftest import QueueOptions, make_commands
+from tests.integration.conftest import QueueOptions, make_layout
 from tests.simulation.harness import fresh_database, history_on
 
 pytestmark = pytest.mark.timeout(30)
@@ -123,7 +123,7 @@ async def test_fire_due_fires_in_the_transaction_and_advances_cron_or_clears_one
 
 @pytest.fixture
 def outlet(async_redis, key_prefix) -> TaskOutlet:
-    return TaskOutlet(TaskQueues(async_redis, make_commands(key_prefix)))
+    return TaskOutlet(TaskQueues(async_redis, make_layout(key_prefix)))
 
 
 async def mirror_entry(outlet: TaskOutlet, task_hash: str):
@@ -141,7 +141,7 @@ async def test_a_push_links_a_schedule_unless_told_not_to(outlet):
 
 
 async def test_a_queued_twin_is_refused_and_a_full_queue_is_retryable(async_redis, key_prefix):
-    outlet = TaskOutlet(TaskQueues(async_redis, make_commands(key_prefix, options={"report": QueueOptions(maxsize=1)})))
+    outlet = TaskOutlet(TaskQueues(async_redis, make_layout(key_prefix, options={"report": QueueOptions(maxsize=1)})))
     task = ReportTask(organisation_id="org1", report_recipe_id="r1")
     assert await outlet.push("report", "org1", task, 10)
     assert not await outlet.push("report", "org1", task, 10)

@@ -13,7 +13,7 @@ from redisched.config import Settings
 from redisched.queue.queue import TaskQueues
 from redisched.schedulers.runner import run_schedulers
 from tests.conftest import AMQP_URL
-from tests.integration.conftest import make_commands
+from tests.integration.conftest import make_layout
 from tests.simulation.fakes import Clock
 from tests.simulation.harness import Broker, fresh_database, history_on, unique_queue
 from tests.simulation.world import World, boefje, normalizer
@@ -40,7 +40,7 @@ def world() -> World:
 
 @pytest.fixture
 async def running(dsn, world, async_redis, key_prefix):
-    queues = TaskQueues(async_redis, make_commands(key_prefix))
+    queues = TaskQueues(async_redis, make_layout(key_prefix))
     katalogus, octopoes, bytes_client = world.clients()
     clients = SimpleNamespace(katalogus=katalogus, octopoes=octopoes, bytes=bytes_client, unconfigured=lambda: [])
     names = {"mutations_queue": unique_queue("mutations"), "raw_files_queue": unique_queue("raw")}

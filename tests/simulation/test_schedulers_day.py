@@ -26,7 +26,7 @@ from redisched.models import ScheduleCreate
 from redisched.queue.queue import TaskQueues
 from redisched.schedulers.runner import SchedulerRunner, build_schedulers
 from tests.conftest import AMQP_URL
-from tests.integration.conftest import make_commands
+from tests.integration.conftest import make_layout
 from tests.simulation.fakes import T0, Clock
 from tests.simulation.harness import Broker, fresh_database, history_on, serving, unique_queue
 from tests.simulation.world import World, boefje, bytes_app, katalogus_app, normalizer, octopoes_app
@@ -147,7 +147,7 @@ class Day:
             await asyncio.sleep(0.005)
 
     async def settle(self) -> None:
-        assert await wait_caught_up(self.queues.redis, self.queues.commands.prefix, timeout=5)
+        assert await wait_caught_up(self.queues.redis, self.queues.layout.prefix, timeout=5)
 
     async def hour(self, hour: int) -> None:
         await self.publish("mutations", events_at(hour, self.world))
@@ -195,7 +195,7 @@ async def day(async_redis, key_prefix, monkeypatch):
     world, clock = build_world(), Clock()
     monkeypatch.setattr(snapshotter_module, "utcnow", clock)  # schedule deadlines in simulated time
     names = {"mutations": unique_queue("mutations"), "raw": unique_queue("raw")}
-    queues = TaskQueues(async_redis, make_commands(key_prefix))
+    queues = TaskQueues(async_redis, make_layout(key_prefix))
     broker = Broker()
     with fresh_database() as dsn:
         async with (

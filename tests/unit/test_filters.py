@@ -20,11 +20,11 @@ from redisched.filters import (
     Not,
     Or,
     evaluate,
-    index_terms,
     parse_filter_request,
     to_lua,
     to_sql,
 )
+from redisched.queue import indexes
 
 
 def f(column="organisation", operator="eq", value="org1", **extra):
@@ -227,7 +227,7 @@ def test_unknown_operator_in_a_group_points_into_it():
 # --- index terms -----------------------------------------------------------------------------
 
 
-def test_index_terms_are_the_runner_and_ui_filters():
+def test_the_index_terms_are_the_runner_and_ui_filters():
     node = parse(
         f("data", "in", ["ghcr.io/x:1"], field="boefje__oci_image"),
         f("data", "in", ["dns", "nmap"], field="boefje__id"),
@@ -238,14 +238,14 @@ def test_index_terms_are_the_runner_and_ui_filters():
         f("organisation", "ne", "org2"),
         {"or": [f("organisation", "eq", "org3"), f("organisation", "eq", "org4")]},
     )
-    assert index_terms(node) == [
+    assert indexes.terms(node) == [
         ("data", "boefje__oci_image", "in", ("ghcr.io/x:1",)),
         ("data", "boefje__id", "in", ("dns", "nmap")),
         ("organisation", None, "eq", ("org1",)),
     ]
-    assert index_terms(parse(f())) == [("organisation", None, "eq", ("org1",))]
-    assert index_terms(parse(f(operator="in", value=[]))) == [("organisation", None, "in", ())]
-    assert index_terms(None) == []
+    assert indexes.terms(parse(f())) == [("organisation", None, "eq", ("org1",))]
+    assert indexes.terms(parse(f(operator="in", value=[]))) == [("organisation", None, "in", ())]
+    assert indexes.terms(None) == []
 
 
 # --- compiled forms --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Async clients for the OpenKAT services the schedulers ask: Katalogus, Octopoes and Bytes.
 
-    clients = ServiceClients.from_settings(get_settings())
+    clients = ServiceClients.from_settings(Settings())
     plugins = await clients.katalogus.get_plugins("org1", "boefje", consumes="Hostname")
     externals = await clients.health()  # {"katalogus": bool, "octopoes": bool, "bytes": bool}
     await clients.aclose()

@@ -1,0 +1,150 @@
+"""Sends a plan (queue/calls.py) to Redis: ``SyncDriver`` on redis-py, ``AsyncDriver`` on
+redis.asyncio (through the pipeliner on one Redis, so concurrent callers share round trips).
+
+Each batch a plan yields goes out at once: as one pipeline on one Redis; on a cluster, where
+redis-py's pipeline refuses scripts, call by call (concurrently on asyncio). Once every
+call of the batch has answered, the first error among them is raised in the caller.
+
+``sent`` is the one script-call path: scripts go by SHA; those the server does not have
+(``SCRIPT FLUSH``, a restart, a failover) go again with their source, which puts them back in
+that server's cache: no extra round trip when all is well, and Cluster-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from redisched.queue.calls import Batch, Call, Plan
+from redisched.queue.pipeliner import Pipeliner
+
+T = TypeVar("T")
+
+Commands = list[tuple[Any, ...]]
+
+
+def sent(calls: Sequence[Call]) -> Generator[Commands, list[Any], list[Any]]:
+    """The commands to send for ``calls``, then for those whose script was missing; returns
+    one raw reply (or the error it got) per call."""
+    replies = yield [call.command() for call in calls]
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        again = yield [calls[i].command(cached=False) for i in missing]
+        for i, reply in zip(missing, again):
+            replies[i] = reply
+    return replies
+
+
+def results(calls: Sequence[Call], replies: list[Any]) -> list[Any]:
+    """Each call's parsed reply; the first error among them raised once all are parsed."""
+    parsed, error = [], None
+    for call, reply in zip(calls, replies):
+        try:
+            if isinstance(reply, Exception):
+                raise reply
+            parsed.append(call.parse(reply))
+        except Exception as exc:  # noqa: PERF203 - one per batch at most, usually none
+            error = error or exc
+            parsed.append(None)
+    if error is not None:
+        raise error
+    return parsed
+
+
+def finish(plan: Plan[T], value: Any) -> tuple[bool, Any]:
+    """Send ``value`` into the plan: (True, its next batch) or (False, its result)."""
+    try:
+        return True, plan.send(value)
+    except StopIteration as done:
+        return False, done.value
+
+
+class SyncDriver:
+    def __init__(self, client: redis.Redis | redis.RedisCluster) -> None:
+        self.redis = client
+        self._one_by_one = isinstance(client, redis.RedisCluster)
+
+    def run(self, plan: Plan[T]) -> T:
+        going, step = finish(plan, None)
+        while going:
+            going, step = finish(plan, self.send(step))
+        return step
+
+    def send(self, calls: Batch) -> list[Any]:
+        sending = sent(calls)
+        going, commands = finish(sending, None)
+        while going:
+            going, commands = finish(sending, self._execute(commands))
+        return results(calls, commands)
+
+    def _execute(self, commands: Commands) -> list[Any]:
+        if len(commands) == 1 or self._one_by_one:
+            return [_reply_or_error(self.redis.execute_command, args) for args in commands]
+        pipe = self.redis.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return pipe.execute(raise_on_error=False)
+
+
+class AsyncDriver:
+    def __init__(self, client: aredis.Redis | aredis.RedisCluster) -> None:
+        self.redis = client
+        # Concurrent calls share round trips on one Redis; a cluster client routes each call.
+        self._pipeliner = None if isinstance(client, aredis.RedisCluster) else Pipeliner(client, send_pipeline)
+
+    async def run(self, plan: Plan[T]) -> T:
+        going, step = finish(plan, None)
+        while going:
+            going, step = finish(plan, await self.send(step))
+        return step
+
+    async def send(self, calls: Batch) -> list[Any]:
+        if self._pipeliner is not None:
+            if len(calls) == 1:
+                return [await self._pipeliner.run(calls[0])]
+            outcomes = await asyncio.gather(*(self._pipeliner.run(call) for call in calls), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            return outcomes
+        replies = await asyncio.gather(*(self._one(call) for call in calls))
+        return results(calls, replies)
+
+    async def _one(self, call: Call) -> Any:
+        sending = sent([call])
+        going, commands = finish(sending, None)
+        while going:
+            going, commands = finish(sending, [await _async_reply_or_error(self.redis.execute_command, commands[0])])
+        return commands[0]
+
+
+async def send_pipeline(client: aredis.Redis, calls: Sequence[Call]) -> list[Any]:
+    """The raw replies of ``calls``, sent as one pipeline (the pipeliner's round trip)."""
+    sending = sent(calls)
+    going, commands = finish(sending, None)
+    while going:
+        async with client.pipeline(transaction=False) as pipe:
+            for args in commands:
+                pipe.execute_command(*args)
+            replies = await pipe.execute(raise_on_error=False)
+        going, commands = finish(sending, replies)
+    return commands
+
+
+def _reply_or_error(execute: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return execute(*args)
+    except ResponseError as exc:  # the script's own error, or NOSCRIPT: the caller decides
+        return exc
+
+
+async def _async_reply_or_error(execute: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+    try:
+        return await execute(*args)
+    except ResponseError as exc:
+        return exc

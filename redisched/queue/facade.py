@@ -1,0 +1,121 @@
+"""The queue's operations, one method each: the method builds the operation's plan
+(plans.py) and hands it to a driver (driver.py). ``TaskQueues`` (queue.py, asyncio) and
+``Client`` (client.py, sync) are this class on their own driver, so they have the same
+methods, defaults and behaviour; on asyncio each method returns an awaitable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from redisched.queue import plans
+from redisched.queue.commands import QueueCommands
+from redisched.queue.driver import AsyncDriver, SyncDriver
+from redisched.queue.layout import QueueLayout
+from redisched.queue.records import TaskRecord
+from redisched.queue.plans import FilterArg
+
+
+class QueueFacade:
+    """The three scheduler queues on one Redis (or Redis Cluster), each in one or more
+    partitions: a push goes to the partition of its hash, a pop takes from the partitions
+    in turn, starting at a different one each time."""
+
+    def __init__(self, driver: SyncDriver | AsyncDriver, layout: QueueLayout) -> None:
+        self.redis = driver.redis
+        self.layout = layout
+        self.commands = QueueCommands(layout)
+        self.driver = driver
+        self.run = driver.run  # run(plan): the plan's result (an awaitable on asyncio)
+        self._next_start = itertools.count()
+
+    def queue(self, scheduler_id: str) -> BoundQueue:
+        """One queue's operations, without repeating its id."""
+        return BoundQueue(self, scheduler_id)
+
+    def push(self, scheduler_id: str, **task: Any) -> TaskRecord:
+        return self.run(plans.push(self.commands, scheduler_id, **task))
+
+    def pop(
+        self, scheduler_id: str, filters: FilterArg = None, limit: int | None = None, token: str | None = None
+    ) -> list[TaskRecord]:
+        """Up to ``limit`` tasks (None: as many as one pop may hand out); ``filters`` a
+        FilterRequest dict or a parsed tree."""
+        start = next(self._next_start)
+        return self.run(plans.pop(self.commands, scheduler_id, filters, limit, token, start=start))
+
+    def peek(self, scheduler_id: str, filters: FilterArg = None, limit: int = 10) -> list[TaskRecord]:
+        return self.run(plans.peek(self.commands, scheduler_id, filters, limit))
+
+    def patch(self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
+        """Patch a live task wherever it is queued; None when no queue has it."""
+        return self.run(plans.patch(self.commands, task_id, changes, token))
+
+    def requeue(self, scheduler_id: str, task_id: uuid.UUID | str, task_hash: str) -> TaskRecord | None:
+        """Put back a dispatched task its runner hands back unstarted; None when none such."""
+        return self.run(plans.requeue(self.commands, scheduler_id, task_id, task_hash))
+
+    def unlink_schedule(self, schedule_id: uuid.UUID | str, tasks: list[tuple[str, str]]) -> int:
+        """A deleted schedule's live tasks, (scheduler id, task id), no longer name it."""
+        return self.run(plans.unlink_schedule(self.commands, schedule_id, tasks))
+
+    def extend_lease(
+        self, scheduler_id: str, task_id: uuid.UUID | str, token: str, seconds: float, partition: int | None = None
+    ) -> int:
+        return self.run(plans.extend_lease(self.commands, scheduler_id, task_id, token, seconds, partition))
+
+    def reap(self, scheduler_id: str, max_count: int = 1000) -> tuple[int, int]:
+        return self.run(plans.reap(self.commands, scheduler_id, max_count))
+
+    def forget_finished(self, scheduler_id: str, items: list[tuple[str, str]], partition: int | None = None) -> int:
+        return self.run(plans.forget(self.commands, scheduler_id, items, partition))
+
+    def restore(self, record: TaskRecord) -> bool:
+        return self.run(plans.restore(self.commands, record))
+
+    def get(self, task_id: uuid.UUID | str) -> TaskRecord | None:
+        return self.run(plans.get(self.layout, task_id))
+
+    def locate(self, task_id: uuid.UUID | str) -> Any:
+        """The QueueKeys of the partition that holds this live task, or None."""
+        return self.run(plans.locate(self.layout, task_id))
+
+    def qsize(self, scheduler_id: str) -> int:
+        return self.run(plans.qsize(self.commands, scheduler_id))
+
+    def last_activity_us(self, scheduler_id: str) -> int | None:
+        return self.run(plans.last_activity_us(self.commands, scheduler_id))
+
+    def check_layout(self) -> None:
+        return self.run(plans.check_layout(self.layout))
+
+
+class BoundQueue:
+    """One queue of a facade: ``client.queue("boefje").pop(limit=1)``."""
+
+    def __init__(self, queues: QueueFacade, scheduler_id: str) -> None:
+        queues.commands.scheduler(scheduler_id)  # NotFound for an unknown one
+        self.queues, self.id = queues, scheduler_id
+
+    def push(self, **task: Any) -> TaskRecord:
+        return self.queues.push(self.id, **task)
+
+    def pop(self, filters: FilterArg = None, limit: int | None = None, token: str | None = None) -> list[TaskRecord]:
+        return self.queues.pop(self.id, filters, limit, token)
+
+    def peek(self, filters: FilterArg = None, limit: int = 10) -> list[TaskRecord]:
+        return self.queues.peek(self.id, filters, limit)
+
+    def patch(self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
+        return self.queues.patch(task_id, changes, token)
+
+    def extend_lease(self, task_id: uuid.UUID | str, token: str, seconds: float) -> int:
+        return self.queues.extend_lease(self.id, task_id, token, seconds)
+
+    def reap(self, max_count: int = 1000) -> tuple[int, int]:
+        return self.queues.reap(self.id, max_count)
+
+    def qsize(self) -> int:
+        return self.queues.qsize(self.id)

@@ -1,0 +1,220 @@
+"""Every queue operation as a plan (see calls.py): a generator that yields batches of calls
+and returns the operation's result. The fan-out lives here: which queues and partitions an
+operation asks, in how many round trips. Nothing here touches Redis: the facades
+(queue.py, client.py) hand a plan to their driver (driver.py), and tests step through a plan
+by hand (tests/unit/test_queue_plans.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from redisched import filters
+from redisched.errors import NotFound
+from redisched.queue.calls import Command, Plan
+from redisched.queue.commands import QueueCommands, pops_one_batch
+from redisched.queue.keys import QueueKeys
+from redisched.queue.layout import QueueLayout
+from redisched.queue.records import TaskRecord, decode_record
+
+FilterArg = dict[str, Any] | filters.Node | None
+
+
+def as_node(request: FilterArg) -> filters.Node | None:
+    """A filter as the API parses it, from a FilterRequest dict or an already parsed tree."""
+    return filters.parse_filter_request(request) if isinstance(request, dict) else request
+
+
+def push(commands: QueueCommands, scheduler_id: str, **task: Any) -> Plan[TaskRecord]:
+    """Into the partition of the task's hash (twins always meet in one script)."""
+    [record] = yield [commands.push(scheduler_id, **task)]
+    return record
+
+
+def pop(
+    commands: QueueCommands,
+    scheduler_id: str,
+    filters_node: FilterArg = None,
+    limit: int | None = None,
+    token: str | None = None,
+    *,
+    start: int = 0,
+) -> Plan[list[TaskRecord]]:
+    """Up to ``limit`` tasks (None: up to POP_MAX), best first within each partition: from
+    partition ``start`` on, one after the other, each asked only for what is still missing.
+    A boefje pop stops at the first partition that gave a batch."""
+    commands.scheduler(scheduler_id)
+    node, partitions = as_node(filters_node), commands.layout.partitions
+    wanted, popped = commands.limit_of(limit), []
+    for step in range(partitions):
+        if len(popped) >= wanted or (popped and pops_one_batch(scheduler_id)):
+            break
+        partition = (start + step) % partitions
+        call = commands.pop(scheduler_id, filters_node=node, limit=wanted - len(popped), token=token, partition=partition)
+        if call is None:  # nothing can match
+            break
+        [got] = yield [call]
+        popped += got
+    return popped
+
+
+def peek(commands: QueueCommands, scheduler_id: str, filters_node: FilterArg = None, limit: int = 10) -> Plan[list[TaskRecord]]:
+    """The first ``limit`` queued tasks in queue order, across every partition (one round trip)."""
+    node = as_node(filters_node)
+    calls = [
+        commands.peek(scheduler_id, filters_node=node, limit=limit, partition=keys.partition)
+        for keys in _queue(commands, scheduler_id)
+    ]
+    if calls[0] is None:  # nothing can match, or limit 0
+        return []
+    found = yield calls
+    if len(found) == 1:
+        return found[0]
+    return sorted((record for part in found for record in part), key=lambda r: r.order)[:limit]
+
+
+def patch(
+    commands: QueueCommands, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None
+) -> Plan[TaskRecord | None]:
+    """Patch a live task wherever it is queued; None when no queue has it. Sent to every
+    queue partition at once (one round trip, per node on a cluster): those that lack the
+    task answer E_NOT_FOUND, which costs Redis one HGET, instead of a lookup round trip."""
+    calls = [
+        commands.patch(keys.queue_id, str(task_id), changes, token=token, partition=keys.partition)
+        for keys in commands.layout.every()
+    ]
+    patched = yield calls
+    return next((record for record in patched if record is not None), None)
+
+
+def requeue(
+    commands: QueueCommands, scheduler_id: str, task_id: uuid.UUID | str, task_hash: str
+) -> Plan[TaskRecord | None]:
+    """Requeue a dispatched task handed back unstarted (same id, same hash), wherever in the
+    queue's partitions it is (all asked at once); None when the queue holds no such task."""
+    calls = [
+        commands.requeue(scheduler_id, str(task_id), task_hash, partition=keys.partition)
+        for keys in _queue(commands, scheduler_id)
+    ]
+    requeued = yield calls
+    return next((record for record in requeued if record is not None), None)
+
+
+def unlink_schedule(
+    commands: QueueCommands, schedule_id: uuid.UUID | str, tasks: list[tuple[str, str]]
+) -> Plan[int]:
+    """A schedule was deleted: its live tasks, (scheduler id, task id), no longer name it.
+    Each is looked for in every partition of its queue (a PATCH may have moved its hash
+    away from the partition it lives in), all in one round trip. How many were unlinked."""
+    by_queue: dict[str, list[str]] = {}
+    for scheduler_id, task_id in tasks:
+        by_queue.setdefault(commands.scheduler(scheduler_id).id, []).append(str(task_id))
+    calls = [
+        call
+        for queue_id, task_ids in by_queue.items()
+        for keys in commands.layout.of(queue_id)
+        for call in commands.unlink(queue_id, str(schedule_id), task_ids, partition=keys.partition)
+    ]
+    return sum((yield calls)) if calls else 0
+
+
+def extend_lease(
+    commands: QueueCommands,
+    scheduler_id: str,
+    task_id: uuid.UUID | str,
+    token: str,
+    seconds: float,
+    partition: int | None = None,
+) -> Plan[int]:
+    """The lease's new expiry (ms). ``partition`` None: wherever the task is in the queue,
+    asked of every partition at once (those that lack it answer E_NOT_FOUND)."""
+    partitions = [partition] if partition is not None else [keys.partition for keys in _queue(commands, scheduler_id)]
+    calls = [commands.extend_lease(scheduler_id, str(task_id), token, seconds, partition=p) for p in partitions]
+    expiries = yield calls
+    expiry = next((found for found in expiries if found is not None), None)
+    if expiry is None:
+        raise NotFound("task not leased")
+    return expiry
+
+
+def reap(commands: QueueCommands, scheduler_id: str, max_count: int = 1000) -> Plan[tuple[int, int]]:
+    """Expired leases taken back in every partition of the queue: (requeued, failed)."""
+    calls = [commands.reap(scheduler_id, max_count=max_count, partition=keys.partition) for keys in _queue(commands, scheduler_id)]
+    counts = yield calls
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def forget(
+    commands: QueueCommands, scheduler_id: str, items: list[tuple[str, str]], partition: int | None = None
+) -> Plan[int]:
+    """Drop finished tasks at their stored rev (the snapshotter's, once Postgres has them);
+    ``partition`` None: from every partition of the queue. How many left Redis."""
+    if not items:
+        return 0
+    partitions = [partition] if partition is not None else [keys.partition for keys in _queue(commands, scheduler_id)]
+    return sum((yield [commands.forget(scheduler_id, items, partition=p) for p in partitions]))
+
+
+def restore(commands: QueueCommands, record: TaskRecord) -> Plan[bool]:
+    """Put a task Postgres holds back live, in the partition of its hash; False when a twin
+    is queued."""
+    [restored] = yield [commands.restore(record)]
+    return restored
+
+
+def ack_events(commands: QueueCommands, keys: QueueKeys, group: str, entry_ids: list[str]) -> Plan[str]:
+    """The snapshotter's: entries of one partition's stream committed to Postgres."""
+    [acked] = yield [commands.ack_events(keys.queue_id, group, entry_ids, partition=keys.partition)]
+    return acked
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+def get(layout: QueueLayout, task_id: uuid.UUID | str) -> Plan[TaskRecord | None]:
+    """The live task with this id, from whichever queue partition holds it (one round trip)."""
+    calls = [Command(("HGET", keys.key(name), str(task_id))) for keys in layout.every() for name in ("tasks", "data")]
+    replies = yield calls
+    pairs = zip(replies[0::2], replies[1::2])
+    return next((decode_record(raw, data) for raw, data in pairs if raw is not None), None)
+
+
+def locate(layout: QueueLayout, task_id: uuid.UUID | str) -> Plan[QueueKeys | None]:
+    """The queue partition that holds this live task."""
+    partitions = layout.every()
+    found = yield [Command(("HEXISTS", keys.tasks, str(task_id))) for keys in partitions]
+    return next((keys for keys, hit in zip(partitions, found) if hit), None)
+
+
+def qsize(commands: QueueCommands, scheduler_id: str) -> Plan[int]:
+    """Tasks queued (not leased) in every partition of the queue."""
+    return sum((yield [Command(("ZCARD", keys.queue)) for keys in _queue(commands, scheduler_id)]))
+
+
+def last_activity_us(commands: QueueCommands, scheduler_id: str) -> Plan[int | None]:
+    """When any partition of the queue last changed (µs since the epoch)."""
+    values = yield [Command(("HGET", keys.meta, "last_activity")) for keys in _queue(commands, scheduler_id)]
+    return max((int(value) for value in values if value is not None), default=None)
+
+
+def check_layout(layout: QueueLayout) -> Plan[None]:
+    """Record the partition count the queues are made with; refuse another one while the
+    queues made with the old count still hold tasks (they would be out of sight)."""
+    key, wanted = layout.layout_key, layout.partitions
+    [created, stored] = yield [Command(("SET", key, wanted, "NX")), Command(("GET", key))]
+    if created or int(stored or wanted) == wanted:
+        return
+    stored = int(stored)
+    old = QueueLayout(layout.prefix, stored)
+    if sum((yield [Command(("HLEN", keys.tasks)) for keys in old.every(layout.queue_ids)])):
+        raise RuntimeError(
+            f"the queues hold tasks in {stored} partitions: REDISCHED_PARTITIONS={wanted} would hide them; "
+            f"set it back to {stored}, or empty the queues first"
+        )
+    yield [Command(("SET", key, wanted))]
+
+
+def _queue(commands: QueueCommands, scheduler_id: str) -> list[QueueKeys]:
+    """Every partition of the queue (NotFound for an unknown scheduler)."""
+    return commands.layout.of(commands.scheduler(scheduler_id).id)

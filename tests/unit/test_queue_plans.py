@@ -1,0 +1,167 @@
+"""Each queue operation's fan-out, stepped through by hand without Redis: which calls a plan
+sends, in how many round trips, and how it folds their replies into the result."""
+
+from __future__ import annotations
+
+import pytest
+
+from redisched.errors import Conflict, NotFound
+from redisched.queue import plans
+from redisched.queue.calls import Command, ScriptCall
+from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
+from redisched.queue.records import TaskRecord
+from tests.factories import boefje_data
+
+TASK_ID = "00000000-0000-4000-8000-000000000001"
+
+
+def three() -> QueueCommands:
+    return QueueCommands(QueueLayout(prefix="rs", partitions=3))
+
+
+def record(task_id: str = TASK_ID, order: str = "1") -> TaskRecord:
+    return TaskRecord(
+        id=task_id, scheduler_id="normalizer", organisation="o", priority="1", status="queued",
+        type="normalizer", created_at="0", modified_at="0", pk=order,
+    )  # fmt: skip
+
+
+def run(plan, *replies):
+    """Step a plan: send it each batch's replies in turn; (batches it yielded, its result)."""
+    batches, reply = [], None
+    try:
+        batches.append(plan.send(None))
+        for reply in replies:
+            batches.append(plan.send(reply))
+    except StopIteration as done:
+        return batches, done.value
+    raise AssertionError(f"the plan wanted more than {len(replies)} round trips")
+
+
+def partitions_of(batch) -> list[tuple[str, int]]:
+    """(queue, partition) each call of a batch goes to, from its first key's hash tag."""
+    layout = QueueLayout(prefix="rs", partitions=3)
+    by_tag = {keys.tag: (keys.queue_id, keys.partition) for keys in layout.every()}
+    found = []
+    for call in batch:
+        key = call.keys[0] if isinstance(call, ScriptCall) else call.args[1]
+        found.append(by_tag[key.rsplit(":", 1)[0]])
+    return found
+
+
+def test_a_push_is_one_call_to_the_partition_of_its_hash():
+    commands = three()
+    [batch], _ = run(plans.push(commands, "boefje", organisation="o", data=boefje_data(), priority=3), [record()])
+    assert len(batch) == 1 and batch[0].script.name == "push"
+
+
+def test_a_pop_asks_partition_after_partition_only_for_what_is_still_missing():
+    batches, popped = run(plans.pop(three(), "normalizer", limit=5, start=1), [["a", "b"]], [[]], [["c", "d", "e"]])
+    assert [partitions_of(b) for b in batches] == [[("normalizer", 1)], [("normalizer", 2)], [("normalizer", 0)]]
+    assert [b[0].args[3] for b in batches] == [5, 3, 3]  # the limit each partition is asked for
+    assert popped == ["a", "b", "c", "d", "e"]
+
+
+def test_a_pop_stops_once_it_has_its_limit():
+    batches, popped = run(plans.pop(three(), "normalizer", limit=2), [["a", "b"]])
+    assert len(batches) == 1 and popped == ["a", "b"]
+
+
+def test_a_boefje_pop_stops_at_the_first_partition_that_gave_a_batch():
+    batches, popped = run(plans.pop(three(), "boefje", limit=10), [["only"]])
+    assert len(batches) == 1 and popped == ["only"]
+
+
+def test_a_pop_that_cannot_match_asks_nothing():
+    assert run(plans.pop(three(), "normalizer", limit=0)) == ([], [])
+    impossible = {"filters": [{"column": "organisation", "operator": "in", "value": []}]}
+    assert run(plans.pop(three(), "boefje", impossible)) == ([], [])
+
+
+def test_an_unknown_queue_is_not_found_before_any_round_trip():
+    for plan in (plans.pop(three(), "nope", limit=0), plans.qsize(three(), "nope"), plans.reap(three(), "nope")):
+        with pytest.raises(NotFound):
+            plan.send(None)
+
+
+def test_peek_asks_every_partition_at_once_and_merges_in_queue_order():
+    [batch], peeked = run(plans.peek(three(), "normalizer", limit=2), [[record("c", "3")], [record("a", "1")], [record("b", "2")]])
+    assert partitions_of(batch) == [("normalizer", p) for p in range(3)]
+    assert [r.id for r in peeked] == ["a", "b"]
+
+
+def test_patch_goes_to_every_partition_of_every_queue_at_once():
+    replies = [None] * 9
+    replies[4] = record()
+    [batch], patched = run(plans.patch(three(), TASK_ID, {"status": "completed"}), replies)
+    assert sorted(partitions_of(batch)) == sorted((q, p) for q in ("boefje", "normalizer", "report") for p in range(3))
+    assert patched is replies[4]
+    assert run(plans.patch(three(), TASK_ID, {"status": "completed"}), [None] * 9)[1] is None
+
+
+def test_extend_asks_the_queues_partitions_at_once_or_the_one_named():
+    [batch], expiry = run(plans.extend_lease(three(), "boefje", TASK_ID, "t", 5), [None, 1234, None])
+    assert partitions_of(batch) == [("boefje", p) for p in range(3)] and expiry == 1234
+    [batch], _ = run(plans.extend_lease(three(), "boefje", TASK_ID, "t", 5, partition=2), [99])
+    assert partitions_of(batch) == [("boefje", 2)]
+    with pytest.raises(NotFound, match="task not leased"):
+        run(plans.extend_lease(three(), "boefje", TASK_ID, "t", 5), [None, None, None])
+
+
+def test_a_hand_back_asks_every_partition_of_the_queue_at_once():
+    [batch], requeued = run(plans.requeue(three(), "boefje", TASK_ID, "h"), [None, record(), None])
+    assert partitions_of(batch) == [("boefje", p) for p in range(3)] and requeued.id == TASK_ID
+
+
+def test_a_deleted_schedule_is_unlinked_in_every_partition_of_its_tasks_queues_at_once():
+    tasks = [("boefje", TASK_ID), ("report", TASK_ID), ("boefje", "t2")]
+    [batch], unlinked = run(plans.unlink_schedule(three(), "s", tasks), [1, 0, 0, 0, 1, 0])
+    assert sorted(partitions_of(batch)) == sorted((q, p) for q in ("boefje", "report") for p in range(3))
+    assert unlinked == 2
+    assert run(plans.unlink_schedule(three(), "s", [])) == ([], 0)
+
+
+def test_reap_and_forget_sum_over_every_partition_of_the_queue():
+    [batch], counts = run(plans.reap(three(), "report"), [(1, 0), (2, 1), (0, 0)])
+    assert partitions_of(batch) == [("report", p) for p in range(3)] and counts == (3, 1)
+    [batch], dropped = run(plans.forget(three(), "report", [(TASK_ID, "5")]), [1, 0, 0])
+    assert len(batch) == 3 and dropped == 1
+    [batch], _ = run(plans.forget(three(), "report", [(TASK_ID, "5")], partition=1), [1])
+    assert partitions_of(batch) == [("report", 1)]
+    assert run(plans.forget(three(), "report", [])) == ([], 0)
+
+
+def test_get_and_locate_read_every_partition_of_every_queue_in_one_round_trip():
+    layout = three().layout
+    replies = [None] * 18
+    replies[8], replies[9] = b'{"id":"x","scheduler_id":"normalizer","organisation":"o","priority":"1","status":"queued","type":"normalizer","created_at":"0","modified_at":"0","pk":"1"}', b"{}"
+    [batch], found = run(plans.get(layout, TASK_ID), replies)
+    assert all(isinstance(call, Command) and call.args[0] == "HGET" for call in batch) and len(batch) == 18
+    assert found.id == "x" and found.data == "{}"
+    [batch], where = run(plans.locate(layout, TASK_ID), [0, 0, 0, 0, 1, 0, 0, 0, 0])
+    assert len(batch) == 9 and (where.queue_id, where.partition) == ("normalizer", 1)
+
+
+def test_qsize_and_last_activity_read_each_partition_of_the_queue_once():
+    [batch], size = run(plans.qsize(three(), "boefje"), [2, 0, 5])
+    assert [c.args[0] for c in batch] == ["ZCARD"] * 3 and size == 7
+    [batch], last = run(plans.last_activity_us(three(), "boefje"), [b"10", None, b"30"])
+    assert len(batch) == 3 and last == 30
+
+
+def test_a_changed_partition_count_is_refused_while_the_old_partitions_hold_tasks():
+    layout = QueueLayout(prefix="rs", partitions=2)
+    assert run(plans.check_layout(layout), [True, None]) == ([[Command(("SET", "rs:layout", 2, "NX")), Command(("GET", "rs:layout"))]], None)
+    with pytest.raises(RuntimeError, match="hold tasks in 3 partitions"):
+        run(plans.check_layout(layout), [None, b"3"], [0] * 8 + [1])
+    batches, _ = run(plans.check_layout(layout), [None, b"3"], [0] * 9, [True])
+    assert batches[-1] == [Command(("SET", "rs:layout", 2))]
+
+
+def test_the_first_error_of_a_batch_reaches_the_caller():
+    from redisched.queue.driver import results
+
+    calls = three().reap("report"), three().reap("report")
+    with pytest.raises(Conflict):
+        results(calls, [[0, 0], Conflict("x")])
