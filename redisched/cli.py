@@ -38,7 +38,7 @@ from redisched.embedded import EmbeddedError, ensure_servers, redact
 from redisched.history import quarantine
 from redisched.history.import_mula import MulaImportError, check_target, import_mula
 from redisched.history.migrate import migrate
-from redisched.queue.keys import QueueLayout
+from redisched.queue.layout import QueueLayout
 from redisched.server.connections import uvicorn_options
 
 log = logging.getLogger("redisched")
@@ -186,7 +186,7 @@ def reconcile_command(settings: Settings, _args: argparse.Namespace) -> int:
 def quarantine_command(settings: Settings, args: argparse.Namespace) -> int:
     async def act(settings: Settings) -> list[str]:
         redis = open_redis(settings)
-        layout = QueueLayout(settings.key_prefix, settings.partitions)
+        layout = QueueLayout.from_settings(settings)
         try:
             if args.action == "retry":
                 retried = await quarantine.retry(redis, layout, args.ids or None)

@@ -20,7 +20,8 @@ from typing import Any
 import msgspec
 import redis.asyncio as aredis
 
-from redisched.queue.keys import QueueKeys, QueueLayout
+from redisched.queue.keys import QueueKeys
+from redisched.queue.layout import QueueLayout
 
 EVENT_FIELDS = ("op", "rec", "data", "sched")  # what a retry puts back on the event stream
 LIST_MAX = 1000  # dead letters one listing returns per queue partition

@@ -112,7 +112,11 @@ class AsyncDriver:
                 if isinstance(outcome, BaseException):
                     raise outcome
             return outcomes
-        replies = await asyncio.gather(*(self._one(call) for call in calls))
+        # Every call ends before the first error is raised: none is left running unawaited.
+        replies = await asyncio.gather(*(self._one(call) for call in calls), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, Exception):
+                raise reply
         return results(calls, replies)
 
     async def _one(self, call: Call) -> Any:

@@ -19,7 +19,7 @@ import redis
 from redisched import filters
 from redisched.client import Client
 from redisched.config import Settings
-from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 from tests.acceptance.harness import api_client, boefje_push, db_dsn, settings, template_db  # noqa: F401
 from tests.factories import boefje_data, normalizer_data
 from tests.servers import private_redis
@@ -81,7 +81,7 @@ def hostile_redis() -> Iterator[redis.Redis]:
     hostile filters match."""
     with private_redis("--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000") as url:
         client = redis.Redis.from_url(url)
-        queue = Client(client, QueueCommands(prefix="rs")).queue("boefje")
+        queue = Client(client, QueueLayout(prefix="rs")).queue("boefje")
         for i in range(QUEUED):
             data = boefje_data(f"b{i % 37}", oci_image=f"img{i % 11}", ooi=f"{LONG_PREFIX}{i}.example.com")
             data["k"] = {"k": {"k": i}}
@@ -115,7 +115,7 @@ class Bystander(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
-        self.queue = Client(redis.Redis.from_url(url), QueueCommands(prefix="bystander")).queue("normalizer")
+        self.queue = Client(redis.Redis.from_url(url), QueueLayout(prefix="bystander")).queue("normalizer")
         self.latencies: list[float] = []
         self.errors: list[BaseException] = []
         self.stop = threading.Event()
@@ -139,7 +139,7 @@ def test_the_worst_accepted_filters_cost_redis_at_most_5_ms_a_call_while_a_bysta
     hostile_redis, operation
 ):
     url = "redis://{host}:{port}/0".format(**hostile_redis.connection_pool.connection_kwargs)
-    queue = Client(hostile_redis, QueueCommands(prefix="rs")).queue("boefje")
+    queue = Client(hostile_redis, QueueLayout(prefix="rs")).queue("boefje")
     bystander = Bystander(url)
     bystander.start()
     worst: dict[str, float] = {}
