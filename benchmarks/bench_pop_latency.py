@@ -119,6 +119,6 @@ def _top_up(raw: redis.Redis, queue, depth: int, next_n: int) -> int:
         base = next_n // len(BOEFJES) + 1
         numbers = ((base + k // len(RUNNER_POPPABLE)) * len(BOEFJES) + RUNNER_POPPABLE[k % len(RUNNER_POPPABLE)]
                    for k in range(missing))
-        fill_boefje(raw, queue._commands, missing, start=next_n, batch=1000, numbers=numbers)
+        fill_boefje(raw, queue.queues.commands, missing, start=next_n, batch=1000, numbers=numbers)
         next_n = (base + missing // len(RUNNER_POPPABLE) + 1) * len(BOEFJES)
     return next_n

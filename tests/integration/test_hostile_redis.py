@@ -86,7 +86,7 @@ def hostile_redis() -> Iterator[redis.Redis]:
             data = boefje_data(f"b{i % 37}", oci_image=f"img{i % 11}", ooi=f"{LONG_PREFIX}{i}.example.com")
             data["k"] = {"k": {"k": i}}
             queue.push(organisation=f"org{i % 20}", priority=i + 1, data=data)
-        client.delete(queue._commands.keys("boefje").events)
+        client.delete(queue.queues.layout.of("boefje")[0].events)
         yield client
         client.close()
 
