@@ -12,10 +12,12 @@
   ARGV[6] id for a new schedule, used when no schedule has this hash yet
   ARGV[7] "1": refuse while any twin is live (queued, dispatched or running), as the
           schedulers want; "0": only a queued twin refuses, as the API contract says
+  ARGV[8] "1": one live task per schedule (REDISCHED_ONE_TASK_PER_SCHEDULE): a dispatched
+          or running twin of the enabled schedule this push would link to refuses it
 
   Returns: {record JSON, data JSON} as stored, or an error code
     E_CONFLICT when a twin is queued and the options do not allow the change (or is live
-    and ARGV[7] is "1"),
+    and ARGV[7] is "1", or is a live task of the push's schedule and ARGV[8] is "1"),
     E_QUEUE_FULL, E_ID_EXISTS.
   Emits: op=push rec=<record> data=<data> [sched=new|linked]
 ]]
@@ -81,6 +83,20 @@ local function link_schedule()
   return nil
 end
 
+-- A schedule's tasks share its hash, so its live task (if any) is the one the hash map
+-- points at: one lookup, in the same partition as the mirror.
+local function schedule_is_busy(twin_id)
+  if ARGV[8] ~= '1' or ARGV[5] ~= '1' then
+    return false
+  end
+  local mirror = redis.call('HGET', K_SCHEDULES, rec.hash)
+  if not mirror then
+    return false
+  end
+  local schedule_id, enabled = string.match(mirror, '^(.*)|(%d)$')
+  return enabled == '1' and load_record(twin_id).schedule_id == schedule_id
+end
+
 -- The very task pushed again while it is queued (same id, same hash) is its own twin, as
 -- mula finds twins by hash alone.
 local function queued_self()
@@ -92,7 +108,8 @@ local twin_id = queued_twin(rec) or (queued_self() and rec.id)
 if twin_id then
   return update_twin(twin_id)
 end
-if ARGV[7] == '1' and live_twin(rec) then
+local live = live_twin(rec)
+if live and (ARGV[7] == '1' or schedule_is_busy(live)) then
   return E_CONFLICT
 end
 if maxsize > 0 and tonumber(rec.priority) > 1 and redis.call('ZCARD', K_QUEUE) >= maxsize then

@@ -16,6 +16,7 @@ GRACE_PERIOD_SECONDS = 86400
 MAX_TRIES = 3
 SCAN_BUDGET = 2000
 SCAN_TIME_US = 1500
+ONE_TASK_PER_SCHEDULE = True
 
 
 def _env(*names: str) -> AliasChoices:
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     max_tries: int = Field(MAX_TRIES, validation_alias=_env("REDISCHED_MAX_TRIES"))
     # How many candidates a pop may examine for a filter no index serves.
     scan_budget: int = Field(SCAN_BUDGET, validation_alias=_env("REDISCHED_SCAN_BUDGET"))
+    # A push whose schedule already has a queued, dispatched or running task is refused (409),
+    # as upstream PR #5007 does; off: only a queued twin refuses an API push (mula 1.20.1).
+    one_task_per_schedule: bool = Field(ONE_TASK_PER_SCHEDULE, validation_alias=_env("REDISCHED_ONE_TASK_PER_SCHEDULE"))
     # Bearer tokens; empty = auth off (mula has none).
     admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))
     runner_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_RUNNER_TOKENS"))

@@ -91,6 +91,16 @@ class SchedulerHistory:
     async def set_cron(self, schedule_id: uuid.UUID, cron: str, deadline: datetime) -> None:
         await self.schedules.patch(schedule_id, {"schedule": cron, "deadline_at": deadline})
 
+    async def delete_schedule(
+        self, scheduler_id: str, schedule_hash: str
+    ) -> tuple[uuid.UUID, list[tuple[str, str]]] | None:
+        """Delete the schedule with this hash: (its id, its live tasks to unlink in Redis), or
+        None when there is none."""
+        _, found = await self.schedules.list(scheduler_id=scheduler_id, schedule_hash=schedule_hash, limit=1)
+        if not found:
+            return None
+        return found[0].id, await self.schedules.delete(found[0].id)
+
     async def create_schedule(self, new: ScheduleCreate) -> bool:
         """False when a schedule with the same hash exists already."""
         try:

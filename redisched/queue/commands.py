@@ -111,6 +111,7 @@ class QueueCommands:
             "1" if scheduler.has_schedules and link_schedule else "0",
             str(uuid.uuid4()),
             "1" if refuse_live_twin else "0",
+            "1" if self.layout.one_task_per_schedule else "0",
         ]
         keys = self.layout.for_hash(scheduler_id, record.hash)
         return ScriptCall(load("push"), keys.all, args, _parse_push)

@@ -34,7 +34,7 @@ class QueueLayout:
     """``partitions`` per queue under ``prefix``; leases of ``dispatch_lease_ms`` after a pop and
     ``running_lease_ms`` once running; a task fails after ``max_tries`` expired leases; a pop
     examines at most ``scan_budget`` candidates, for at most ``scan_time_us``, for a filter
-    no index serves."""
+    no index serves; ``one_task_per_schedule``: a schedule's live task refuses its pushes."""
 
     prefix: str = config.KEY_PREFIX
     partitions: int = config.PARTITIONS
@@ -43,6 +43,7 @@ class QueueLayout:
     max_tries: int = config.MAX_TRIES
     scan_budget: int = config.SCAN_BUDGET
     scan_time_us: int = config.SCAN_TIME_US
+    one_task_per_schedule: bool = config.ONE_TASK_PER_SCHEDULE
     options: dict[str, QueueOptions] = field(default_factory=dict)
     queue_ids: tuple[str, ...] = QUEUE_IDS
 
@@ -60,6 +61,7 @@ class QueueLayout:
             max_tries=settings.max_tries,
             scan_budget=settings.scan_budget,
             scan_time_us=settings.scan_time_us,
+            one_task_per_schedule=settings.one_task_per_schedule,
             options={queue_id: QueueOptions(maxsize=settings.pq_maxsize) for queue_id in QUEUE_IDS},
         )
 

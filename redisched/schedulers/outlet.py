@@ -51,6 +51,10 @@ class TaskOutlet:
     async def set_status(self, task_id: uuid.UUID, status: TaskStatus) -> None:
         await self.queues.patch(task_id, {"status": status})
 
+    async def unlink_schedule(self, schedule_id: uuid.UUID, tasks: list[tuple[str, str]]) -> None:
+        """A deleted schedule's live tasks, (scheduler id, task id), no longer name it."""
+        await self.queues.unlink_schedule(schedule_id, tasks)
+
     async def cancel_queued(self, scheduler_id: str, organisation: str, input_ooi: str) -> int:
         """Cancel the queued tasks of this organisation on this object; returns how many."""
         node = filters.parse_filter_request(_on_object(organisation, input_ooi))

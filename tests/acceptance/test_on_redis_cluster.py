@@ -25,8 +25,9 @@ def cluster_url():
 @pytest.fixture(params=[1, 3], ids=["1-partition", "3-partitions"])
 def settings(request, cluster_url: str, db_dsn: str, key_prefix: str) -> Settings:  # noqa: F811
     return Settings(
-        redis_url=cluster_url, redis_cluster=True, db_uri=db_dsn, key_prefix=key_prefix, partitions=request.param
-    )
+        redis_url=cluster_url, redis_cluster=True, db_uri=db_dsn, key_prefix=key_prefix, partitions=request.param,
+        one_task_per_schedule=False,  # the recording is mula 1.20.1's rule
+    )  # fmt: skip
 
 
 # The recorded pops follow one queue's strict order, which partitions keep per partition only:

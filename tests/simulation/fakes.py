@@ -48,6 +48,7 @@ class FakeOutlet:
     queued: dict[str, Pushed] = field(default_factory=dict)  # hash -> queued task
     live: dict[uuid.UUID, str] = field(default_factory=dict)  # task id -> status in Redis
     cancelled: list[tuple[str, str]] = field(default_factory=list)
+    unlinked: list[tuple[uuid.UUID, list[tuple[str, str]]]] = field(default_factory=list)
     full: bool = False
 
     async def push(self, scheduler_id, organisation, payload, priority, *, schedule=True) -> bool:
@@ -66,6 +67,9 @@ class FakeOutlet:
 
     async def set_status(self, task_id: uuid.UUID, status: TaskStatus) -> None:
         self.live[task_id] = status.value
+
+    async def unlink_schedule(self, schedule_id: uuid.UUID, tasks: list[tuple[str, str]]) -> None:
+        self.unlinked.append((schedule_id, tasks))
 
     async def cancel_queued(self, scheduler_id: str, organisation: str, input_ooi: str) -> int:
         self.cancelled.append((organisation, input_ooi))
@@ -131,6 +135,13 @@ class FakeHistory:
 
     async def set_cron(self, schedule_id, cron, deadline) -> None:
         self._set(schedule_id, schedule=cron, deadline_at=deadline)
+
+    async def delete_schedule(self, scheduler_id, schedule_hash):
+        for schedule in list(self.schedules.values()):
+            if schedule.scheduler_id == scheduler_id and schedule.hash == schedule_hash:
+                del self.schedules[schedule.id]
+                return schedule.id, []
+        return None
 
     async def create_schedule(self, new: ScheduleCreate) -> bool:
         if any(s.hash == payload_hash(new.scheduler_id, new.data) for s in self.schedules.values()):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from redisched.clients.amqp import RawFileReceived
-from redisched.models import Boefje, BoefjeMeta, MimeType, RawData
+from redisched.models import Boefje, BoefjeMeta, BoefjeTask, MimeType, RawData
 from redisched.schedulers.normalizer import NormalizerScheduler
 from tests.simulation.fakes import Clock, fake_context
 from tests.simulation.world import World, normalizer
@@ -74,3 +75,24 @@ async def test_the_same_raw_file_twice_queues_its_tasks_once(setup):
     await scheduler.handle_raw_file(event)
     await scheduler.handle_raw_file(event)
     assert len(outlet.pushed) == 1
+
+
+async def test_a_deschedule_raw_file_deletes_the_boefjes_schedule_and_makes_no_tasks(world):
+    clock = Clock()
+    ctx, outlet, history = fake_context(world, clock)
+    event = raw_file("openkat/deschedule", "text/plain")
+    meta = event.raw_data.boefje_meta
+    task = BoefjeTask(boefje=meta.boefje, input_ooi=meta.input_ooi, organization="org1")
+    schedule = history.add_schedule("boefje", msgspec.to_builtins(task), clock.now)
+    without_object = msgspec.to_builtins(BoefjeTask(boefje=meta.boefje, organization="org1"))
+    other = history.add_schedule("boefje", without_object, clock.now)
+    await NormalizerScheduler(ctx).handle_raw_file(event)
+    assert outlet.pushed == []
+    assert list(history.schedules) == [other.id]
+    assert [schedule_id for schedule_id, _ in outlet.unlinked] == [schedule.id]
+
+
+async def test_a_deschedule_raw_file_without_a_schedule_does_nothing(setup):
+    scheduler, outlet, _ = setup
+    await scheduler.handle_raw_file(raw_file("openkat/deschedule"))
+    assert outlet.pushed == [] and outlet.unlinked == []
