@@ -158,3 +158,24 @@ async def test_cancel_queued_cancels_only_that_organisations_tasks_on_that_objec
     assert await outlet.cancel_queued("boefje", "org1", ooi) == 2
     assert [await outlet.live_status(t.id) for t in doomed] == ["cancelled", "cancelled"]
     assert [await outlet.live_status(t.id) for t in kept] == ["queued", "queued"]
+
+
+async def test_deschedule_deletes_the_schedule_and_unlinks_its_live_task(history, outlet):
+    task = boefje_task("Hostname|internet|deschedule.example")
+    data = msgspec.to_builtins(task)
+    new = ScheduleCreate(scheduler_id="boefje", organisation="org1", data=data, deadline_at=utcnow())
+    schedule = await history.schedules.create(new)
+    assert await outlet.push("boefje", "org1", task, 10)
+    assert (await outlet.queues.get(task.id)).schedule_id == str(schedule.id)
+    async with history.tasks.pool.connection() as conn:  # the snapshotter's row of the push
+        await conn.execute(
+            "INSERT INTO tasks (id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data,"
+            " created_at, modified_at) VALUES (%s, 'boefje', %s, 'org1', 10, 'queued', 'boefje', %s, '{}', now(), now())",
+            [task.id, schedule.id, task.hash()],
+        )
+    schedule_id, live = await history.delete_schedule("boefje", task.hash())
+    await outlet.unlink_schedule(schedule_id, live)
+    assert schedule_id == schedule.id and await history.schedules.get(schedule.id) is None
+    assert await mirror_entry(outlet, task.hash()) is None
+    assert (await outlet.queues.get(task.id)).schedule_id is None
+    assert await history.delete_schedule("boefje", task.hash()) is None
