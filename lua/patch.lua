@@ -32,7 +32,7 @@ end
 
 local new_data = changes.data
 changes.data = nil
-local before = {id = rec.id, hash = rec.hash}
+local before = {id = rec.id, hash = rec.hash, status = rec.status}
 local was_queued = rec.status == 'queued'
 if was_queued then
   dequeue(rec)
@@ -70,5 +70,8 @@ else
   release_hash(rec)
 end
 local raw = save_record(rec, now, 'patch', new_data)
+if rec.status == 'failed' and before.status ~= 'failed' then
+  count_bucket('fail', 1, now)
+end
 finish(now, false)
 return {raw, new_data or load_data(rec.id)}

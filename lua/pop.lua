@@ -74,5 +74,8 @@ local served = 0
 for request_token in string.gmatch(ARGV[1], '[^,]+') do
   served = served + serve(request_token)
 end
+if served > 0 then
+  count_bucket('pop', served, now)
+end
 finish(now, served > 0)
 return replies

@@ -60,6 +60,7 @@ local function update_twin(twin_id)
   twin.priority, twin.pk, twin.ix, twin.modified_at = rec.priority, rec.pk, rec.ix, us_string(now)
   enqueue(twin)
   local raw = save_record(twin, now, 'push', twin_data)
+  count_bucket('push', 1, now)
   finish(now, true)
   return {raw, twin_data}
 end
@@ -130,5 +131,6 @@ if sched then
 else
   raw = save_record(rec, now, 'push', data)
 end
+count_bucket('push', 1, now)
 finish(now, true)
 return {raw, data}

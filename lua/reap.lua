@@ -36,5 +36,8 @@ for _, id in ipairs(expired) do
     save_record(rec, now, 'reap')
   end
 end
+if failed > 0 then
+  count_bucket('fail', failed, now)
+end
 finish(now, false)
 return {requeued, failed}

@@ -30,6 +30,7 @@ from redisched.history.tasks import TaskStore
 from redisched.models import SCHEDULERS
 from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
+from redisched.queue.stats import process_name, say_alive
 from redisched.server import Services
 from redisched.server.app import api_app
 
@@ -108,7 +109,7 @@ def build_app(settings: Settings, *background: Background) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running(settings, *background) as services:
+        async with running(settings, heartbeat, *background) as services:
             app.state.services = services
             _freeze_startup_objects()
             yield
@@ -155,6 +156,18 @@ async def snapshot(services: Services) -> None:
             forget=queues.forget_finished,
             partitions=services.settings.partitions,
         ).run()
+
+
+async def heartbeat(services: Services) -> None:
+    """Every API process says it is alive every few seconds (the dashboard's list of API
+    processes), until cancelled."""
+    name = process_name()
+    while True:
+        try:
+            await say_alive(services.redis, services.settings.key_prefix, name)
+        except RedisError as exc:  # Redis away: the dashboard cannot be read either
+            log.debug("heartbeat failed: %r", exc)
+        await asyncio.sleep(services.settings.heartbeat_seconds)
 
 
 async def reap_leases(services: Services) -> None:

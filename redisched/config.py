@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Bearer tokens; empty = auth off (mula has none).
     admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))
     runner_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_RUNNER_TOKENS"))
+    # Read-only: the dashboard and every listing, no change.
+    viewer_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_VIEWER_TOKENS"))
     # Seconds between the schedulers' periodic rounds (new boefjes, due schedules, reports).
     scheduler_interval: float = Field(60, validation_alias=_env("REDISCHED_SCHEDULER_INTERVAL"))
     max_body_bytes: int = Field(1 << 20, validation_alias=_env("REDISCHED_MAX_BODY_BYTES"))
@@ -100,6 +102,11 @@ class Settings(BaseSettings):
     http_shutdown_timeout: float = Field(3, ge=0, validation_alias=_env("REDISCHED_HTTP_SHUTDOWN_TIMEOUT"))
     # /health?externals=true probes each dependency at most once per this many seconds.
     health_cache_seconds: float = Field(5, ge=0, validation_alias=_env("REDISCHED_HEALTH_CACHE_SECONDS"))
+    # The dashboard: how often the page refreshes, and how many organisations it counts per queue.
+    dashboard_refresh_seconds: float = Field(2.0, gt=0, validation_alias=_env("REDISCHED_DASHBOARD_REFRESH_SECONDS"))
+    dashboard_max_organisations: int = Field(50, ge=1, le=1000, validation_alias=_env("REDISCHED_DASHBOARD_MAX_ORGANISATIONS"))
+    # Seconds between an API process's heartbeats (the dashboard's "API processes").
+    heartbeat_seconds: float = Field(5.0, gt=0, validation_alias=_env("REDISCHED_HEARTBEAT_SECONDS"))
 
     @property
     def lease_running_seconds(self) -> int:

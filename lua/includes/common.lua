@@ -1,6 +1,7 @@
 -- Shared helpers for the queue scripts. The loader prepends the key locals (K_QUEUE,
--- K_TASKS, K_DATA, K_HASHES, K_LEASES, K_EVENTS, K_META, K_SCHEDULES, K_DEDUPQ and the IX table of
--- index keys by name) generated from redisched/queue/keys.py, so positions never drift.
+-- K_TASKS, K_DATA, K_HASHES, K_LEASES, K_EVENTS, K_META, K_SCHEDULES, K_DEDUPQ, K_RATES and the
+-- IX table of index keys by name) generated from redisched/queue/keys.py, so positions never
+-- drift, and the rates ring's RATE_BUCKET_US and RATE_SLOTS.
 
 local NUL = '\0'
 local ORDER_PRIORITY_WIDTH = 20
@@ -155,6 +156,19 @@ local function dequeue(rec)
   if rec.ix.dedup then
     redis.call('ZREM', K_DEDUPQ, order)
   end
+end
+
+-- Adds n to this 10-second bucket's count of `op` (push, pop, fail) in the rates ring
+-- (keys.py): slot = bucket mod RATE_SLOTS holds "<bucket>:<count>", so a slot left from an
+-- older lap starts over. Bounded by construction: RATE_SLOTS fields per op, never trimmed.
+local function count_bucket(op, n, now)
+  local bucket = math.floor(now / RATE_BUCKET_US)
+  local field = op .. ':' .. (bucket % RATE_SLOTS)
+  local at, count = string.match(redis.call('HGET', K_RATES, field) or '', '^(%d+):(%d+)$')
+  if tonumber(at) ~= bucket then
+    count = 0
+  end
+  redis.call('HSET', K_RATES, field, bucket .. ':' .. (tonumber(count) + n))
 end
 
 local function set_lease(id, now, lease_ms)

@@ -147,6 +147,14 @@ class TaskStore:
             rows = await (await conn.execute(Q["status_counts"])).fetchall()
         return {(scheduler_id, status): n for scheduler_id, status, n in rows}
 
+    async def served_by_organisation(self, organisations: list[str]) -> dict[tuple[str, str], int]:
+        """(scheduler_id, organisation) -> tasks handed out so far, for these organisations."""
+        if not organisations:
+            return {}
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(Q["served_by_organisation"], [organisations])).fetchall()
+        return {(scheduler_id, organisation): n for scheduler_id, organisation, n in rows}
+
     async def stats(self, scheduler_id: str | None = None, organisation_id: str | None = None) -> dict[str, dict[str, int]]:
         """Tasks modified in the last 24 h per hour of modified_at (UTC), newest hour first:
         ``{"2025-06-01T10:00:00+00:00": {<each status>: n, "total": n}}``."""

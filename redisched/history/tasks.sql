@@ -75,3 +75,10 @@ UPDATE tasks SET {assignments}, rev = rev + 1, modified_at = clock_timestamp()
 WHERE id = %s
 RETURNING id, scheduler_id, schedule_id, organisation, priority, status, type, hash, data::text,
           created_at, modified_at;
+
+-- name: served_by_organisation
+-- The dashboard's share served: per scheduler and organisation (of those asked for), how
+-- many tasks were handed out (dispatched, running, completed or failed), from the counters.
+SELECT scheduler_id, organisation, sum(n)::bigint FROM task_counts
+WHERE organisation = ANY(%s) AND status IN ('dispatched', 'running', 'completed', 'failed')
+GROUP BY 1, 2;

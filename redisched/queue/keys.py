@@ -26,12 +26,20 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
                          (history/quarantine.py); no script touches it
     <p>:{<q>}:events:dead:tasks  SET ids of the tasks with events in events:dead (their
                          later events join them there)
+    <p>:{<q>}:rates      HASH "<op>:<slot>" -> "<bucket>:<count>": tasks pushed, popped and
+                         failed per 10-second bucket, a ring of RATE_SLOTS buckets (the
+                         dashboard's rates; common.lua count_bucket)
 
 Outside the queues, for the schedulers:
 
     <p>:layout                        STRING, how many partitions the queues were made with
     <p>:scheduler:boefjes-seen:<org>  SET of boefje ids already swept for that organisation
     <p>:scheduler:handling:<sha1>     STRING, set while a message with that body is handled
+
+For the dashboard:
+
+    <p>:api:seen                      ZSET API process ("<host>:<pid>") scored by when it last
+                                      said it is alive (ms); each API process refreshes its own
 
 Order key = 20-digit (priority + 2^63) ++ 16-digit created_at µs ++ task id: byte order is
 (priority, created_at) order for any signed 64-bit priority, so ZSET lex order is queue order.
@@ -47,7 +55,12 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from redisched.queue.indexes import INDEXES
 
-KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq") + tuple(
+# The rates ring (common.lua count_bucket): 10-second buckets, 30 minutes of them.
+RATE_BUCKET_SECONDS = 10
+RATE_SLOTS = 180
+RATE_OPS = ("push", "pop", "fail")
+
+KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates") + tuple(
     f"ix:{name}" for name in INDEXES
 )
 
@@ -124,3 +137,7 @@ def boefjes_seen_key(prefix: str, organisation: str) -> str:
 
 def handling_key(prefix: str, body_digest: str) -> str:
     return f"{prefix}:scheduler:handling:{body_digest}"
+
+
+def api_seen_key(prefix: str) -> str:
+    return f"{prefix}:api:seen"

@@ -2,7 +2,7 @@
 
 A script names shared code with ``--- @include "name"`` (from ``lua/includes/``); the loader
 inlines it, after a generated preamble that binds the key locals of keys.py to KEYS
-positions. On NOSCRIPT (``SCRIPT FLUSH``, a restart, a failover) the call falls back to EVAL,
+positions (and the rates ring's shape). On NOSCRIPT (``SCRIPT FLUSH``, a restart, a failover) the call falls back to EVAL,
 which also puts the script back in that server's cache: no extra round trip, Cluster-safe.
 """
 
@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from redisched.queue.keys import KEY_NAMES
+from redisched.queue.keys import KEY_NAMES, RATE_BUCKET_SECONDS, RATE_SLOTS
 
 _INCLUDE = re.compile(r'^--- @include "([\w-]+)"$', re.MULTILINE)
 
@@ -35,6 +35,7 @@ def _key_preamble() -> str:
         else:
             lines.append(f"local K_{name.upper()} = KEYS[{position}]")
     lines.append("local IX = {" + ", ".join(indexes) + "}")
+    lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,8 @@ from redisched.config import Settings
 from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler, ServiceHealth, Task, TaskPatch, TaskPush
 from redisched.server import docs, openapi
 from redisched.server.auth import Endpoint, Role, Tokens, warn_if_open
+from redisched.server.dashboard import routes as dashboard
+from redisched.server.dashboard.overview import Overview
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
 from redisched.server.request_checks import Origins, checked
@@ -52,11 +54,11 @@ class Api:
 
 
 API = [
-    Api("GET", "/", service.root, "admin", "Nothing (mula answers null)", openapi.NULL),
+    Api("GET", "/", service.root, "viewer", "Nothing (mula answers null)", openapi.NULL),
     Api("GET", "/health", service.health, "public", "Health", ServiceHealth, query={"externals": "boolean"}),
-    Api("GET", "/metrics", service.metrics, "admin", "Prometheus metrics", openapi.PROMETHEUS),
-    Api("GET", "/schedulers", schedulers.list_schedulers, "admin", "List schedulers", list[Scheduler]),
-    Api("GET", "/schedulers/{scheduler_id}", schedulers.get_scheduler, "admin", "Get a scheduler", Scheduler),
+    Api("GET", "/metrics", service.metrics, "viewer", "Prometheus metrics", openapi.PROMETHEUS),
+    Api("GET", "/schedulers", schedulers.list_schedulers, "viewer", "List schedulers", list[Scheduler]),
+    Api("GET", "/schedulers/{scheduler_id}", schedulers.get_scheduler, "viewer", "Get a scheduler", Scheduler),
     Api("POST", "/schedulers/{scheduler_id}/push", schedulers.push, "admin",
         "Push a task (a whole Task body of a dispatched task hands it back: requeued at once)", Task, 201, TaskPush,
         errors=(409, 429)),  # fmt: skip
@@ -66,23 +68,23 @@ API = [
         PopResult, body=openapi.FILTERS, body_required=False, query={"limit": "count", "wait": "number"},
         lease_token="returned",
     ),  # fmt: skip
-    Api("GET", "/tasks", tasks.list_tasks, "admin", "List tasks", Paginated[Task], query=TASK_QUERY,
+    Api("GET", "/tasks", tasks.list_tasks, "viewer", "List tasks", Paginated[Task], query=TASK_QUERY,
         body=openapi.FILTERS, body_required=False),  # fmt: skip
-    Api("POST", "/tasks", tasks.list_tasks, "admin", "List tasks", Paginated[Task], query=TASK_QUERY,
+    Api("POST", "/tasks", tasks.list_tasks, "viewer", "List tasks", Paginated[Task], query=TASK_QUERY,
         body=openapi.FILTERS, body_required=False),  # fmt: skip
-    Api("GET", "/tasks/stats", tasks.task_stats, "admin", "Tasks per hour and status (last 24 h)", dict[str, dict[str, int]],
+    Api("GET", "/tasks/stats", tasks.task_stats, "viewer", "Tasks per hour and status (last 24 h)", dict[str, dict[str, int]],
         query={"scheduler_id": "string", "organisation_id": "string"}),  # fmt: skip
-    Api("GET", "/tasks/{task_id}", tasks.get_task, "runner", "Get a task", Task),
+    Api("GET", "/tasks/{task_id}", tasks.get_task, "any", "Get a task", Task),
     Api("PATCH", "/tasks/{task_id}", tasks.patch_task, "runner", "Patch a task", Task, body=TaskPatch, errors=(409,),
         lease_token="optional"),  # fmt: skip
     Api("POST", "/tasks/{task_id}/lease", tasks.extend_lease, "runner", "Extend a task's lease (X-Lease-Token)",
         LeaseExtended, query={"seconds": "lease-seconds"}, errors=(409,), lease_token="required"),  # fmt: skip
-    Api("GET", "/schedules", schedules.list_schedules, "admin", "List schedules", Paginated[Schedule], query=SCHEDULE_QUERY),
+    Api("GET", "/schedules", schedules.list_schedules, "viewer", "List schedules", Paginated[Schedule], query=SCHEDULE_QUERY),
     Api("POST", "/schedules", schedules.create_schedule, "admin", "Create a schedule", Schedule, 201, ScheduleCreate,
         errors=(409,)),  # fmt: skip
-    Api("POST", "/schedules/search", schedules.search_schedules, "admin", "Search schedules", Paginated[Schedule],
+    Api("POST", "/schedules/search", schedules.search_schedules, "viewer", "Search schedules", Paginated[Schedule],
         body=openapi.FILTERS, query=PAGE),  # fmt: skip
-    Api("GET", "/schedules/{schedule_id}", schedules.get_schedule, "admin", "Get a schedule", Schedule),
+    Api("GET", "/schedules/{schedule_id}", schedules.get_schedule, "viewer", "Get a schedule", Schedule),
     Api("PATCH", "/schedules/{schedule_id}", schedules.patch_schedule, "admin", "Patch a schedule", Schedule,
         body=SchedulePatch, errors=(409,)),  # fmt: skip
     Api("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "admin", "Delete a schedule", status=204),
@@ -92,6 +94,8 @@ API = [
     Api("POST", "/history/quarantine/retry", quarantine.retry_quarantined, "admin",
         "Put quarantined events back on their queue's event stream (the given ids, or all)", QuarantineRetried,
         body=QuarantineRetry, body_required=False),  # fmt: skip
+    Api("GET", "/dashboard/overview", dashboard.figures, "viewer", "The dashboard's figures (one Redis round trip)",
+        Overview),  # fmt: skip
 ]
 
 HOT_PATHS = ("/schedulers/{scheduler_id}/pop", "/schedulers/{scheduler_id}/push")
@@ -106,20 +110,21 @@ def create_app(services: Services, *, lifespan: Callable[[Starlette], Any] | Non
 
 def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
     """The API whose ``lifespan`` puts its services in ``app.state.services``."""
-    tokens = Tokens(settings.admin_tokens, settings.runner_tokens)
+    tokens = Tokens(settings.admin_tokens, settings.runner_tokens, settings.viewer_tokens)
     warn_if_open(tokens)
     document = openapi.document(API)
     # The router tries routes in order: pop and push, nearly all the traffic, go first. Neither
     # path can match another route's, so the order changes no answer.
     hot = sorted(API, key=lambda api: api.path not in HOT_PATHS)
     endpoints = [(api.path, api.method, api.endpoint, api.role) for api in hot]
-    endpoints += [("/openapi.json", "GET", _serve(JSON(document)), "admin")]
+    endpoints += [("/openapi.json", "GET", _serve(JSON(document)), "viewer")]
     origins = Origins(settings.allowed_origins)
     routes = [
         Route(path, checked(tokens.guard(endpoint, role), origins), methods=[method])
         for path, method, endpoint, role in endpoints
     ]
-    routes += docs.routes(lambda endpoint: checked(tokens.guard(endpoint, "admin"), origins))
+    routes += docs.routes(lambda endpoint: checked(tokens.guard(endpoint, "viewer"), origins))
+    routes += dashboard.page_routes(tokens.enabled)
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.max_body_bytes = settings.max_body_bytes
     return app

@@ -1,7 +1,9 @@
 """Optional bearer-token auth. With no token configured every route is open, as in mula (and
 the app logs a loud warning). With any token configured, every route but ``/health`` (and
-Swagger UI's static files, server/docs.py) needs one: a runner token opens what the runners
-call (pop, get a task, patch its status, extend its lease), an admin token opens everything."""
+Swagger UI's static files, server/docs.py, and the dashboard's page and files) needs one: a
+runner token opens what the runners call (pop, get a task, patch its status, extend its
+lease), a viewer token every read (the dashboard, listings, counts) and no change, an admin
+token everything."""
 
 from __future__ import annotations
 
@@ -18,7 +20,14 @@ from redisched.errors import SchedulerError
 
 log = logging.getLogger(__name__)
 
-Role = Literal["public", "runner", "admin"]
+Role = Literal["public", "runner", "viewer", "any", "admin"]  # who a route is open to
+Caller = Literal["runner", "viewer", "admin"]  # what a token makes its holder
+OPEN_TO: dict[str, frozenset[str]] = {
+    "runner": frozenset({"runner", "admin"}),
+    "viewer": frozenset({"viewer", "admin"}),
+    "any": frozenset({"runner", "viewer", "admin"}),
+    "admin": frozenset({"admin"}),
+}
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -34,15 +43,16 @@ class Forbidden(SchedulerError):
 
 
 class Tokens:
-    def __init__(self, admin: list[str], runner: list[str]) -> None:
+    def __init__(self, admin: list[str], runner: list[str], viewer: list[str] | None = None) -> None:
         self.admin = [token.encode() for token in admin if token]
         self.runner = [token.encode() for token in runner if token]
+        self.viewer = [token.encode() for token in viewer or [] if token]
 
     @property
     def enabled(self) -> bool:
-        return bool(self.admin or self.runner)
+        return bool(self.admin or self.runner or self.viewer)
 
-    def role_of(self, request: Request) -> Role | None:
+    def role_of(self, request: Request) -> Caller | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
@@ -51,6 +61,8 @@ class Tokens:
             return "admin"
         if _any_equal(given, self.runner):
             return "runner"
+        if _any_equal(given, self.viewer):
+            return "viewer"
         return None
 
     def guard(self, endpoint: Endpoint, needs: Role) -> Endpoint:
@@ -73,7 +85,7 @@ class Tokens:
             role = self.role_of(request)
             if role is None:
                 raise Unauthorized()
-            if needs == "admin" and role != "admin":
+            if role not in OPEN_TO[needs]:
                 raise Forbidden()
             request.state.role = role
             return await endpoint(request)
@@ -81,7 +93,7 @@ class Tokens:
         return guarded
 
 
-def role(request: Request) -> Role:
+def role(request: Request) -> Caller:
     return getattr(request.state, "role", "admin")
 
 
@@ -102,5 +114,5 @@ def warn_if_open(tokens: Tokens) -> None:
     if not tokens.enabled:
         log.warning(
             "AUTH IS OFF: every route answers anyone who can reach it (as mula did). "
-            "Set REDISCHED_ADMIN_TOKENS / REDISCHED_RUNNER_TOKENS to require bearer tokens."
+            "Set REDISCHED_ADMIN_TOKENS / REDISCHED_RUNNER_TOKENS / REDISCHED_VIEWER_TOKENS to require bearer tokens."
         )

@@ -1,0 +1,152 @@
+"""The dashboard's figures, as one JSON document: what Redis holds now (one round trip,
+queue/stats.py) beside the counts Postgres keeps by trigger (two small reads of the counter
+table, never of the tasks). Postgres down or slow: the Redis half still answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+import msgspec
+
+from redisched.models import SCHEDULERS, STATUSES, us_to_datetime
+from redisched.queue.keys import RATE_BUCKET_SECONDS
+from redisched.queue.stats import QueueStats, RedisSnapshot, read_snapshot
+from redisched.server.services import Services
+
+log = logging.getLogger(__name__)
+
+RATE_BUCKETS = 90  # 15 minutes of 10-second buckets on the chart
+HISTORY_TIMEOUT_SECONDS = 2.0
+SERVED_STATUSES = ("dispatched", "running", "completed", "failed")
+
+
+class Lease(msgspec.Struct):
+    task_id: str
+    status: str
+    held_seconds: float  # since its last status change (the pop, or running)
+    expires_in_seconds: float  # negative: past its timeout, waiting for the reaper
+
+
+class SchedulerFigures(msgspec.Struct):
+    id: str
+    depth: int
+    leased: int  # dispatched + running, live in Redis
+    past_timeout: int  # leases expired and not yet taken back by the reaper
+    next_lease: Lease | None  # the lease that expires first
+    last_activity: datetime | None
+    rates: dict[str, list[int]]  # push/pop/fail: tasks per bucket, oldest first, newest (partial) last
+    failures_last_minute: int
+    stream_backlog: int  # events in Redis not yet trimmed behind the snapshotter
+    snapshot_lag_seconds: float
+    statuses: dict[str, int] | None  # from Postgres; None when it did not answer
+
+
+class OrganisationFigures(msgspec.Struct):
+    organisation: str
+    depth: int
+    depth_by_scheduler: dict[str, int]
+    served: int | None  # tasks handed out so far (Postgres); None when it did not answer
+    share_served: float | None  # of the tasks handed out to the organisations shown
+    weight: float | None = None  # fair dispatch's weight, once there is such a thing
+
+
+class ApiProcess(msgspec.Struct):
+    name: str
+    seen_seconds_ago: float
+
+
+class Overview(msgspec.Struct):
+    now: datetime
+    role: str
+    refresh_seconds: float
+    bucket_seconds: int
+    schedulers: list[SchedulerFigures]
+    organisations: list[OrganisationFigures]
+    organisations_capped: bool  # more organisations have work than are shown
+    snapshot_lag_seconds: float
+    redis_used_memory: int
+    redis_max_memory: int
+    api_processes: list[ApiProcess]
+    history_error: str | None  # why the Postgres figures are missing
+
+
+async def overview(services: Services, role: str) -> Overview:
+    settings = services.settings
+    snapshot = await read_snapshot(
+        services.redis, services.queues.layout, buckets=RATE_BUCKETS, max_orgs=settings.dashboard_max_organisations
+    )
+    organisations = sorted({org for stats in snapshot.queues.values() for org in stats.organisations})
+    statuses, served, error = await _history(services, organisations)
+    return Overview(
+        now=us_to_datetime(max(stats.now_us for stats in snapshot.queues.values())),
+        role=role,
+        refresh_seconds=settings.dashboard_refresh_seconds,
+        bucket_seconds=RATE_BUCKET_SECONDS,
+        schedulers=[_scheduler(snapshot.queues[sid], statuses) for sid in SCHEDULERS if sid in snapshot.queues],
+        organisations=_organisations(snapshot, organisations, served),
+        organisations_capped=any(stats.organisations_capped for stats in snapshot.queues.values()),
+        snapshot_lag_seconds=max((stats.snapshot_lag_seconds for stats in snapshot.queues.values()), default=0.0),
+        redis_used_memory=snapshot.used_memory,
+        redis_max_memory=snapshot.max_memory,
+        api_processes=[ApiProcess(name, round(ago, 1)) for name, ago in sorted(snapshot.api_processes)],
+        history_error=error,
+    )
+
+
+async def _history(
+    services: Services, organisations: list[str]
+) -> tuple[dict[tuple[str, str], int] | None, dict[tuple[str, str], int] | None, str | None]:
+    try:
+        async with asyncio.timeout(HISTORY_TIMEOUT_SECONDS):
+            statuses = await services.tasks.status_counts()
+            served = await services.tasks.served_by_organisation(organisations)
+    except Exception as exc:  # the Redis half of the page is worth showing without Postgres
+        log.warning("dashboard: Postgres figures unavailable: %r", exc)
+        return None, None, f"Postgres did not answer ({type(exc).__name__})"
+    return statuses, served, None
+
+
+def _scheduler(stats: QueueStats, statuses: dict[tuple[str, str], int] | None) -> SchedulerFigures:
+    now_ms = stats.now_us / 1000
+    lease = None
+    if stats.next_lease is not None:
+        head = stats.next_lease
+        lease = Lease(
+            head.task_id,
+            head.status,
+            held_seconds=round(max(0.0, (stats.now_us - head.modified_us) / 1e6), 1),
+            expires_in_seconds=round((head.expires_ms - now_ms) / 1000, 1),
+        )
+    per_minute = 60 // RATE_BUCKET_SECONDS
+    return SchedulerFigures(
+        id=stats.queue_id,
+        depth=stats.depth,
+        leased=stats.leased,
+        past_timeout=stats.expired,
+        next_lease=lease,
+        last_activity=us_to_datetime(stats.last_activity_us) if stats.last_activity_us else None,
+        rates=stats.rates,
+        failures_last_minute=sum(stats.rates.get("fail", [])[-per_minute:]),
+        stream_backlog=stats.stream_length,
+        snapshot_lag_seconds=stats.snapshot_lag_seconds,
+        statuses=None if statuses is None else {s: statuses.get((stats.queue_id, s), 0) for s in STATUSES},
+    )
+
+
+def _organisations(
+    snapshot: RedisSnapshot, organisations: list[str], served: dict[tuple[str, str], int] | None
+) -> list[OrganisationFigures]:
+    served_by_org = None
+    if served is not None:
+        served_by_org = {org: sum(n for (_, o), n in served.items() if o == org) for org in organisations}
+    total_served = sum(served_by_org.values()) if served_by_org else 0
+    figures = []
+    for org in organisations:
+        by_scheduler = {sid: stats.organisations[org] for sid, stats in snapshot.queues.items() if org in stats.organisations}
+        served_n = served_by_org.get(org, 0) if served_by_org is not None else None
+        share = served_n / total_served if served_n is not None and total_served else None
+        figures.append(OrganisationFigures(org, sum(by_scheduler.values()), by_scheduler, served_n, share))
+    figures.sort(key=lambda figure: (-figure.depth, figure.organisation))
+    return figures
