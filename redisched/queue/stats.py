@@ -1,6 +1,7 @@
 """What the dashboard shows of Redis, read in one round trip whatever the queue depth: one
-``lua/stats.lua`` call per queue partition (depth, leases, the rates ring, organisations)
-plus the server's memory and the API processes' heartbeats, all in one pipeline.
+``lua/stats.lua`` call per queue partition (depth, leases, the rates ring, organisations),
+the length of each partition's quarantine stream, the server's memory and the API processes'
+heartbeats, all in one pipeline.
 
 On a Redis Cluster, where redis-py's pipeline refuses scripts, the same reads go out
 concurrently: one round trip per node, side by side.
@@ -47,6 +48,7 @@ class QueueStats:
     next_lease: LeaseHead | None = None
     last_activity_us: int | None = None
     stream_length: int = 0
+    quarantined: int = 0  # events Postgres refused, set aside in the dead-letter stream
     snapshot_lag_seconds: float = 0.0
     newest_bucket: int = 0
     rates: dict[str, list[int]] = field(default_factory=dict)  # op -> counts per bucket, oldest first
@@ -99,6 +101,7 @@ def merge(parts: list[QueueStats]) -> QueueStats:
         total.leased += part.leased
         total.expired += part.expired
         total.stream_length += part.stream_length
+        total.quarantined += part.quarantined
         total.snapshot_lag_seconds = max(total.snapshot_lag_seconds, part.snapshot_lag_seconds)
         if part.last_activity_us is not None:
             total.last_activity_us = max(total.last_activity_us or 0, part.last_activity_us)
@@ -136,12 +139,14 @@ async def read_snapshot(
     args = stats_args(buckets, max_orgs)
     now_ms = time.time() * 1000
     if isinstance(redis, RedisCluster):
-        replies, memory, seen = await _read_on_cluster(redis, layout, partitions, args, now_ms)
+        replies, dead, memory, seen = await _read_on_cluster(redis, layout, partitions, args, now_ms)
     else:
-        replies, memory, seen = await _read_in_pipeline(redis, layout, partitions, args, now_ms)
+        replies, dead, memory, seen = await _read_in_pipeline(redis, layout, partitions, args, now_ms)
     by_queue: dict[str, list[QueueStats]] = {}
-    for keys, reply in zip(partitions, replies):
-        by_queue.setdefault(keys.queue_id, []).append(parse_stats(keys.queue_id, reply, args[0], max_orgs))
+    for keys, reply, quarantined in zip(partitions, replies, dead):
+        stats = parse_stats(keys.queue_id, reply, args[0], max_orgs)
+        stats.quarantined = int(quarantined)
+        by_queue.setdefault(keys.queue_id, []).append(stats)
     processes = [(_text(name), max(0.0, (now_ms - score) / 1000)) for name, score in seen]
     return RedisSnapshot(
         queues={queue_id: merge(parts) for queue_id, parts in by_queue.items()},
@@ -160,6 +165,8 @@ async def _read_in_pipeline(redis: Redis, layout: QueueLayout, partitions: list[
                     pipe.evalsha(script.sha, len(keys.all), *keys.all, *args)
                 else:
                     pipe.eval(script.source, len(keys.all), *keys.all, *args)
+            for keys in partitions:
+                pipe.xlen(keys.dead_events)
             pipe.info("memory")
             _seen_range(pipe, layout, now_ms)
             replies = await pipe.execute(raise_on_error=False)
@@ -168,7 +175,8 @@ async def _read_in_pipeline(redis: Redis, layout: QueueLayout, partitions: list[
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    return replies[: len(partitions)], replies[-2], replies[-1]
+    n = len(partitions)
+    return replies[:n], replies[n : 2 * n], replies[-2], replies[-1]
 
 
 async def _read_on_cluster(redis: RedisCluster, layout: QueueLayout, partitions: list[QueueKeys], args, now_ms):
@@ -189,12 +197,13 @@ async def _read_on_cluster(redis: RedisCluster, layout: QueueLayout, partitions:
         }
 
     seen_key = api_seen_key(layout.prefix)
-    replies, info, seen = await asyncio.gather(
+    replies, dead, info, seen = await asyncio.gather(
         asyncio.gather(*(stats(keys) for keys in partitions)),
+        asyncio.gather(*(redis.xlen(keys.dead_events) for keys in partitions)),
         memory(),
         redis.zrangebyscore(seen_key, now_ms - API_SEEN_SECONDS * 1000, "+inf", withscores=True),
     )
-    return replies, info, seen
+    return replies, dead, info, seen
 
 
 def _seen_range(pipe: Any, layout: QueueLayout, now_ms: float) -> None:

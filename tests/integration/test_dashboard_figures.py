@@ -70,6 +70,14 @@ async def test_a_rate_slot_from_an_older_lap_starts_over(guarded, sync_redis, ke
     assert boefje["rates"]["push"][-1] in (1, 0) and sum(boefje["rates"]["push"]) == 1  # 0: the push fell in the next bucket
 
 
+async def test_quarantined_events_are_counted(guarded, sync_redis, key_prefix):
+    assert (await guarded.get("/dashboard/overview", headers=ADMIN)).json()["quarantined"] == 0
+    sync_redis.xadd(f"{key_prefix}:{{normalizer}}:events:dead", {"op": "push", "reason": "refused"})
+    overview = (await guarded.get("/dashboard/overview", headers=ADMIN)).json()
+    assert overview["quarantined"] == 1
+    assert next(s for s in overview["schedulers"] if s["id"] == "normalizer")["quarantined"] == 1
+
+
 async def test_tasks_past_their_timeout_show_until_reaped(guarded, sync_redis, key_prefix):
     await _push(guarded, 1)
     [task] = (await guarded.post("/schedulers/boefje/pop", headers=RUNNER)).json()["results"]
@@ -142,3 +150,17 @@ async def test_one_round_trip_whatever_the_depth(guarded, redis_url, depth):
     assert snapshot.queues["boefje"].depth == depth
     assert sum(snapshot.queues["boefje"].organisations.values()) == depth
     assert len(snapshot.queues["boefje"].organisations) == min(7, depth)
+
+
+async def test_the_figures_add_up_across_partitions_and_on_a_cluster(queues, backend_redis):
+    """On the single Redis, the 3-master cluster and the cluster with 3 partitions per queue."""
+    for i in range(12):
+        data = {"boefje": {"id": "dns-records"}, "input_ooi": f"Hostname|internet|p{i}.example", "organization": "o"}
+        await queues.push("boefje", organisation=f"org{i % 3}", priority=10, data=data)
+    popped = await queues.pop("boefje")
+    snapshot = await read_snapshot(backend_redis, queues.layout)
+    boefje = snapshot.queues["boefje"]
+    assert (boefje.depth, boefje.leased, sum(boefje.rates["push"]), sum(boefje.rates["pop"])) == (11, 1, 12, 1)
+    assert boefje.organisations == {f"org{i}": 4 - (popped[0].organisation == f"org{i}") for i in range(3)}
+    assert boefje.next_lease.task_id == popped[0].id
+    assert snapshot.used_memory > 0

@@ -39,6 +39,7 @@ class SchedulerFigures(msgspec.Struct):
     rates: dict[str, list[int]]  # push/pop/fail: tasks per bucket, oldest first, newest (partial) last
     failures_last_minute: int
     stream_backlog: int  # events in Redis not yet trimmed behind the snapshotter
+    quarantined: int  # events Postgres refused, set aside (GET /history/quarantine lists them)
     snapshot_lag_seconds: float
     statuses: dict[str, int] | None  # from Postgres; None when it did not answer
 
@@ -66,6 +67,7 @@ class Overview(msgspec.Struct):
     organisations: list[OrganisationFigures]
     organisations_capped: bool  # more organisations have work than are shown
     snapshot_lag_seconds: float
+    quarantined: int
     redis_used_memory: int
     redis_max_memory: int
     api_processes: list[ApiProcess]
@@ -88,6 +90,7 @@ async def overview(services: Services, role: str) -> Overview:
         organisations=_organisations(snapshot, organisations, served),
         organisations_capped=any(stats.organisations_capped for stats in snapshot.queues.values()),
         snapshot_lag_seconds=max((stats.snapshot_lag_seconds for stats in snapshot.queues.values()), default=0.0),
+        quarantined=sum(stats.quarantined for stats in snapshot.queues.values()),
         redis_used_memory=snapshot.used_memory,
         redis_max_memory=snapshot.max_memory,
         api_processes=[ApiProcess(name, round(ago, 1)) for name, ago in sorted(snapshot.api_processes)],
@@ -130,6 +133,7 @@ def _scheduler(stats: QueueStats, statuses: dict[tuple[str, str], int] | None) -
         rates=stats.rates,
         failures_last_minute=sum(stats.rates.get("fail", [])[-per_minute:]),
         stream_backlog=stats.stream_length,
+        quarantined=stats.quarantined,
         snapshot_lag_seconds=stats.snapshot_lag_seconds,
         statuses=None if statuses is None else {s: statuses.get((stats.queue_id, s), 0) for s in STATUSES},
     )

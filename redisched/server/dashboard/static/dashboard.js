@@ -160,9 +160,8 @@ function renderSystem(data) {
   for (const q of data.schedulers) {
     rows.push(el("dt", {}, `${q.id} history lag`), el("dd", { "data-figure": `lag-${q.id}` }, `${duration(q.snapshot_lag_seconds)} · ${count(q.stream_backlog)} events in Redis`));
   }
-  if (data.quarantined !== undefined && data.quarantined !== null) {
-    rows.push(el("dt", {}, "quarantined events"), el("dd", { class: data.quarantined ? "alert" : null }, count(data.quarantined)));
-  }
+  rows.push(el("dt", { title: "Events Postgres refused, set aside: GET /history/quarantine lists them" }, "quarantined events"),
+    el("dd", { class: data.quarantined ? "alert" : null, "data-figure": "quarantined" }, count(data.quarantined)));
   rows.push(el("dt", {}, "Redis memory"), el("dd", {}, data.redis_max_memory ? `${bytes(data.redis_used_memory)} of ${bytes(data.redis_max_memory)}` : `${bytes(data.redis_used_memory)} (no maxmemory)`));
   const processes = data.api_processes.map((p) => el("li", {}, el("span", { class: "mono" }, p.name), el("span", { class: "muted" }, `${duration(p.seen_seconds_ago)} ago`)));
   $("system").replaceChildren(
@@ -177,9 +176,7 @@ function renderFacts(data) {
   const facts = [
     ["snapshot lag", duration(data.snapshot_lag_seconds), "How far the Postgres history is behind the queues"],
   ];
-  if (data.quarantined !== undefined && data.quarantined !== null) {
-    facts.push(["quarantined", count(data.quarantined), "Events Postgres refused, set aside"]);
-  }
+  if (data.quarantined) facts.push(["quarantined", count(data.quarantined), "Events Postgres refused, set aside"]);
   facts.push(["Redis", memory, "used_memory (maxmemory)"]);
   facts.push(["API processes", String(data.api_processes.length), processes || "none seen in the last 30 s"]);
   $("facts").replaceChildren(...facts.map(([label, value, title]) =>
