@@ -88,7 +88,7 @@ API = [
     Api("PATCH", "/schedules/{schedule_id}", schedules.patch_schedule, "admin", "Patch a schedule", Schedule,
         body=SchedulePatch, errors=(409,)),  # fmt: skip
     Api("DELETE", "/schedules/{schedule_id}", schedules.delete_schedule, "admin", "Delete a schedule", status=204),
-    Api("GET", "/history/quarantine", quarantine.list_quarantined, "admin",
+    Api("GET", "/history/quarantine", quarantine.list_quarantined, "viewer",
         "Events Postgres refused, set aside by the snapshotter (oldest 1,000 per queue partition)", list[Quarantined],
         query={"scheduler_id": "string"}),  # fmt: skip
     Api("POST", "/history/quarantine/retry", quarantine.retry_quarantined, "admin",

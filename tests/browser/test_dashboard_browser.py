@@ -83,11 +83,13 @@ class Watched:
     def outside_requests(self) -> list[str]:
         return [url for url in self.requests if not url.startswith("data:") and urlsplit(url).hostname != "127.0.0.1"]
 
-    def screenshot(self, name: str) -> None:
+    def screenshot(self, name: str, part=None) -> None:
+        """The whole page (or ``part``, a locator) into the screenshots folder, when asked."""
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
             self.page.wait_for_timeout(800)  # one more refresh, so the chart is the latest
-            self.page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+            path = str(Path(SCREENSHOTS) / name)
+            part.screenshot(path=path) if part is not None else self.page.screenshot(path=path, full_page=True)
 
     def close(self) -> None:
         self.context.close()
@@ -122,6 +124,10 @@ def test_the_page_shows_the_queues_live_without_reloading(browser, server):
             expect(watched.page.locator('#orgs tr[data-organisation="org-b"]')).to_be_visible()
             expect(watched.page.locator("#processes li")).to_have_count(1, timeout=SETTLE)
             watched.screenshot("overview.png")
+            if SCREENSHOTS:
+                watched.page.locator("#results tbody tr", has_text="running").first.click()
+                expect(watched.page.locator("#detail")).to_be_visible()
+                watched.screenshot("task-detail.png")
 
             leased = int(watched.figure("boefje", "leased").inner_text().replace(",", ""))
             _pop(http)
@@ -144,7 +150,6 @@ def test_requeue_works_for_admin_and_is_refused_for_a_viewer(browser, server):
         try:
             admin.sign_in("admin-secret")
             _open_task(admin.page, admin_task["id"])
-            admin.screenshot("task-detail.png")
             admin.page.click('#detail [data-action="requeue"]')
             expect(admin.page.locator("#detail .result")).to_contain_text("now queued", timeout=SETTLE)
             assert http.get(f"/tasks/{admin_task['id']}", headers=ADMIN).json()["status"] == "queued"
@@ -158,7 +163,7 @@ def test_requeue_works_for_admin_and_is_refused_for_a_viewer(browser, server):
             expect(viewer.page.locator("#role")).to_contain_text("read-only")
             _open_task(viewer.page, viewer_task["id"])
             expect(viewer.page.locator('#detail [data-action="requeue"]')).to_be_disabled()
-            viewer.screenshot("viewer.png")
+            viewer.screenshot("viewer.png", viewer.page.locator("section", has=viewer.page.locator("#search")))
             # The button is only a courtesy: the server refuses the viewer's token itself.
             status = viewer.page.evaluate(
                 """id => api(`/tasks/${id}`, {method: "PATCH", json: {status: "queued"}}).then(() => 200, e => e.status)""",
@@ -195,10 +200,21 @@ def _steady_load(http: httpx.Client, seconds: float) -> None:
             org = rng.choices(orgs, weights=[40, 20, 10, 5, 3, 1])[0]
             body = boefje_push(f"Hostname|internet|s{i}.example", org=org, boefje_id=rng.choice(boefjes), priority=rng.randint(2, 500))
             http.post("/schedulers/boefje/push", json=body, headers=ADMIN)
+            if i % 3 == 0:
+                pushed = http.post("/schedulers/normalizer/push", json=_normalizer_push(org, i), headers=ADMIN)
+                assert pushed.status_code == 201, pushed.text
             i += 1
-        for _ in range(wave - 1):
-            popped = http.post("/schedulers/boefje/pop", headers=RUNNER).json()["results"]
-            if popped:
-                outcome = rng.choices(["completed", "running", "failed"], weights=[80, 15, 5])[0]
-                http.patch(f"/tasks/{popped[0]['id']}", json={"status": outcome}, headers=RUNNER)
+        for scheduler, pops in (("boefje", wave - 1), ("normalizer", wave // 3)):
+            for _ in range(pops):
+                popped = http.post(f"/schedulers/{scheduler}/pop?limit=1", headers=RUNNER).json()["results"]
+                if popped:
+                    outcome = rng.choices(["completed", "running", "failed"], weights=[85, 10, 5])[0]
+                    http.patch(f"/tasks/{popped[0]['id']}", json={"status": outcome}, headers=RUNNER)
         time.sleep(0.25)
+
+
+def _normalizer_push(org: str, i: int) -> dict:
+    boefje_meta = {"id": f"00000000-0000-4000-8000-{i:012d}", "boefje": {"id": "dns-records"},
+                   "input_ooi": f"Hostname|internet|s{i}.example", "organization": org, "started_at": None, "ended_at": None}
+    raw = {"id": f"10000000-0000-4000-8000-{i:012d}", "boefje_meta": boefje_meta, "mime_types": [{"value": "boefje/dns-records"}]}
+    return {"organisation": org, "priority": 50, "data": {"normalizer": {"id": "kat_dns_normalize"}, "raw_data": raw}}  # fmt: skip

@@ -17,7 +17,7 @@ from redisched.server.services import Services
 
 log = logging.getLogger(__name__)
 
-RATE_BUCKETS = 90  # 15 minutes of 10-second buckets on the chart
+RATE_BUCKETS = 30  # 5 minutes of 10-second buckets on the chart
 HISTORY_TIMEOUT_SECONDS = 2.0
 SERVED_STATUSES = ("dispatched", "running", "completed", "failed")
 
