@@ -589,7 +589,7 @@ class HttpRunner:
         return response
 
     def push(self, task_id: str) -> str:
-        body = {"organisation": "org1", "priority": next(_seq) % 1000 + 1, "data": task_data(task_id)}
+        body = {"id": task_id, "organisation": "org1", "priority": next(_seq) % 1000 + 1, "data": task_data(task_id)}
         response = self._request("POST", f"/schedulers/{self.queue}/push", json=body)
         if isinstance(response, str):
             return response

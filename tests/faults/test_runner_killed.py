@@ -177,7 +177,7 @@ def test_a_dead_runners_late_patch_over_http_is_refused_after_its_task_finished(
             api.start()
             with httpx.Client(base_url=api.url, timeout=10) as http:
                 task_id = str(uuid.uuid4())
-                body = {"organisation": "org1", "priority": 5, "data": task_data(task_id)}
+                body = {"id": task_id, "organisation": "org1", "priority": 5, "data": task_data(task_id)}
                 assert http.post("/schedulers/boefje/push", json=body).status_code == 201
                 first = http.post("/schedulers/boefje/pop?limit=1")
                 dead_token = first.headers["x-lease-token"]
