@@ -18,10 +18,10 @@ served. When the server starts shutting down (SIGTERM), the lifespan state's ``s
 event (longpoll.py) is set, so long-polls answer at once instead of holding up the exit.
 
 uvicorn's internals are touched here and only here: its httptools protocol's parser callbacks
-(``on_message_begin``, ``on_url``, ``on_header``, ``on_headers_complete``,
-``on_message_complete``), ``on_response_complete``, ``self.app``, ``self.cycle`` and
-``shutdown()``. tests/integration/test_http_connections.py pins each behaviour against a real
-``redisched api`` process.
+(``on_headers_complete``, ``on_message_complete``), ``on_response_complete``, ``shutdown()``,
+and its ``app``, ``url``, ``headers`` and ``cycle``. tests/integration/test_http_connections.py
+pins each behaviour against a real ``redisched api`` process, tests/unit/test_connections.py
+the deadlines' bookkeeping.
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self._deadline: asyncio.TimerHandle | None = None
+        # One timer per connection, not one per request (a timer costs more than parsing a
+        # request): arming moves ``_deadline_at``; the timer, when it fires, re-arms itself for
+        # a later deadline, or does nothing when there is none.
+        self._deadline_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._awaiting_headers = True  # the next bytes belong to a request's line or headers
         self._request_bytes = 0  # received since the last request ended
-        self._header_bytes = 0  # the current request's line and headers, as parsed
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -90,12 +94,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
             self._request_bytes += len(data)
-            if self._deadline is None and not self._answering():
+            if self._deadline_at is None and not self._answering():
                 self._arm(self.limits.header_timeout)  # the first byte of the next request
         super().data_received(data)
         if self._awaiting_headers and self._request_bytes > self.limits.max_header_bytes:
@@ -108,22 +115,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- httptools parser callbacks ------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._header_bytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self._header_bytes += len(name) + len(value) + 4
-
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._arm(self.limits.body_timeout)
-        if self._header_bytes > self.limits.max_header_bytes:  # arrived whole, in one read
+        if self._headers_too_large():
             refusal = HeadersTooLarge(f"more than {self.limits.max_header_bytes} bytes")
         elif len(self.connections) > self.limits.max_connections:
             refusal = TooManyConnections()
@@ -136,6 +131,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         finally:
             self.app = app
 
+    def _headers_too_large(self) -> bool:
+        """Whether the headers, arrived whole in one read, are past the limit (streamed in
+        pieces, data_received refuses them as they come)."""
+        if self._request_bytes <= self.limits.max_header_bytes:  # what arrived: headers and maybe body
+            return False
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        return size > self.limits.max_header_bytes
+
     def on_message_complete(self) -> None:
         self._disarm()
         self._awaiting_headers, self._request_bytes = True, 0
@@ -144,7 +147,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # A next request begun while this one was answered gets its header deadline now.
-        if self._awaiting_headers and self._request_bytes and self._deadline is None:
+        if self._awaiting_headers and self._request_bytes and self._deadline_at is None:
             self._arm(self.limits.header_timeout)
 
     # --- deadlines ---------------------------------------------------------------------------
@@ -153,16 +156,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return self.cycle is not None and not self.cycle.response_complete
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
+        self._deadline_at = self.loop.time() + seconds
+        if self._timer is None or self._deadline_at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = self._deadline_at
+            self._timer = self.loop.call_at(self._deadline_at, self._check_deadline)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline_at = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._deadline_at is None:
+            return
+        if self.loop.time() < self._deadline_at:
+            self._timer_at = self._deadline_at
+            self._timer = self.loop.call_at(self._deadline_at, self._check_deadline)
+            return
+        self._deadline_at = None
+        self._expired()
 
     def _expired(self) -> None:
-        self._deadline = None
         if self.transport.is_closing():
             return
         if not self._awaiting_headers:  # this request's route may have answered already (it read no body)
@@ -178,7 +193,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         any ASGI cycle, and close; a route still reading the body then sees the client gone."""
         if self.transport.is_closing():
             return
-        _log_refusal(self.client, "-", exc)
+        _log_refusal(self.client, "connection", exc)
         if answer:
             self.transport.write(raw_response(exc))
         self.transport.close()
