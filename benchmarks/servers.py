@@ -101,16 +101,19 @@ def process(args: list[str], *, env: dict[str, str] | None = None, port: int, pa
 
 
 @contextlib.contextmanager
-def api_server(redis_url: str, db_dsn: str, *, workers: int = 1, prefix: str = "rs", access_log: bool = False) -> Iterator[int]:
+def api_server(
+    redis_url: str, db_dsn: str, *, workers: int = 1, prefix: str = "rs", access_log: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[int]:
     """``redisched api`` on a free port (``--workers`` processes behind one socket), its access
     log off as the ceiling app's unless asked for (the default of a deployment is on)."""
     port = free_port()
     args = [sys.executable, "-m", "redisched", "api", "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         args += ["--workers", str(workers)]
-    env = {"REDISCHED_REDIS_URL": redis_url, "SCHEDULER_DB_URI": db_dsn, "REDISCHED_KEY_PREFIX": prefix,
-           "SCHEDULER_LOGGING_FORMAT": "text", "DEBUG": "false", "REDISCHED_ACCESS_LOG": str(access_log).lower()}
-    with process(args, env=env, port=port, path="/health", name="api") as port:
+    env_base = {"REDISCHED_REDIS_URL": redis_url, "SCHEDULER_DB_URI": db_dsn, "REDISCHED_KEY_PREFIX": prefix,
+                "SCHEDULER_LOGGING_FORMAT": "text", "DEBUG": "false", "REDISCHED_ACCESS_LOG": str(access_log).lower()}
+    with process(args, env={**env_base, **(env or {})}, port=port, path="/health", name="api") as port:
         yield port
 
 

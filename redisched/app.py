@@ -19,6 +19,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
+from redisched import telemetry
 from redisched.clients.http import ServiceClients
 from redisched.config import Settings
 from redisched.history.db import open_pool
@@ -64,6 +65,8 @@ async def open_services(settings: Settings) -> Services:
     """Connections for ``settings.redis_url`` and ``settings.db_uri`` (both must be set)."""
     redis = open_redis(settings)
     queues = TaskQueues(redis, QueueLayout.from_settings(settings))
+    if (tracer := telemetry.tracer(settings)) is not None:
+        telemetry.instrument(queues, tracer)
     try:
         await queues.check_layout()
     except RedisError as exc:  # the API starts anyway and answers 503 until Redis is back

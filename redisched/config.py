@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     # The dashboard: how often the page refreshes, and how many organisations it counts per queue.
     dashboard_refresh_seconds: float = Field(2.0, gt=0, validation_alias=_env("REDISCHED_DASHBOARD_REFRESH_SECONDS"))
     dashboard_max_organisations: int = Field(50, ge=1, le=1000, validation_alias=_env("REDISCHED_DASHBOARD_MAX_ORGANISATIONS"))
+    # OpenTelemetry traces (the `otel` extra); also on when any OTEL_EXPORTER_* variable is set.
+    otel: bool = Field(False, validation_alias=_env("REDISCHED_OTEL"))
     # Seconds between an API process's heartbeats (the dashboard's "API processes").
     heartbeat_seconds: float = Field(5.0, gt=0, validation_alias=_env("REDISCHED_HEARTBEAT_SECONDS"))
 

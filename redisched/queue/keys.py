@@ -26,6 +26,8 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
                          (history/quarantine.py); no script touches it
     <p>:{<q>}:events:dead:tasks  SET ids of the tasks with events in events:dead (their
                          later events join them there)
+    <p>:{<q>}:trace:<id> STRING, with tracing on only: the span context of the task's push,
+                         waiting for its pop to link to it (telemetry.py; a day's TTL)
     <p>:{<q>}:rates      HASH "<op>:<slot>" -> "<bucket>:<count>": tasks pushed, popped and
                          failed per 10-second bucket, a ring of RATE_SLOTS buckets (the
                          dashboard's rates; common.lua count_bucket)
@@ -141,3 +143,8 @@ def handling_key(prefix: str, body_digest: str) -> str:
 
 def api_seen_key(prefix: str) -> str:
     return f"{prefix}:api:seen"
+
+
+def trace_key(queue_key: str, task_id: str) -> str:
+    """Beside a task's queue partition (``queue_key`` is its ``queue`` key): its push's span."""
+    return f"{queue_key.rsplit(':', 1)[0]}:trace:{task_id}"

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from redisched import telemetry
 from redisched.config import Settings
 from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler, ServiceHealth, Task, TaskPatch, TaskPush
 from redisched.server import docs, openapi
@@ -125,7 +127,9 @@ def api_app(settings: Settings, *, lifespan: Callable[[Starlette], Any] | None =
     ]
     routes += docs.routes(lambda endpoint: checked(tokens.guard(endpoint, "viewer"), origins))
     routes += dashboard.page_routes(tokens.enabled)
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    tracer = telemetry.tracer(settings)
+    middleware = [Middleware(telemetry.RequestSpans, tracer=tracer)] if tracer is not None else []
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan, middleware=middleware)
     app.state.max_body_bytes = settings.max_body_bytes
     return app
 
