@@ -1,42 +1,66 @@
-"""Domain errors. Each carries the HTTP status and ``detail`` of the API contract, so the
-queue, the history and the schedulers raise them and the API maps them in one place."""
+"""Domain errors. Each carries a ``kind`` (what went wrong, in the contract's terms) and a
+message; the API answers each kind with its HTTP status, detail and headers in one place
+(server/errors.py), so the queue, the history and the schedulers stay free of HTTP.
+
+``ScriptError`` is the Lua scripts' error replies: the one list of codes, generated into every
+script as ``local E_<NAME> = <code>`` (queue/scripts.py), as the KEYS locals are."""
 
 from __future__ import annotations
 
+import enum
+
+
+class Kind(enum.Enum):
+    INTERNAL = "internal"
+    NOT_FOUND = "not found"
+    BAD_REQUEST = "bad request"
+    VALIDATION = "validation"  # a value the contract refuses (mula's ValidationError)
+    INVALID_REQUEST = "invalid request"  # a request that does not parse: FastAPI's list of errors
+    INVALID_FILTER = "invalid filter"
+    CONFLICT = "conflict"
+    QUEUE_FULL = "queue full"
+    UNAVAILABLE = "unavailable"  # a backing service did not answer in time
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    TOO_LARGE = "too large"  # a request body past the limit
+    UNSUPPORTED_MEDIA = "unsupported media"
+    CROSS_SITE = "cross site"
+    REQUEST_TIMEOUT = "request timeout"
+    HEADERS_TOO_LARGE = "headers too large"
+
+
+class ScriptError(enum.IntEnum):
+    """A script's error reply (a negative integer)."""
+
+    CONFLICT = -1  # another task with the same hash is queued (or live, when asked)
+    QUEUE_FULL = -2  # maxsize reached and priority > 1
+    ID_EXISTS = -3  # a live task already has this id
+    NOT_FOUND = -4  # no live task with this id in this queue
+    STALE_LEASE = -5  # the lease token given is not the task's current one
+
 
 class SchedulerError(Exception):
-    status_code = 500
-    prefix = "Internal error"
-    headers: dict[str, str] = {}
+    kind = Kind.INTERNAL
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
         self.message = message
 
-    @property
-    def detail(self) -> str:
-        return f"{self.prefix}: {self.message}" if self.message else self.prefix
-
 
 class NotFound(SchedulerError):
-    status_code = 404
-    prefix = "Resource not found"
+    kind = Kind.NOT_FOUND
 
 
 class BadRequest(SchedulerError):
-    status_code = 400
-    prefix = "Bad request error occurred"
+    kind = Kind.BAD_REQUEST
 
 
 class ValidationFailed(SchedulerError):
-    status_code = 400
-    prefix = "Validation error occurred"
+    kind = Kind.VALIDATION
 
 
 class Conflict(SchedulerError):
-    status_code = 409
-    prefix = "Conflict error occurred"
-    headers = {"Retry-After": "60"}
+    kind = Kind.CONFLICT
 
 
 class StaleLease(Conflict):
@@ -45,17 +69,10 @@ class StaleLease(Conflict):
 
 
 class QueueFull(SchedulerError):
-    status_code = 429
-    prefix = "Too many requests"
-
-    @property
-    def detail(self) -> str:
-        return self.prefix
+    kind = Kind.QUEUE_FULL
 
 
 class Unavailable(SchedulerError):
     """A backing service (Redis, Postgres) did not answer in time."""
 
-    status_code = 503
-    prefix = "Service unavailable"
-    headers = {"Retry-After": "1"}
+    kind = Kind.UNAVAILABLE

@@ -45,6 +45,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from redisched.errors import Kind, SchedulerError
 from redisched.models import datetime_to_us
 
 MAX_DEPTH = 8  # nested groups
@@ -101,15 +102,17 @@ COLUMNS: dict[str, dict[str, str]] = {
 INSTANT_COLUMNS = frozenset(c for cols in COLUMNS.values() for c, t in cols.items() if t == INSTANT)
 
 
-class FilterError(ValueError):
-    """An invalid FilterRequest. The API answers 400 ``Invalid filter(s): <message>``, or for
-    ``status == 422`` (an operator mula's schema refused) 422 with ``errors`` as ``detail``."""
+class FilterError(SchedulerError, ValueError):
+    """An invalid FilterRequest: the API answers 400 ``Invalid filter(s): <message>``; with
+    ``errors`` (an operator mula's schema refused) a 422 with them as ``detail``."""
 
-    def __init__(self, message: str, status: int = 400, errors: list[dict[str, Any]] | None = None):
+    kind = Kind.INVALID_FILTER
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None):
         super().__init__(message)
-        self.message = message
-        self.status = status
         self.errors = errors or []
+        if self.errors:
+            self.kind = Kind.INVALID_REQUEST
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,7 @@ class _Parser:
             return op
         if op in UPSTREAM_OPERATORS:
             raise FilterError(f"{_where(loc)}: operator {op!r} is not supported")
-        raise FilterError(f"{_where(loc)}: unknown operator {op!r}", status=422, errors=self.literal_errors(op, loc))
+        raise FilterError(f"{_where(loc)}: unknown operator {op!r}", errors=self.literal_errors(op, loc))
 
     def literal_errors(self, op: Any, loc: tuple) -> list[dict[str, Any]]:
         """pydantic's errors for a bad operator in mula's ``list[Filter] | dict[str, list[Filter]]``."""

@@ -175,9 +175,5 @@ local function set_lease(id, now, lease_ms)
   redis.call('ZADD', K_LEASES, math.floor(now / 1000) + lease_ms, id)
 end
 
--- Error codes, mapped to exceptions by redisched/queue/errors.py.
-local E_CONFLICT = -1     -- another task with the same hash is queued (or live, when asked)
-local E_QUEUE_FULL = -2   -- maxsize reached and priority > 1
-local E_ID_EXISTS = -3    -- a live task already has this id
-local E_NOT_FOUND = -4    -- no live task with this id in this queue
-local E_STALE_LEASE = -5  -- the lease token given is not the task's current one
+-- The error codes E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE are
+-- locals of the generated preamble, from redisched/errors.py's ScriptError.

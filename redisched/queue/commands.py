@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from redisched import filters, limits
-from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, StaleLease
+from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, ScriptError, StaleLease
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
 from redisched.models import with_aware_datetimes
 from redisched.queue import indexes
@@ -34,7 +34,6 @@ MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Po
 POP_MAX = 1000  # the most tasks one pop hands out (mula's page size)
 
 MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
-E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE = -1, -2, -3, -4, -5
 
 
 @dataclass(frozen=True)
@@ -341,13 +340,13 @@ def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _raise_for_code(code: int) -> None:
-    if code == E_CONFLICT:
+    if code == ScriptError.CONFLICT:
         raise Conflict("queue is not allowed to push items")
-    if code == E_QUEUE_FULL:
+    if code == ScriptError.QUEUE_FULL:
         raise QueueFull()
-    if code == E_ID_EXISTS:
+    if code == ScriptError.ID_EXISTS:
         raise Conflict("a live task already has this id")
-    if code == E_STALE_LEASE:
+    if code == ScriptError.STALE_LEASE:
         raise StaleLease("the lease token is not the task's current one")
     raise RuntimeError(f"unexpected script reply {code}")
 
@@ -359,9 +358,9 @@ def _parse_push(reply: Any) -> TaskRecord:
 
 
 def _parse_patch(reply: Any) -> TaskRecord | None:
-    if reply == E_NOT_FOUND:
+    if reply == ScriptError.NOT_FOUND:
         return None
-    if reply == E_CONFLICT:
+    if reply == ScriptError.CONFLICT:
         raise Conflict("a task with the same hash is already queued")
     if isinstance(reply, int):
         _raise_for_code(reply)
@@ -369,7 +368,7 @@ def _parse_patch(reply: Any) -> TaskRecord | None:
 
 
 def _parse_requeue(reply: Any) -> TaskRecord | None:
-    if reply == E_NOT_FOUND:
+    if reply == ScriptError.NOT_FOUND:
         return None
     if isinstance(reply, int):
         _raise_for_code(reply)
@@ -377,7 +376,7 @@ def _parse_requeue(reply: Any) -> TaskRecord | None:
 
 
 def _parse_extend(reply: int) -> int | None:
-    if reply == E_NOT_FOUND:
+    if reply == ScriptError.NOT_FOUND:
         return None
     if reply < 0:
         _raise_for_code(reply)

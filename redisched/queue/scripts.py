@@ -1,9 +1,9 @@
-"""Loads the Lua scripts of ``lua/`` and runs them by SHA, reloading on NOSCRIPT.
+"""Loads the Lua scripts of ``lua/`` (queue/driver.py runs them: by SHA, EVAL on NOSCRIPT).
 
 A script names shared code with ``--- @include "name"`` (from ``lua/includes/``); the loader
 inlines it, after a generated preamble that binds the key locals of keys.py to KEYS
-positions (and the rates ring's shape). On NOSCRIPT (``SCRIPT FLUSH``, a restart, a failover) the call falls back to EVAL,
-which also puts the script back in that server's cache: no extra round trip, Cluster-safe.
+positions, the rates ring's shape and the error codes of errors.py's ``ScriptError`` to
+``E_<NAME>`` locals.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from redisched.errors import ScriptError
 from redisched.queue.keys import KEY_NAMES, RATE_BUCKET_SECONDS, RATE_SLOTS
 
 _INCLUDE = re.compile(r'^--- @include "([\w-]+)"$', re.MULTILINE)
@@ -36,6 +37,7 @@ def _key_preamble() -> str:
             lines.append(f"local K_{name.upper()} = KEYS[{position}]")
     lines.append("local IX = {" + ", ".join(indexes) + "}")
     lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
+    lines += [f"local E_{code.name} = {code.value}" for code in ScriptError]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-from redisched.errors import SchedulerError
+from redisched.errors import Kind, SchedulerError
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Unauthorized(SchedulerError):
-    status_code = 401
-    prefix = "Not authenticated"
-    headers = {"WWW-Authenticate": "Bearer"}
+    kind = Kind.UNAUTHENTICATED
 
 
 class Forbidden(SchedulerError):
-    status_code = 403
-    prefix = "Not enough permissions"
+    kind = Kind.FORBIDDEN
 
 
 class Tokens:

@@ -40,9 +40,11 @@ from redisched.server.errors import (
     HeadersTooLarge,
     RequestTimeout,
     TooManyConnections,
+    detail_of,
     error_response,
     http_log,
     raw_response,
+    status_of,
 )
 from redisched.server.longpoll import stopping_event
 
@@ -213,6 +215,7 @@ def _refusing(refusal: SchedulerError) -> Any:
 
 def _log_refusal(client: tuple[str, int] | None, request: str, refusal: SchedulerError) -> None:
     """As server/errors.py logs a route's 4xx and 5xx (INFO, WARNING), for the connection's."""
-    level = logging.WARNING if refusal.status_code >= 500 else logging.INFO
+    status = status_of(refusal)
+    level = logging.WARNING if status >= 500 else logging.INFO
     peer = f"{client[0]}:{client[1]}" if client else "-"
-    http_log.log(level, "%s - %s %d %s", peer, request, refusal.status_code, refusal.detail)
+    http_log.log(level, "%s - %s %d %s", peer, request, status, detail_of(refusal))

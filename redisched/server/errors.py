@@ -1,7 +1,8 @@
 """Every failure a route can meet, mapped to its HTTP answer in one place.
 
-Domain errors carry their status, ``detail`` and headers (redisched/errors.py); request
-validation is FastAPI's 422 list; a bad filter is a 400 at once (mula: a 500 after ~10 s);
+Domain errors carry a kind (redisched/errors.py); ``ANSWERS`` gives each kind its status,
+the contract's detail prefix and headers. Request validation is FastAPI's 422 list; a bad
+filter is a 400 at once (mula: a 500 after ~10 s);
 Redis or Postgres not answering in time is a 503 with ``Retry-After``. Each is logged with its
 reason on ``redisched.http`` (INFO for 4xx, WARNING for 5xx), also when the access log is off.
 The HTTP layer's own refusals (request_checks.py, connections.py) are at the end.
@@ -20,10 +21,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from redisched.errors import BadRequest, SchedulerError, Unavailable
-from redisched.filters import FilterError
+from redisched.errors import BadRequest, Kind, SchedulerError, Unavailable
 from redisched.server.responses import JSON
-from redisched.server.validation import InvalidRequest
 
 log = logging.getLogger(__name__)
 http_log = logging.getLogger("redisched.http")
@@ -38,16 +37,46 @@ BACKEND_ERRORS = (
 )
 
 
+# kind -> (status, detail prefix, headers); the detail is "<prefix>: <message>", or the
+# prefix alone for an error without message.
+ANSWERS: dict[Kind, tuple[int, str, dict[str, str]]] = {
+    Kind.INTERNAL: (500, "Internal error", {}),
+    Kind.NOT_FOUND: (404, "Resource not found", {}),
+    Kind.BAD_REQUEST: (400, "Bad request error occurred", {}),
+    Kind.VALIDATION: (400, "Validation error occurred", {}),
+    Kind.INVALID_REQUEST: (422, "Request validation failed", {}),  # detail: the list of errors
+    Kind.INVALID_FILTER: (400, "Invalid filter(s)", {}),
+    Kind.CONFLICT: (409, "Conflict error occurred", {"Retry-After": "60"}),
+    Kind.QUEUE_FULL: (429, "Too many requests", {}),
+    Kind.UNAVAILABLE: (503, "Service unavailable", {"Retry-After": "1"}),
+    Kind.UNAUTHENTICATED: (401, "Not authenticated", {"WWW-Authenticate": "Bearer"}),
+    Kind.FORBIDDEN: (403, "Not enough permissions", {}),
+    Kind.TOO_LARGE: (413, "Request body too large", {}),
+    Kind.UNSUPPORTED_MEDIA: (415, "Unsupported media type", {}),
+    Kind.CROSS_SITE: (403, "Cross-site request refused", {}),
+    Kind.REQUEST_TIMEOUT: (408, "Request timeout", {}),
+    Kind.HEADERS_TOO_LARGE: (431, "Request headers too large", {}),
+}
+
+
+def status_of(exc: SchedulerError) -> int:
+    return ANSWERS[exc.kind][0]
+
+
+def detail_of(exc: SchedulerError) -> object:
+    """The answer's ``detail``: the contract's sentence, or a 422's list of errors."""
+    if exc.kind is Kind.INVALID_REQUEST:
+        return exc.errors  # type: ignore[attr-defined]
+    prefix = ANSWERS[exc.kind][1]
+    return f"{prefix}: {exc.message}" if exc.message else prefix
+
+
+def headers_of(exc: SchedulerError) -> dict[str, str]:
+    return ANSWERS[exc.kind][2]
+
+
 async def scheduler_error(request: Request, exc: SchedulerError) -> JSON:
-    if isinstance(exc, InvalidRequest):
-        return _answer(request, 422, exc.errors)
-    return _answer(request, exc.status_code, exc.detail, exc.headers)
-
-
-async def filter_error(request: Request, exc: FilterError) -> JSON:
-    if exc.status == 422:
-        return _answer(request, 422, exc.errors)
-    return _answer(request, 400, f"Invalid filter(s): {exc.message}")
+    return _answer(request, status_of(exc), detail_of(exc), headers_of(exc))
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSON:
@@ -101,7 +130,6 @@ async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
 HANDLERS = {
     SchedulerError: scheduler_error,
     ClientDisconnect: client_gone,
-    FilterError: filter_error,
     HTTPException: http_error,
     **dict.fromkeys(BACKEND_ERRORS, backend_unavailable),
     redis.exceptions.ResponseError: redis_reply_error,
@@ -113,13 +141,11 @@ HANDLERS = {
 
 
 class UnsupportedMediaType(SchedulerError):
-    status_code = 415
-    prefix = "Unsupported media type"
+    kind = Kind.UNSUPPORTED_MEDIA
 
 
 class CrossSiteRequest(SchedulerError):
-    status_code = 403
-    prefix = "Cross-site request refused"
+    kind = Kind.CROSS_SITE
 
 
 class AmbiguousAuthorization(BadRequest):
@@ -128,13 +154,11 @@ class AmbiguousAuthorization(BadRequest):
 
 
 class RequestTimeout(SchedulerError):
-    status_code = 408
-    prefix = "Request timeout"
+    kind = Kind.REQUEST_TIMEOUT
 
 
 class HeadersTooLarge(SchedulerError):
-    status_code = 431
-    prefix = "Request headers too large"
+    kind = Kind.HEADERS_TOO_LARGE
 
 
 class TooManyConnections(Unavailable):
@@ -144,7 +168,7 @@ class TooManyConnections(Unavailable):
 
 def error_response(exc: SchedulerError) -> JSON:
     """``exc``'s answer where there is no request to log it with (connections.py logs its own)."""
-    return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers or None)
+    return JSON({"detail": detail_of(exc)}, status_code=status_of(exc), headers=headers_of(exc) or None)
 
 
 def raw_response(exc: SchedulerError) -> bytes:

@@ -15,7 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
 from redisched import filters
-from redisched.errors import BadRequest, SchedulerError
+from redisched.errors import BadRequest, Kind, SchedulerError
 from redisched.server.validation import InvalidRequest, enum_error, error, from_msgspec, json_invalid, missing, uuid_error
 
 T = TypeVar("T")
@@ -26,8 +26,7 @@ _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 
 class PayloadTooLarge(SchedulerError):
-    status_code = 413
-    prefix = "Request body too large"
+    kind = Kind.TOO_LARGE
 
 
 # --- body ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from redisched.errors import SchedulerError
+from redisched.errors import Kind, SchedulerError
 
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -25,7 +25,7 @@ _GOT = re.compile(r"got `(\w+)`")
 class InvalidRequest(SchedulerError):
     """A 422: the request does not validate; ``errors`` is FastAPI's list."""
 
-    status_code = 422
+    kind = Kind.INVALID_REQUEST
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("request validation failed")

@@ -279,7 +279,7 @@ async def test_a_failure_that_is_not_the_rows_is_retried_not_quarantined(api, db
 async def test_the_quarantine_on_every_backend(backend_redis, partitions, key_prefix):
     """Dead letters, held tasks and retries on one Redis, a cluster and a partitioned cluster."""
     from redisched.history.quarantine import PoisonEvent, held_tasks, listing, retry
-    from redisched.queue.keys import QueueLayout
+    from redisched.queue.layout import QueueLayout
 
     layout = QueueLayout(key_prefix, partitions)
     keys = layout.of("boefje")[partitions - 1]

@@ -45,8 +45,7 @@ async def test_a_queued_twin_refuses_the_push_whatever_the_priority_until_it_is_
     for priority in (10, 3):
         with pytest.raises(Conflict) as raised:
             await queues.push("boefje", organisation="o", data=data, priority=priority)
-        assert raised.value.detail == "Conflict error occurred: queue is not allowed to push items"
-        assert raised.value.headers == {"Retry-After": "60"}
+        assert raised.value.message == "queue is not allowed to push items"
     [popped] = await queues.pop("boefje")
     again = await queues.push("boefje", organisation="o", data=data, priority=10)
     assert again.id != popped.id and again.hash == popped.hash

@@ -24,6 +24,7 @@ from redisched.filters import (
     to_lua,
     to_sql,
 )
+from redisched.errors import Kind
 from redisched.queue import indexes
 
 
@@ -172,7 +173,7 @@ def test_schedules_have_their_own_columns():
 )
 def test_invalid_filters_say_where_and_what(body, message):
     error = error_of(body)
-    assert error.status == 400
+    assert error.kind is Kind.INVALID_FILTER
     assert message in error.message
 
 
@@ -193,7 +194,7 @@ def test_leaf_count_is_bounded():
 def test_unknown_operator_is_a_422_shaped_like_mula():
     filters = [f(operator="~~", value="x")]
     error = error_of({"filters": filters})
-    assert error.status == 422
+    assert error.kind is Kind.INVALID_REQUEST
     assert error.message == "filters[0]: unknown operator '~~'"
     expected = ", ".join(f"'{o}'" for o in UPSTREAM_OPERATORS[:-1]) + " or '@@'"
     # byte for byte the detail recorded from mula (golden/mula-v1.20-session.json, seq 27)
@@ -217,7 +218,7 @@ def test_unknown_operator_is_a_422_shaped_like_mula():
 def test_unknown_operator_in_a_group_points_into_it():
     filters = {"or": [f(), f(operator=5)]}
     error = error_of({"filters": filters})
-    assert error.status == 422
+    assert error.kind is Kind.INVALID_REQUEST
     literal, sibling = error.errors
     assert literal["loc"] == ["body", "filters", "dict[str,list[Filter]]", "or", 1, "operator"]
     assert literal["input"] == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from redisched.errors import Kind
 from redisched import limits
 from redisched.limits import TooLarge
 
@@ -12,7 +13,7 @@ def test_indexed_columns_count_utf8_bytes():
     limits.check_columns({"organisation": "a" * limits.MAX_COLUMN_BYTES, "type": "é" * (limits.MAX_COLUMN_BYTES // 2)})
     with pytest.raises(TooLarge, match="^organisation must be at most 1024 bytes") as refused:
         limits.check_columns({"organisation": "é" * (limits.MAX_COLUMN_BYTES // 2) + "a"})
-    assert (refused.value.field, refused.value.limit, refused.value.status_code) == ("organisation", 1024, 400)
+    assert (refused.value.field, refused.value.limit, refused.value.kind) == ("organisation", 1024, Kind.BAD_REQUEST)
     limits.check_columns({"schedule": "x" * 10_000})  # not indexed: only NUL matters
     with pytest.raises(TooLarge, match="^schedule must not contain NUL"):
         limits.check_columns({"schedule": "* * * * *\x00"})

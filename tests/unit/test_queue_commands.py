@@ -106,3 +106,11 @@ def test_patch_changes_are_translated_to_record_fields():
 def test_a_lease_extension_must_be_a_positive_length_that_ends_at_a_date(seconds):
     with pytest.raises(BadRequest, match="lease length"):
         QueueCommands(QueueLayout()).extend_lease("boefje", str(uuid.uuid4()), "token", seconds)
+
+
+def test_every_script_gets_the_error_codes_of_the_one_enum():
+    from redisched.errors import ScriptError
+    from redisched.queue.scripts import load
+
+    source = load("pop").source
+    assert all(f"local E_{code.name} = {code.value}\n" in source for code in ScriptError)
