@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -31,8 +30,9 @@ from redisched.history.tasks import TaskStore
 from redisched.models import SCHEDULERS
 from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
+from redisched.schedulers import runner
 from redisched.queue.stats import process_name, say_alive
-from redisched.server import Services
+from redisched.services import Services
 from redisched.server.app import api_app
 
 log = logging.getLogger("redisched")
@@ -41,7 +41,6 @@ REDIS_SOCKET_TIMEOUT = 5.0  # an API call to Redis slower than this is a 503 (th
 SHUTDOWN_GRACE_SECONDS = 5.0
 REAP_INTERVAL_SECONDS = 1.0
 REAP_BATCH = 1000
-SCHEDULERS_MODULE = "redisched.schedulers.runner"
 
 Background = Callable[[Services], Awaitable[None]]
 
@@ -197,12 +196,7 @@ async def _reap_queue(queues: TaskQueues, scheduler_id: str) -> None:
 
 
 async def schedule(services: Services) -> None:
-    """Run the boefje, normalizer and report schedulers, when this build has them."""
-    try:
-        runner = importlib.import_module(SCHEDULERS_MODULE)
-    except ModuleNotFoundError:
-        log.warning("no scheduler runner (%s): the schedulers idle; pushes over HTTP still work", SCHEDULERS_MODULE)
-        return
+    """Run the boefje, normalizer and report schedulers until cancelled."""
     await runner.run(services)
 
 

@@ -37,6 +37,7 @@ from redisched.config import Settings
 from redisched.history.scheduler_queries import SchedulerHistory
 from redisched.models import utcnow
 from redisched.queue.queue import TaskQueues
+from redisched.services import Services
 from redisched.schedulers.boefje import BoefjeScheduler
 from redisched.schedulers.exclusive import MessageLocks
 from redisched.schedulers.context import Clock, SchedulerContext
@@ -184,7 +185,7 @@ async def run_schedulers(
     return runner
 
 
-async def run(services: Any) -> None:
+async def run(services: Services) -> None:
     """``redisched.app``'s hook: the schedulers on the process's services, until cancelled."""
     history = SchedulerHistory(services.tasks, services.schedules)
     settings = services.settings

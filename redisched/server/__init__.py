@@ -3,6 +3,5 @@
 ``errors`` every failure's HTTP answer; ``auth``, ``longpoll``, ``openapi`` the extras."""
 
 from redisched.server.app import create_app
-from redisched.server.services import Services
 
-__all__ = ["Services", "create_app"]
+__all__ = ["create_app"]

@@ -29,7 +29,7 @@ from redisched.history.quarantine import Quarantined
 from redisched.server.request_checks import Origins, checked
 from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult, QuarantineRetried, QuarantineRetry
 from redisched.server.routes import quarantine, schedulers, schedules, service, tasks
-from redisched.server.services import Services
+from redisched.services import Services
 
 PAGE = {"offset": "count", "limit": "count"}
 TASK_QUERY = {"scheduler_id": "string", "organisation": "string", "task_type": "string", "status": "status"}

@@ -13,7 +13,7 @@ import msgspec
 from redisched.models import SCHEDULERS, STATUSES, us_to_datetime
 from redisched.queue.keys import RATE_BUCKET_SECONDS
 from redisched.queue.stats import QueueStats, RedisSnapshot, read_snapshot
-from redisched.server.services import Services
+from redisched.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from redisched.queue.records import TaskRecord
 from redisched.server.inputs import as_struct, filter_body, json_body, query_float, query_int
 from redisched.server.longpoll import pop_or_wait, server_stopping
 from redisched.server.responses import JSON, PopResult
-from redisched.server.services import Services, services
+from redisched.server.services import services
+from redisched.services import Services
 from redisched.server.validation import InvalidRequest
 
 LEASE_TOKEN_HEADER = "X-Lease-Token"

@@ -16,7 +16,8 @@ from redisched.models import SCHEDULERS, STATUSES, ServiceHealth
 from redisched.server.auth import authenticated
 from redisched.server.inputs import query_bool
 from redisched.server.responses import JSON
-from redisched.server.services import Services, services
+from redisched.server.services import services
+from redisched.services import Services
 
 PROBE_TIMEOUT_SECONDS = 2.0
 
