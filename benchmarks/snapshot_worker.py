@@ -45,7 +45,7 @@ async def main(args: argparse.Namespace) -> None:
     await pool.wait(timeout=10)
     queues = TaskQueues(redis, QueueLayout(prefix=args.prefix))
     snapshotter = TimedSnapshotter(
-        redis, TaskStore(pool), ScheduleStore(pool, redis, args.prefix), prefix=args.prefix,
+        redis, TaskStore(pool), ScheduleStore(pool, redis, queues.layout), layout=queues.layout,
         forget=queues.forget_finished, queues=("boefje",), consumer="bench",
     )
     task = asyncio.create_task(snapshotter.run())

@@ -77,7 +77,7 @@ async def open_services(settings: Settings) -> Services:
         queues=queues,
         tasks=TaskStore(pool),
         schedules=ScheduleStore(
-            pool, redis, settings.key_prefix, grace_period=settings.pq_grace_period, partitions=settings.partitions
+            pool, redis, queues.layout, grace_period=settings.pq_grace_period
         ),
         externals=ServiceClients.from_settings(settings),
     )
@@ -154,9 +154,8 @@ async def snapshot(services: Services) -> None:
             redis,
             services.tasks,
             services.schedules,
-            prefix=services.settings.key_prefix,
+            layout=services.queues.layout,
             forget=queues.forget_finished,
-            partitions=services.settings.partitions,
         ).run()
 
 

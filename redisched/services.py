@@ -50,10 +50,7 @@ class Services:
         """Let Postgres catch up with every queue change acknowledged before this call (bounded:
         after ``read_wait_seconds`` the read goes ahead on what Postgres has)."""
         queues = [scheduler_id] if scheduler_id in SCHEDULERS else list(SCHEDULERS)
-        layout = self.queues.layout
-        await wait_caught_up(
-            self.redis, layout.prefix, queues, timeout=self.read_wait_seconds, partitions=layout.partitions
-        )
+        await wait_caught_up(self.redis, self.queues.layout, queues, timeout=self.read_wait_seconds)
 
     # --- tasks across the two stores -------------------------------------------------------
 

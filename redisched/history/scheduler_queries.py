@@ -48,8 +48,7 @@ class SchedulerHistory:
         if not hashes:
             return {}
         caught_up = await wait_caught_up(
-            self.schedules.redis, self.schedules.prefix, (queue,), timeout=CATCH_UP_SECONDS,
-            partitions=self.schedules.partitions,
+            self.schedules.redis, self.schedules.layout, (queue,), timeout=CATCH_UP_SECONDS,
         )
         if not caught_up:
             raise HistoryBehind(f"the history of {queue} is more than {CATCH_UP_SECONDS} s behind")

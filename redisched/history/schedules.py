@@ -24,6 +24,7 @@ from psycopg.rows import kwargs_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from redisched.config import GRACE_PERIOD_SECONDS
 from redisched import limits
 from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from redisched.history.db import Where, queries
@@ -75,16 +76,13 @@ class ScheduleStore:
         self,
         pool: AsyncConnectionPool,
         redis: aredis.Redis,
-        prefix: str,
+        layout: QueueLayout,
         *,
-        grace_period: int = 86400,
-        partitions: int = 1,
+        grace_period: int = GRACE_PERIOD_SECONDS,
     ) -> None:
         self.pool = pool
         self.redis = redis
-        self.prefix = prefix
-        self.partitions = partitions
-        self.layout = QueueLayout(prefix, partitions)
+        self.layout = layout
         self.grace_period = grace_period
 
     def _mirror(self, scheduler_id: str, schedule_hash: str) -> str:

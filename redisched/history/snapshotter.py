@@ -146,7 +146,7 @@ class Snapshotter:
         tasks: TaskStore,
         schedules: ScheduleStore,
         *,
-        prefix: str,
+        layout: QueueLayout,
         forget: Forget | None = None,
         queues: Iterable[str] = QUEUES,
         consumer: str | None = None,
@@ -155,15 +155,13 @@ class Snapshotter:
         block_ms: int = 1000,
         claim_idle_ms: int = 60_000,
         pg_timeout: float = 5.0,
-        partitions: int = 1,
     ) -> None:
         self.redis = redis
         self.tasks = tasks
         self.schedules = schedules
-        self.prefix = prefix
         self.forget = forget
         self.queues = tuple(queues)
-        self.layout = QueueLayout(prefix, partitions)
+        self.layout = layout
         self.consumer = consumer or socket.gethostname()
         self.batch_size = batch_size
         # A transaction carries at most this much of the events' JSON (one event more if it
@@ -336,16 +334,14 @@ class Snapshotter:
 
 async def wait_caught_up(
     redis: aredis.Redis,
-    prefix: str,
+    layout: QueueLayout,
     queues: Iterable[str] = QUEUES,
     timeout: float = 1.0,
     poll: float = 0.005,
-    *,
-    partitions: int = 1,
 ) -> bool:
     """Wait until Postgres holds every event written to the queues' streams before this call
     (at most ``timeout`` seconds); False when it does not in time."""
-    streams = QueueLayout(prefix, partitions).every(tuple(queues))
+    streams = layout.every(tuple(queues))
     async with redis.pipeline(transaction=False) as pipe:
         for keys in streams:
             pipe.xrevrange(keys.events, count=1)
@@ -370,13 +366,13 @@ async def wait_caught_up(
 
 
 async def backlog_seconds(
-    redis: aredis.Redis, prefix: str, queues: Iterable[str] = QUEUES, *, partitions: int = 1
+    redis: aredis.Redis, layout: QueueLayout, queues: Iterable[str] = QUEUES
 ) -> dict[str, float]:
     """Per queue, how long the oldest event Postgres does not hold yet has waited (0 when
     caught up; the worst partition's): a queue whose history is stuck shows it growing. For
     /metrics: any process can answer it. Ages are against this host's clock (stream ids are
     the Redis host's milliseconds)."""
-    streams = QueueLayout(prefix, partitions).every(tuple(queues))
+    streams = layout.every(tuple(queues))
     async with redis.pipeline(transaction=False) as pipe:
         for keys in streams:
             pipe.hget(keys.meta, "applied")

@@ -260,9 +260,9 @@ class Background:
         self.pool = await open_pool(self.dsn, max_size=4, timeout=5)
         self.queues = TaskQueues(self.redis, layout(self.prefix, lease_ms=self.lease_ms))
         self.tasks = TaskStore(self.pool)
-        self.schedules = ScheduleStore(self.pool, self.redis, self.prefix)
+        self.schedules = ScheduleStore(self.pool, self.redis, self.queues.layout)
         self.snapshotter = Snapshotter(
-            self.redis, self.tasks, self.schedules, prefix=self.prefix, forget=self.queues.forget_finished, block_ms=50
+            self.redis, self.tasks, self.schedules, layout=self.queues.layout, forget=self.queues.forget_finished, block_ms=50
         )
         self._tasks["snapshotter"] = asyncio.create_task(self.snapshotter.run())
         self._tasks["reaper"] = asyncio.create_task(self._reap())
@@ -292,7 +292,7 @@ class Background:
 
         async def wait() -> bool:
             try:
-                return await wait_caught_up(probe, self.prefix, timeout=timeout)
+                return await wait_caught_up(probe, QueueLayout(self.prefix), timeout=timeout)
             finally:
                 await probe.aclose()
 

@@ -11,6 +11,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from redisched.queue.layout import QueueLayout
 from redisched.app import close_services, open_services
 from redisched.server import create_app
 from tests.acceptance.harness import api, api_client, boefje_push, db_dsn, settings, template_db  # noqa: F401
@@ -57,12 +58,12 @@ async def test_backlog_is_the_age_of_the_oldest_unapplied_event_and_grows_while_
     await async_redis.xadd(keys.events, {"op": "x"}, id=f"{now_ms - 1500}-0")
     await async_redis.xadd(keys.events, {"op": "x"}, id=f"{now_ms - 10}-0")
     await async_redis.hset(keys.meta, "applied", f"{now_ms - 3000}-0")  # the first one is in Postgres
-    first = (await backlog_seconds(async_redis, key_prefix, ("report",)))["report"]
+    first = (await backlog_seconds(async_redis, QueueLayout(key_prefix), ("report",)))["report"]
     assert 1.5 <= first < 2.5
     await asyncio.sleep(0.2)
-    assert (await backlog_seconds(async_redis, key_prefix, ("report",)))["report"] >= first + 0.2
+    assert (await backlog_seconds(async_redis, QueueLayout(key_prefix), ("report",)))["report"] >= first + 0.2
     await async_redis.hset(keys.meta, "applied", f"{now_ms - 10}-0")
-    assert await backlog_seconds(async_redis, key_prefix, ("report",)) == {"report": 0.0}
+    assert await backlog_seconds(async_redis, QueueLayout(key_prefix), ("report",)) == {"report": 0.0}
 
 
 async def test_openapi_describes_every_route(api):

@@ -39,10 +39,9 @@ async def history(dsn, async_redis, stream_redis, key_prefix, queues):
     async with pool.connection() as conn:  # reconciliation reads all of Postgres: start empty
         await conn.execute("TRUNCATE tasks, schedules, task_counts")
     partitions = queues.layout.partitions
-    tasks, schedules = TaskStore(pool), ScheduleStore(pool, async_redis, key_prefix, partitions=partitions)
+    tasks, schedules = TaskStore(pool), ScheduleStore(pool, async_redis, queues.layout)
     snapshotter = Snapshotter(
-        stream_redis, tasks, schedules, prefix=key_prefix, forget=queues.forget_finished, block_ms=20,
-        partitions=partitions,
+        stream_redis, tasks, schedules, layout=queues.layout, forget=queues.forget_finished, block_ms=20
     )
     runner = asyncio.create_task(snapshotter.run())
     yield tasks, schedules
@@ -52,7 +51,7 @@ async def history(dsn, async_redis, stream_redis, key_prefix, queues):
 
 
 async def _drain(queues) -> None:
-    caught_up = await wait_caught_up(queues.redis, queues.layout.prefix, timeout=20, partitions=queues.layout.partitions)
+    caught_up = await wait_caught_up(queues.redis, queues.layout, timeout=20)
     assert caught_up, "snapshotter did not catch up"
 
 

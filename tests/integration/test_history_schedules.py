@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
+from redisched.queue.layout import QueueLayout
 from redisched.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from redisched.filters import parse_filter_request
 from redisched.history.schedules import ScheduleStore
@@ -23,7 +24,7 @@ GRACE = 86400
 
 @pytest.fixture
 def store(pool, async_redis, key_prefix) -> ScheduleStore:
-    return ScheduleStore(pool, async_redis, key_prefix, grace_period=GRACE)
+    return ScheduleStore(pool, async_redis, QueueLayout(key_prefix), grace_period=GRACE)
 
 
 def report_data(recipe: str | None = None) -> dict:
@@ -44,7 +45,7 @@ def new_report(**fields) -> ScheduleCreate:
 
 
 async def mirror(store: ScheduleStore, scheduler_id: str, schedule_hash: str) -> str | None:
-    value = await store.redis.hget(QueueKeys(store.prefix, scheduler_id).schedules, schedule_hash)
+    value = await store.redis.hget(QueueKeys(store.layout.prefix, scheduler_id).schedules, schedule_hash)
     return value.decode() if value else None
 
 
@@ -91,7 +92,7 @@ async def test_create_refuses_invalid_requests(store, fields, error, message):
 async def test_create_conflicts_with_a_schedule_a_push_put_in_the_mirror(store):
     data = report_data()
     schedule_hash = payload_hash("report", data)
-    await store.redis.hset(QueueKeys(store.prefix, "report").schedules, schedule_hash, f"{uuid.uuid4()}|1")
+    await store.redis.hset(QueueKeys(store.layout.prefix, "report").schedules, schedule_hash, f"{uuid.uuid4()}|1")
 
     with pytest.raises(Conflict, match=f"schedule with the same hash already exists: {schedule_hash}"):
         await store.create(new_report(schedule="* * * * *", data=data))
@@ -100,7 +101,7 @@ async def test_create_conflicts_with_a_schedule_a_push_put_in_the_mirror(store):
 
 async def test_create_conflicts_with_a_stored_schedule_and_repairs_a_lost_mirror_entry(store):
     first = await store.create(new_report(schedule="* * * * *"))
-    await store.redis.hdel(QueueKeys(store.prefix, "report").schedules, first.hash)
+    await store.redis.hdel(QueueKeys(store.layout.prefix, "report").schedules, first.hash)
 
     with pytest.raises(Conflict):
         await store.create(new_report(schedule="* * * * *", data=first.data))
@@ -251,7 +252,7 @@ async def test_a_linked_push_moves_cron_and_report_deadlines_and_leaves_disabled
 async def test_rebuild_mirror_restores_every_entry(store):
     created = await store.create(new_report(schedule="0 0 * * *"))
     await store.patch(created.id, {"enabled": False})
-    await store.redis.delete(QueueKeys(store.prefix, "report").schedules)
+    await store.redis.delete(QueueKeys(store.layout.prefix, "report").schedules)
 
     assert await store.rebuild_mirror("report") >= 1
     assert await mirror(store, "report", created.hash) == f"{created.id}|0"

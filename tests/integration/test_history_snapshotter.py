@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from redisched.queue.layout import QueueLayout
 from redisched.history.db import open_pool
 from redisched.history.migrate import migrate
 from redisched.history.schedules import ScheduleStore
@@ -58,8 +59,8 @@ def make_snapshotter(pool, redis, prefix, forget=None, **options) -> Snapshotter
     return Snapshotter(
         redis,
         TaskStore(pool),
-        ScheduleStore(pool, redis, prefix),
-        prefix=prefix,
+        ScheduleStore(pool, redis, QueueLayout(prefix)),
+        layout=QueueLayout(prefix),
         forget=forget,
         block_ms=50,
         pg_timeout=0.3,
@@ -114,7 +115,7 @@ async def test_events_reach_postgres_with_their_schedule_and_finished_tasks_leav
     other = await pusher.emit("push", pusher.new())
     runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, forget).run())
     try:
-        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=5)
     finally:
         runner.cancel()
 
@@ -122,7 +123,7 @@ async def test_events_reach_postgres_with_their_schedule_and_finished_tasks_leav
     stored = await tasks.get(task.id)
     assert (stored.status, str(stored.schedule_id)) == (TaskStatus.COMPLETED, schedule_id)
     assert (await tasks.get(other.id)).status is TaskStatus.QUEUED
-    schedule = await ScheduleStore(pool, async_redis, key_prefix).get(schedule_id)
+    schedule = await ScheduleStore(pool, async_redis, QueueLayout(key_prefix)).get(schedule_id)
     assert (schedule.hash, schedule.enabled, schedule.deadline_at is not None) == (task.hash, True, True)
     assert forget.calls == [("boefje", [(task.id, done.rev)])]
     keys = QueueKeys(key_prefix, "boefje")
@@ -130,12 +131,12 @@ async def test_events_reach_postgres_with_their_schedule_and_finished_tasks_leav
 
 
 async def test_wait_caught_up_is_bounded_and_true_for_empty_streams(async_redis, key_prefix):
-    assert await wait_caught_up(async_redis, key_prefix, timeout=0.05)
+    assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=0.05)
     pusher = Pusher(async_redis, key_prefix, "report")
     await pusher.emit("push", pusher.new())
 
     started = time.monotonic()
-    assert not await wait_caught_up(async_redis, key_prefix, timeout=0.1)
+    assert not await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=0.1)
     assert time.monotonic() - started < 0.5
 
 
@@ -159,7 +160,7 @@ async def test_a_crash_between_commit_and_ack_replays_to_identical_rows(pool, as
     forget.hold.set()
     second = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, forget, consumer="c1").run())
     try:
-        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=5)
     finally:
         second.cancel()
 
@@ -177,7 +178,7 @@ async def test_entries_of_a_vanished_consumer_are_claimed(pool, async_redis, key
 
     runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, claim_idle_ms=100).run())
     try:
-        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=5)
     finally:
         runner.cancel()
     assert (await TaskStore(pool).get(record.id)).status is TaskStatus.QUEUED
@@ -202,7 +203,7 @@ async def test_postgres_down_keeps_events_in_redis_until_it_is_back(dsn, async_r
         assert sum("Postgres unavailable" in r.message for r in caplog.records) == 1
 
         target["dsn"] = dsn
-        assert await wait_caught_up(async_redis, key_prefix, timeout=15)
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=15)
     finally:
         runner.cancel()
         await pool.close()
@@ -214,7 +215,6 @@ async def test_postgres_down_keeps_events_in_redis_until_it_is_back(dsn, async_r
 
 async def test_the_queue_scripts_events_reach_postgres_and_finished_tasks_leave_redis(pool, async_redis, key_prefix):
     """End to end with the real queue core: push (creating a schedule), pop, complete."""
-    from redisched.queue.layout import QueueLayout
     from redisched.queue.queue import TaskQueues
 
     queues = TaskQueues(async_redis, QueueLayout(prefix=key_prefix))
@@ -224,13 +224,13 @@ async def test_the_queue_scripts_events_reach_postgres_and_finished_tasks_leave_
     await queues.patch(popped.id, {"status": "completed"})
     runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, queues.forget_finished).run())
     try:
-        assert await wait_caught_up(async_redis, key_prefix, timeout=5)
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=5)
     finally:
         runner.cancel()
 
     stored = await TaskStore(pool).get(pushed.id)
     assert (stored.status, str(stored.schedule_id)) == (TaskStatus.COMPLETED, pushed.schedule_id)
-    schedule = await ScheduleStore(pool, async_redis, key_prefix).get(pushed.schedule_id)
+    schedule = await ScheduleStore(pool, async_redis, QueueLayout(key_prefix)).get(pushed.schedule_id)
     assert schedule.hash == pushed.hash and schedule.deadline_at is not None
     assert await queues.get(pushed.id) is None
 
@@ -247,6 +247,6 @@ async def test_applied_stays_below_an_entry_another_consumer_still_holds(pool, a
     try:
         applied = await eventually(lambda: async_redis.hget(keys.meta, "applied"))
         assert stream_id(applied) < stream_id(held_id)
-        assert not await wait_caught_up(async_redis, key_prefix, timeout=0.1)
+        assert not await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=0.1)
     finally:
         runner.cancel()

@@ -14,6 +14,7 @@ import pika
 import psycopg
 import uvicorn
 
+from redisched.queue.layout import QueueLayout
 from redisched.history.db import open_pool
 from redisched.history.migrate import migrate
 from redisched.history.schedules import ScheduleStore
@@ -40,7 +41,7 @@ async def history_on(dsn: str, redis, prefix: str) -> AsyncIterator[SchedulerHis
     await migrate(dsn)
     pool = await open_pool(dsn)
     try:
-        yield SchedulerHistory(TaskStore(pool), ScheduleStore(pool, redis, prefix))
+        yield SchedulerHistory(TaskStore(pool), ScheduleStore(pool, redis, QueueLayout(prefix)))
     finally:
         await pool.close()
 

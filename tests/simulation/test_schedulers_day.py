@@ -147,7 +147,7 @@ class Day:
             await asyncio.sleep(0.005)
 
     async def settle(self) -> None:
-        assert await wait_caught_up(self.queues.redis, self.queues.layout.prefix, timeout=5)
+        assert await wait_caught_up(self.queues.redis, self.queues.layout, timeout=5)
 
     async def hour(self, hour: int) -> None:
         await self.publish("mutations", events_at(hour, self.world))
@@ -208,7 +208,7 @@ async def day(async_redis, key_prefix, monkeypatch):
                 bytes_username="sim", bytes_password="sim",
             )  # fmt: skip
             snapshots = asyncio.create_task(
-                Snapshotter(async_redis, history.tasks, history.schedules, prefix=key_prefix, block_ms=50).run()
+                Snapshotter(async_redis, history.tasks, history.schedules, layout=queues.layout, block_ms=50).run()
             )
             recipes = await add_report_schedules(history, clock)
             simulation = Day(world, clock, queues, history, broker, settings, names, recipes)

@@ -53,7 +53,7 @@ async def metrics(request: Request) -> Response:
     qsizes = await asyncio.gather(*(svc.queues.qsize(sid) for sid in SCHEDULERS))
     status_counts = await svc.tasks.status_counts()
     layout = svc.queues.layout
-    backlog = await backlog_seconds(svc.queues.redis, layout.prefix, partitions=layout.partitions)
+    backlog = await backlog_seconds(svc.queues.redis, layout)
     quarantined = await quarantine.counts(svc.queues.redis, layout)
     families = [*_queue_metrics(qsizes, status_counts), _backlog_metric(backlog), _quarantine_metric(quarantined)]
     body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
