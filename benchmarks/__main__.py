@@ -30,6 +30,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "snapshot": ("benchmarks.bench_snapshot", "snapshot lag to Postgres at a steady 2,000 pushes/s"),
     "shards": ("benchmarks.bench_shards", "runner pops on a 1/2/3-master Redis Cluster, the queue in 1/2/3 partitions"),
     "otel": ("benchmarks.bench_otel", "HTTP push and pop with OpenTelemetry tracing on (exported over OTLP) against off"),
+    "scripts": ("benchmarks.bench_scripts", "each queue script's Redis µs per op (INFO commandstats, private server)"),
     "profile": ("benchmarks.bench_profile", "where the direct-client pop and push time goes (Python vs Redis)"),
 }
 
