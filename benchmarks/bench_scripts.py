@@ -1,7 +1,7 @@
 """Each queue script's Redis time per op, from INFO commandstats on a private server.
 
 The calls are built first (``QueueCommands``) and run one at a time through the direct
-client's ``run`` (whatever it sends: EVALSHA or FCALL), between CONFIG RESETSTAT and INFO
+client's driver (whatever it sends: EVALSHA or FCALL), between CONFIG RESETSTAT and INFO
 commandstats, so the figure is Redis' own time for the script (usec_per_call of the script
 command) and the commands it ran inside, with nothing of Python or the round trip in it.
 
@@ -20,7 +20,9 @@ from benchmarks.common import MISMATCHED_FILTER, RUNNER_FILTER, Context, boefje_
 from benchmarks.servers import private_redis
 from redisched import filters
 from redisched.client import Client
-from redisched.queue.commands import QueueCommands, ScriptCall
+from redisched.queue.calls import ScriptCall
+from redisched.queue.commands import QueueCommands
+from redisched.queue.layout import QueueLayout
 
 SCRIPT_COMMANDS = ("cmdstat_fcall", "cmdstat_fcall_ro", "cmdstat_evalsha", "cmdstat_eval", "cmdstat_evalsha_ro")
 # Per op, what DESIGN.md / issue 15 aim at (Redis µs per op); "" = no goal.
@@ -57,7 +59,7 @@ def _each(client: Client, calls: list[ScriptCall[Any]], replies: list[Any] | Non
     it = iter(calls)
 
     def run() -> None:
-        reply = client.run(next(it))
+        [reply] = client.driver.send([next(it)])
         if replies is not None:
             replies.append(reply)
 
@@ -69,9 +71,9 @@ def run(ctx: Context) -> None:
     n = ctx.scale(2_000, 1_000)
     with private_redis() as url:
         raw = redis.Redis.from_url(url)
-        commands = QueueCommands(prefix="sc")
+        commands = QueueCommands(QueueLayout(prefix="sc"))
         fill_boefje(raw, commands, depth, label="scripts: ", numbers=poppable_numbers(depth))
-        client = Client(redis.Redis.from_url(url), commands)
+        client = Client(redis.Redis.from_url(url), commands.layout)
         queue = client.queue("boefje")
         runner = filters.parse_filter_request(RUNNER_FILTER)
         results: dict[str, dict[str, Any]] = {}
@@ -99,25 +101,30 @@ def run(ctx: Context) -> None:
                 len(tasks))
         measure("patch to running", _each(client, [commands.patch("boefje", t.id, {"status": "running"}, token=t.lease)
                                                    for t in tasks]), len(tasks))
+        half = len(tasks) // 2
         measure("patch to completed", _each(client, [commands.patch("boefje", t.id, {"status": "completed"},
-                                                                    token=t.lease) for t in tasks]), len(tasks))
+                                                                    token=t.lease) for t in tasks[:half]]), half)
+        measure("pop_next: completed + next pop, runner filter", _each(client, [
+            commands.pop_next("boefje", t.id, {"status": "completed"}, token=t.lease, filters_node=runner)
+            for t in tasks[half:]]), len(tasks) - half)
         measure("reap (nothing expired)", _each(client, [commands.reap("boefje") for _ in range(n // 4)]), n // 4)
-        _mismatched(ctx, raw, client, measure)
+        _mismatched(ctx, raw, url, measure)
         ctx.detail("scripts", results)
         ctx.note("Redis µs per op = usec of the script command (EVALSHA/FCALL) / ops, from INFO commandstats on a "
                  "private redis-server; the commands run inside a script are counted in it")
 
 
-def _mismatched(ctx: Context, raw: redis.Redis, client: Client, measure: Callable[..., None]) -> None:
+def _mismatched(ctx: Context, raw: redis.Redis, url: str, measure: Callable[..., None]) -> None:
     """A runner whose plugin list names 2 boefjes whose image it lacks, 1,000 of their tasks
     queued, about 700 of them ahead of the poppable ones it takes. Flat = the same cost as
     the plain runner pop."""
-    commands = QueueCommands(prefix="scm")
+    commands = QueueCommands(QueueLayout(prefix="scm"))
     fill_boefje(raw, commands, 1_000, numbers=(b * 20 + 2 + (b % 2) for b in range(1_000)))  # boefje-02/03, images 2/3
     fill_boefje(raw, commands, 1_500, start=1_000_000, numbers=poppable_numbers(1_500, 50_000))
+    client = Client(redis.Redis.from_url(url), commands.layout)
     runner = filters.parse_filter_request(RUNNER_FILTER)
     for _ in range(1_000):  # the best poppable ones go: about 2/3 of the unpoppable are ahead now
-        client.run(commands.pop("boefje", filters_node=runner, limit=1))
+        client.driver.send([commands.pop("boefje", filters_node=runner, limit=1)])
     node = filters.parse_filter_request(MISMATCHED_FILTER)
     measure("pop, mismatched plugin list, 1,000 unpoppable queued",
             _each(client, [commands.pop("boefje", filters_node=node, limit=1) for _ in range(300)]), 300)

@@ -132,7 +132,7 @@ class QueueCommands:
         if search is None:
             return None
         dedup_batches = "1" if pops_one_batch(scheduler_id) else "0"
-        args = [token or secrets.token_hex(8), dedup_batches, self.layout.dispatch_lease_ms, *search]
+        args = [token or self.lease_token(scheduler_id, partition), dedup_batches, self.layout.dispatch_lease_ms, *search]
         keys = self.keys(scheduler_id, partition).all
         merge_key = (keys[0], *args[1:])
         return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies)
@@ -177,6 +177,39 @@ class QueueCommands:
             self.layout.running_lease_ms,
         ]
         return self._call("patch", scheduler_id, args, _parse_patch, partition)
+
+    def pop_next(
+        self,
+        scheduler_id: str,
+        task_id: str,
+        changes: dict[str, Any],
+        *,
+        token: str | None = None,
+        filters_node: filters.Node | None = None,
+        limit: int | None = 1,
+        partition: int = 0,
+    ) -> ScriptCall[tuple[TaskRecord | None, list[TaskRecord]]]:
+        """Patch a task, then pop the next ones from the same queue partition, in one script
+        call (lua/pop_next.lua): a runner's "completed" that brings its next task. The patch
+        as ``patch`` (None: not live in this partition, and nothing popped)."""
+        patch = self.patch(scheduler_id, task_id, changes, token=token, partition=partition)
+        pop = self.pop(scheduler_id, filters_node=filters_node, limit=limit, partition=partition)
+        if pop is None:  # nothing can match: the patch alone
+            return ScriptCall(patch.script, patch.keys, patch.args, lambda reply: (_parse_patch(reply), []))
+        return ScriptCall(load("pop_next"), patch.keys, [*patch.args, *pop.args], _parse_pop_next)
+
+    def lease_token(self, scheduler_id: str, partition: int) -> str:
+        """A fresh lease token that names where its task lives (``lease_place``), so a patch
+        that carries it goes to that queue partition alone."""
+        return f"{secrets.token_hex(8)}-{self.scheduler(scheduler_id).id}-{partition}"
+
+    def lease_place(self, token: str | None) -> tuple[str, int] | None:
+        """(queue id, partition) a token of ``lease_token`` names; None for any other token."""
+        parts = (token or "").rsplit("-", 2)
+        if len(parts) == 3 and parts[1] in SCHEDULERS and parts[2].isascii() and parts[2].isdigit():
+            if int(parts[2]) < self.layout.partitions:
+                return parts[1], int(parts[2])
+        return None
 
     def requeue(
         self, scheduler_id: str, task_id: str, task_hash: str, *, partition: int = 0
@@ -365,6 +398,12 @@ def _parse_patch(reply: Any) -> TaskRecord | None:
     if isinstance(reply, int):
         _raise_for_code(reply)
     return decode_record(*reply)
+
+
+def _parse_pop_next(reply: Any) -> tuple[TaskRecord | None, list[TaskRecord]]:
+    if isinstance(reply, int):
+        return _parse_patch(reply), []
+    return decode_record(reply[0], reply[1]), _parse_pop(reply[2])
 
 
 def _parse_requeue(reply: Any) -> TaskRecord | None:

@@ -53,6 +53,16 @@ class QueueFacade:
         """Patch a live task wherever it is queued; None when no queue has it."""
         return self.run(plans.patch(self.commands, task_id, changes, token))
 
+    def pop_next(
+        self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None, filters: FilterArg = None,
+        limit: int | None = 1,
+    ) -> tuple[TaskRecord | None, list[TaskRecord]]:
+        """Finish and fetch: patch a live task (a runner's "completed" with its lease token)
+        and pop the next ones from its queue, in one script call when the token is a pop's.
+        (None, []) when no queue has the task."""
+        start = next(self._next_start)
+        return self.run(plans.pop_next(self.commands, task_id, changes, token, filters, limit, start=start))
+
     def requeue(self, scheduler_id: str, task_id: uuid.UUID | str, task_hash: str) -> TaskRecord | None:
         """Put back a dispatched task its runner hands back unstarted; None when none such."""
         return self.run(plans.requeue(self.commands, scheduler_id, task_id, task_hash))
@@ -110,6 +120,12 @@ class BoundQueue:
 
     def patch(self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
         return self.queues.patch(task_id, changes, token)
+
+    def pop_next(
+        self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None, filters: FilterArg = None,
+        limit: int | None = 1,
+    ) -> tuple[TaskRecord | None, list[TaskRecord]]:
+        return self.queues.pop_next(task_id, changes, token, filters, limit)
 
     def extend_lease(self, task_id: uuid.UUID | str, token: str, seconds: float) -> int:
         return self.queues.extend_lease(self.id, task_id, token, seconds)

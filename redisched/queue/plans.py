@@ -80,12 +80,46 @@ def patch(
     """Patch a live task wherever it is queued; None when no queue has it. Sent to every
     queue partition at once (one round trip, per node on a cluster): those that lack the
     task answer E_NOT_FOUND, which costs Redis one HGET, instead of a lookup round trip."""
+    place = commands.lease_place(token)
+    if place is not None:  # the token names the task's queue partition: one call
+        [record] = yield [commands.patch(place[0], str(task_id), changes, token=token, partition=place[1])]
+        return record
     calls = [
         commands.patch(keys.queue_id, str(task_id), changes, token=token, partition=keys.partition)
         for keys in commands.layout.every()
     ]
     patched = yield calls
     return next((record for record in patched if record is not None), None)
+
+
+def pop_next(
+    commands: QueueCommands,
+    task_id: uuid.UUID | str,
+    changes: dict[str, Any],
+    token: str | None,
+    filters_node: FilterArg = None,
+    limit: int | None = 1,
+    *,
+    start: int = 0,
+) -> Plan[tuple[TaskRecord | None, list[TaskRecord]]]:
+    """Finish and fetch: patch a live task, then pop the next ones from its queue. One script
+    call when the lease token names the task's partition (lua/pop_next.lua; should that
+    partition hold no match, the others are asked after); otherwise the patch, then a pop.
+    (None, []) when no queue has the task."""
+    node, place = as_node(filters_node), commands.lease_place(token)
+    if place is None:
+        record = yield from patch(commands, task_id, changes, token)
+        if record is None:
+            return None, []
+        return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start))
+    queue_id, partition = place
+    call = commands.pop_next(
+        queue_id, str(task_id), changes, token=token, filters_node=node, limit=limit, partition=partition
+    )
+    [(record, popped)] = yield [call]
+    if record is not None and not popped and commands.layout.partitions > 1:
+        popped = yield from pop(commands, queue_id, node, limit, start=start)
+    return record, popped
 
 
 def requeue(
@@ -129,6 +163,9 @@ def extend_lease(
 ) -> Plan[int]:
     """The lease's new expiry (ms). ``partition`` None: wherever the task is in the queue,
     asked of every partition at once (those that lack it answer E_NOT_FOUND)."""
+    place = commands.lease_place(token)
+    if partition is None and place is not None and place[0] == commands.scheduler(scheduler_id).id:
+        partition = place[1]  # the pop's token names the task's partition
     partitions = [partition] if partition is not None else [keys.partition for keys in _queue(commands, scheduler_id)]
     calls = [commands.extend_lease(scheduler_id, str(task_id), token, seconds, partition=p) for p in partitions]
     expiries = yield calls

@@ -18,7 +18,7 @@ from pathlib import Path
 from redisched.errors import ScriptError
 from redisched.queue.keys import KEY_NAMES, RATE_BUCKET_SECONDS, RATE_SLOTS
 
-_INCLUDE = re.compile(r'^--- @include "([\w-]+)"$', re.MULTILINE)
+_DIRECTIVE = re.compile(r'^--- @(include|operation) "([\w-]+)"$', re.MULTILINE)
 
 
 def _lua_dir() -> Path:
@@ -29,7 +29,8 @@ def _lua_dir() -> Path:
 
 
 def _key_preamble() -> str:
-    lines, indexes = [], []
+    # ARGV as a local, so an @operation can point the includes at its own arguments.
+    lines, indexes = ["local ARGV = ARGV"], []
     for position, name in enumerate(KEY_NAMES, start=1):
         if name.startswith("ix:"):
             indexes.append(f"{name[3:]} = KEYS[{position}]")
@@ -42,15 +43,22 @@ def _key_preamble() -> str:
 
 
 def _expand(source: str, included: set[str]) -> str:
-    def include(match: re.Match[str]) -> str:
-        name = match.group(1)
+    """Inline ``@include``s (once each) and ``@operation``s: ``--- @operation "patch"`` makes
+    ``run_patch(args)``, patch.lua's body as a local function run on ``args`` as ARGV, for a
+    script that runs two operations in one call (pop_next.lua)."""
+
+    def expand(match: re.Match[str]) -> str:
+        kind, name = match.groups()
+        if kind == "operation":
+            body = _expand((_lua_dir() / f"{name}.lua").read_text(), included)
+            return f"local function run_{name}(args)\nARGV = args\n{body}\nend\n"
         if name in included:
             return ""
         included.add(name)
         text = (_lua_dir() / "includes" / f"{name}.lua").read_text()
         return _expand(text, included)
 
-    return _INCLUDE.sub(include, source)
+    return _DIRECTIVE.sub(expand, source)
 
 
 @dataclass(frozen=True)
