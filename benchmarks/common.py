@@ -233,10 +233,9 @@ def fast_boefje_push_args(n: int, rng: random.Random, options: QueueOptions | No
     task_id = str(uuid.uuid4())
     ooi = f"Hostname|internet|h{n}.example.com"
     boefje, image = BOEFJES[b], image_of(b)
-    data = (
-        f'{{"id":"{task_id}","boefje":{{"id":"{boefje}","name":"{boefje}","version":null,'
-        f'"oci_image":"{image}"}},"input_ooi":"{ooi}","organization":"{org}",'
-        f'"deduplication_key":null,"dispatches":[]}}'
+    data = (  # as sent: a push whose id is data.id stores data as it came (mula's rule)
+        f'{{"boefje":{{"id":"{boefje}","name":"{boefje}","version":null,'
+        f'"oci_image":"{image}"}},"input_ooi":"{ooi}","organization":"{org}","id":"{task_id}"}}'
     )
     priority = rng.randint(1, 1_000_000)
     record = TaskRecord(
