@@ -170,11 +170,11 @@ async def test_a_push_that_keeps_a_finished_tasks_id_is_refused_and_the_history_
 
 
 async def test_a_hand_back_while_a_twin_is_queued_is_409_and_the_task_stays_dispatched(api):
-    body = boefje_push("Hostname|internet|handback.example")
-    await api.post("/schedulers/boefje/push", json=body)
-    [popped] = (await api.post("/schedulers/boefje/pop")).json()["results"]
-    assert (await api.post("/schedulers/boefje/push", json=body)).status_code == 201  # a dispatched twin does not block
-    response = await api.post("/schedulers/boefje/push", json=popped)
+    body = normalizer_push()  # no schedule: a dispatched twin does not block a push
+    await api.post("/schedulers/normalizer/push", json=body)
+    [popped] = (await api.post("/schedulers/normalizer/pop")).json()["results"]
+    assert (await api.post("/schedulers/normalizer/push", json=body)).status_code == 201
+    response = await api.post("/schedulers/normalizer/push", json=popped)
     assert response.status_code == 409 and response.json() == CONFLICT
     assert (await api.get(f"/tasks/{popped['id']}")).json()["status"] == "dispatched"
-    assert (await api.get("/schedulers/boefje")).json()["qsize"] == 1
+    assert (await api.get("/schedulers/normalizer")).json()["qsize"] == 1
