@@ -42,6 +42,19 @@ class Event(NamedTuple):
     sched: str | None  # "new" or "linked" on a push that links a schedule
 
 
+class StatusChange(msgspec.Struct):
+    """One change of a task: what made it (push, pop, patch, reap), its status after, when."""
+
+    op: str
+    status: str
+    at: datetime
+
+
+def _history_row(event: Event) -> dict[str, Any]:
+    record = event.record
+    return {"id": record.id, "rev": record.rev, "op": event.op, "status": record.status, "modified_at": record.modified_at}
+
+
 class LiveTask(NamedTuple):
     task: Task
     tries: int
@@ -91,15 +104,25 @@ class TaskStore:
     async def apply(self, events: Iterable[Event], conn: AsyncConnection | None = None) -> None:
         """Upsert the tasks of ``events``, highest rev winning, in one statement: on ``conn``
         (inside the caller's transaction) or in a transaction of its own."""
+        events = list(events)
         records = latest_records(events)
         if not records:
             return
         batch = msgspec.json.encode(records).decode()
+        history = msgspec.json.encode([_history_row(event) for event in events]).decode()
         if conn is not None:
             await conn.execute(Q["upsert"], [batch])
+            await conn.execute(Q["record_history"], [history])
             return
-        async with self.pool.connection() as own:
+        async with self.pool.connection() as own, own.transaction():
             await own.execute(Q["upsert"], [batch])
+            await own.execute(Q["record_history"], [history])
+
+    async def history(self, task_id: uuid.UUID | str, limit: int = 200) -> list[StatusChange]:
+        """A task's changes as the history holds them, oldest first (the newest ``limit``)."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(Q["history"], [task_id, limit])).fetchall()
+        return [StatusChange(op, status, at) for op, status, at in rows]
 
     async def get(self, task_id: uuid.UUID | str) -> Task | None:
         async with self.pool.connection() as conn:

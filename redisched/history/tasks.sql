@@ -82,3 +82,17 @@ RETURNING id, scheduler_id, schedule_id, organisation, priority, status, type, h
 SELECT scheduler_id, organisation, sum(n)::bigint FROM task_counts
 WHERE organisation = ANY(%s) AND status IN ('dispatched', 'running', 'completed', 'failed')
 GROUP BY 1, 2;
+
+-- name: record_history
+-- One row per event of a snapshot batch (a JSON array); replays are ignored.
+INSERT INTO task_history (task_id, rev, op, status, at)
+SELECT e.id, e.rev, e.op, e.status, us_to_timestamptz(e.modified_at)
+FROM json_to_recordset(%s::json) AS e(id uuid, rev bigint, op text, status text, modified_at bigint)
+ORDER BY e.id, e.rev
+ON CONFLICT DO NOTHING;
+
+-- name: history
+-- A task's changes, oldest first (at most the given number, the newest ones).
+SELECT op, status, at FROM (
+    SELECT rev, op, status, at FROM task_history WHERE task_id = %s ORDER BY rev DESC LIMIT %s
+) AS newest ORDER BY rev;

@@ -23,6 +23,7 @@ from redisched.models import Schedule, ScheduleCreate, SchedulePatch, Scheduler,
 from redisched.server import docs, openapi
 from redisched.server.auth import Endpoint, Role, Tokens, warn_if_open
 from redisched.server.dashboard import routes as dashboard
+from redisched.history.tasks import StatusChange
 from redisched.server.dashboard.overview import Overview
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
@@ -98,6 +99,8 @@ API = [
         body=QuarantineRetry, body_required=False),  # fmt: skip
     Api("GET", "/dashboard/overview", dashboard.figures, "viewer", "The dashboard's figures (one Redis round trip)",
         Overview),  # fmt: skip
+    Api("GET", "/dashboard/tasks/{task_id}/history", dashboard.task_history, "viewer",
+        "A task's changes (push, pop, patch, reap), oldest first, as the history holds them", list[StatusChange]),  # fmt: skip
 ]
 
 HOT_PATHS = ("/schedulers/{scheduler_id}/pop", "/schedulers/{scheduler_id}/push")

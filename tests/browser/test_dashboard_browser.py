@@ -150,6 +150,8 @@ def test_requeue_works_for_admin_and_is_refused_for_a_viewer(browser, server):
         try:
             admin.sign_in("admin-secret")
             _open_task(admin.page, admin_task["id"])
+            expect(admin.page.locator("#detail ol.history li")).to_have_count(2, timeout=SETTLE)  # pushed, popped
+            expect(admin.page.locator("#detail ol.history")).to_contain_text("popped")
             admin.page.click('#detail [data-action="requeue"]')
             expect(admin.page.locator("#detail .result")).to_contain_text("now queued", timeout=SETTLE)
             assert http.get(f"/tasks/{admin_task['id']}", headers=ADMIN).json()["status"] == "queued"

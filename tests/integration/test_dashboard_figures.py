@@ -55,6 +55,20 @@ async def test_overview_shows_depth_leases_rates_and_organisations(guarded):
     assert overview["history_error"] is None
 
 
+async def test_a_tasks_status_history_lists_every_change(guarded):
+    [task] = await _push(guarded, 1)
+    [popped] = (await guarded.post("/schedulers/boefje/pop", headers=RUNNER)).json()["results"]
+    for status in ("running", "completed"):
+        assert (await guarded.patch(f"/tasks/{popped['id']}", json={"status": status}, headers=RUNNER)).status_code == 200
+    history = (await guarded.get(f"/dashboard/tasks/{task['id']}/history", headers=VIEWER)).json()
+    assert [(change["op"], change["status"]) for change in history] == [
+        ("push", "queued"), ("pop", "dispatched"), ("patch", "running"), ("patch", "completed")
+    ]
+    assert [change["at"] for change in history] == sorted(change["at"] for change in history)
+    assert (await guarded.get("/dashboard/tasks/00000000-0000-4000-8000-000000000000/history", headers=VIEWER)).json() == []
+    assert (await guarded.get("/dashboard/tasks/nope/history", headers=VIEWER)).status_code == 422
+
+
 async def test_failures_are_counted_per_minute(guarded):
     pushed = await _push(guarded, 2)
     for _ in pushed:

@@ -12,6 +12,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from redisched.server.auth import role
+from redisched.server.inputs import path_uuid
 from redisched.server.dashboard.overview import overview
 from redisched.server.responses import JSON
 from redisched.server.services import services
@@ -32,6 +33,14 @@ async def page(_request: Request) -> Response:
 
 async def figures(request: Request) -> JSON:
     return JSON(await overview(services(request), role(request)), headers={"cache-control": "no-store"})
+
+
+async def task_history(request: Request) -> JSON:
+    """A task's changes as the history holds them (empty for an unknown id), once Postgres has
+    caught up with what Redis acknowledged before the call."""
+    task_id = path_uuid(request, "task_id")
+    await services(request).history_caught_up()
+    return JSON(await services(request).tasks.history(task_id))
 
 
 def page_routes(auth_required: bool) -> list[Route | Mount]:

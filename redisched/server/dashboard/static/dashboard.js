@@ -412,6 +412,8 @@ async function showTask(id, fromSearch = false) {
     return;
   }
   if (fromSearch) renderResults({ count: 1, results: [task] }, 0);
+  let history = null;
+  try { history = await api(`/dashboard/tasks/${encodeURIComponent(task.id)}/history`); } catch (error) { history = null; }
   detail.replaceChildren(
     el("h3", {}, el("span", { class: "mono" }, task.id), el("span", { class: `status ${task.status}` }, task.status), closeButton()),
     el("dl", {},
@@ -421,15 +423,21 @@ async function showTask(id, fromSearch = false) {
       el("dt", {}, "priority"), el("dd", { "data-field": "priority" }, String(task.priority)),
       el("dt", {}, "schedule"), el("dd", { class: "mono" }, task.schedule_id || "–"),
       el("dt", {}, "hash"), el("dd", { class: "mono" }, task.hash || "–")),
-    el("div", {}, el("strong", {}, "Status history"),
-      el("ol", { class: "history" },
-        el("li", {}, `${when(task.created_at)} `, el("span", { class: "status queued" }, "queued"), " pushed"),
-        task.status !== "queued" || task.modified_at !== task.created_at
-          ? el("li", {}, `${when(task.modified_at)} `, el("span", { class: `status ${task.status}` }, task.status), ` (${ago(task.modified_at)})`) : null),
-      el("p", { class: "muted" }, "The history keeps a task's creation and its latest change, not every step between.")),
+    el("div", {}, el("strong", {}, "Status history"), historyList(history, task)),
     actions(task),
     el("details", {}, el("summary", {}, "data"), el("pre", {}, JSON.stringify(task.data, null, 2))));
   openDetail();
+}
+
+const VERBS = { push: "pushed", pop: "popped", patch: "patched", reap: "lease expired", requeue: "handed back", restore: "restored" };
+
+function historyList(history, task) {
+  const rows = history && history.length ? history : [
+    { op: "push", status: "queued", at: task.created_at },
+    ...(task.modified_at !== task.created_at ? [{ op: "patch", status: task.status, at: task.modified_at }] : []),
+  ];
+  return el("ol", { class: "history" }, rows.map((change) => el("li", {},
+    `${new Date(change.at).toISOString().replace("T", " ").slice(0, 23)} `, el("span", { class: `status ${change.status}` }, change.status), ` ${VERBS[change.op] || change.op}`)));
 }
 
 function closeButton() {
