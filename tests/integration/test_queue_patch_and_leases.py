@@ -35,7 +35,8 @@ async def test_patch_priority_reorders_a_queued_task(queues, one_partition):
     assert [r.id for r in await queues.pop("normalizer")] == [b.id, a.id]
 
 
-async def test_requeue_while_a_twin_is_queued_is_a_conflict(queues):
+async def test_requeue_while_a_twin_is_queued_is_a_conflict(make_queues):
+    queues = make_queues(one_task_per_schedule=False)  # so the twin gets in beside the dispatched task
     data = boefje_data()
     await queues.push("boefje", organisation="o", data=data, priority=4)
     [first] = await queues.pop("boefje")
