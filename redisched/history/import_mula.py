@@ -212,8 +212,8 @@ async def _restore_live(
     found = [live for live in await tasks.live(scheduler_id) if str(live.task.id) in mula_ids]
     for start in range(0, len(found), RESTORE_BATCH):
         batch = found[start : start + RESTORE_BATCH]
-        calls = [queues.commands.restore(record_from_task(live.task, tries=live.tries, rev=live.rev)) for live in batch]
-        for live, restored in zip(batch, await queues.run_all(calls)):
+        records = [record_from_task(live.task, tries=live.tries, rev=live.rev) for live in batch]
+        for live, restored in zip(batch, await queues.restore_all(records)):
             if not restored:
                 result.live_present += 1
             elif live.task.status.value == "queued":

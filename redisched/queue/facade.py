@@ -85,6 +85,9 @@ class QueueFacade:
     def restore(self, record: TaskRecord) -> bool:
         return self.run(plans.restore(self.commands, record))
 
+    def restore_all(self, records: list[TaskRecord]) -> list[bool]:
+        return self.run(plans.restore_all(self.commands, records))
+
     def get(self, task_id: uuid.UUID | str) -> TaskRecord | None:
         return self.run(plans.get(self.layout, task_id))
 

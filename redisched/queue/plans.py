@@ -196,8 +196,15 @@ def forget(
 def restore(commands: QueueCommands, record: TaskRecord) -> Plan[bool]:
     """Put a task Postgres holds back live, in the partition of its hash; False when a twin
     is queued."""
-    [restored] = yield [commands.restore(record)]
+    [restored] = yield from restore_all(commands, [record])
     return restored
+
+
+def restore_all(commands: QueueCommands, records: list[TaskRecord]) -> Plan[list[bool]]:
+    """Several tasks back live in one batch (reconciliation, import-mula): one answer each."""
+    if not records:
+        return []
+    return (yield [commands.restore(record) for record in records])
 
 
 def ack_events(commands: QueueCommands, keys: QueueKeys, group: str, entry_ids: list[str]) -> Plan[str]:
