@@ -17,8 +17,11 @@
 local limit, matches, budget, ranges = search_args(1, now_us())
 local found = {}
 scan(ranges, matches, budget, function(rec)
-  found[#found + 1] = cjson.encode(rec)
-  found[#found + 1] = load_data(rec.id)
+  local data = checked_data(rec)
+  if data then
+    found[#found + 1] = cjson.encode(rec)
+    found[#found + 1] = data
+  end
   return #found < 2 * limit
 end)
 return found

@@ -29,13 +29,17 @@ local request_limit, matches, budget, ranges = search_args(4, now)
 local replies, token, limit, taken = {}, nil, nil, 0
 
 local function dispatch(rec)
+  local data = checked_data(rec)
   dequeue(rec)
+  if not data then
+    return true  -- moved aside (common.lua): on to the next
+  end
   rec.status = 'dispatched'
   rec.modified_at = us_string(now)
   rec.lease = token
   set_lease(rec.id, now, lease_ms)
   replies[#replies + 1] = save_record(rec, now, 'pop')
-  replies[#replies + 1] = load_data(rec.id)
+  replies[#replies + 1] = data
   taken = taken + 1
   return taken < limit
 end
@@ -45,14 +49,14 @@ local function pop_dedup_batch()
     return false
   end
   local key = nil
-  scan({lex_range(K_DEDUPQ)}, matches, budget, function(rec)
+  scan({lex_range(K_DEDUPQ, nil, 'dedup')}, matches, budget, function(rec)
     key = rec.ix.dedup
     return false
   end)
   if key == nil then
     return false
   end
-  scan({lex_range(IX.dedup, key)}, matches, budget, dispatch)
+  scan({lex_range(IX.dedup, key, 'dedup')}, matches, budget, dispatch)
   return true
 end
 

@@ -2,8 +2,6 @@
 -- slices of an index for the values a filter asks for), merging them like a k-way merge.
 -- Each step is one ZRANGE ... BYLEX LIMIT: O(log N), whatever the queue depth.
 
-local ORDER_ID_START = ORDER_PRIORITY_WIDTH + 16 + 1  -- priority key, created_at, id
-
 -- A range walks forward from its last member fetched (an exclusive lex bound), not by an
 -- offset (ZRANGE ... LIMIT <offset> skips the offset's members one by one), and fetches
 -- members in growing batches: one at first (a pop that takes the head needs no more), up
@@ -11,11 +9,26 @@ local ORDER_ID_START = ORDER_PRIORITY_WIDTH + 16 + 1  -- priority key, created_a
 -- the script itself, which only removes members it has already taken.
 local RANGE_BATCH_MAX = 32
 
-local function lex_range(key, value)
+-- `ix`: the index the set is of (its members name tasks with that index value, or, for the
+-- dedup queue without a value, any value).
+local function lex_range(key, value, ix)
   if value == nil then
-    return {key = key, min = '-', max = '+', skip = 0, batch = 1}
+    return {key = key, min = '-', max = '+', skip = 0, batch = 1, ix = ix}
   end
-  return {key = key, min = '[' .. value .. NUL, max = '(' .. value .. '\1', skip = #value + 1, batch = 1}
+  return {key = key, min = '[' .. value .. NUL, max = '(' .. value .. '\1', skip = #value + 1, batch = 1, ix = ix, value = value}
+end
+
+-- Whether a member names this live record as it is queued now: a member left behind (a raw
+-- write, a record moved aside) names no task, another place, or another index value.
+local function names_queued(range, order, rec)
+  if rec.status ~= 'queued' or order_of(rec) ~= order then
+    return false
+  end
+  if range.ix == nil then
+    return true
+  end
+  local value = rec.ix[range.ix]
+  return value ~= nil and (range.value == nil or value == range.value)
 end
 
 local function range_head(range)
@@ -70,15 +83,21 @@ end
 
 -- Hands each matching candidate to take(rec) in queue order until take returns false, the
 -- ranges run dry, `budget` candidates have been passed over, or the call's scan time is up.
-local function scan(ranges, matches, budget, take)
+local function scan_ranges(ranges, matches, budget, take)
   while true do
     local order, range = best_head(ranges)
     if not order then
       return
     end
+    local member = range.members[range.at]
     advance(range)
-    local rec = load_record(string.sub(order, ORDER_ID_START))
-    if rec and matches(rec) and not like_overspent then
+    local rec = load_record(order_id(order))
+    if not rec or not names_queued(range, order, rec) then
+      drop_stray_member(range.key, member)  -- not charged to the budget; to the time, yes
+      if out_of_time() then
+        return
+      end
+    elseif matches(rec) and not like_overspent then
       if not take(rec) then
         return
       end
@@ -89,6 +108,11 @@ local function scan(ranges, matches, budget, take)
       end
     end
   end
+end
+
+local function scan(ranges, matches, budget, take)
+  scan_ranges(ranges, matches, budget, take)
+  flush_strays()
 end
 
 -- The search both pop and peek take, from ARGV[first] on: limit, filter (to_lua JSON or ""),
@@ -106,11 +130,11 @@ local function search_args(first, now)
   if index_name ~= '' then
     ranges = {}
     for i = first + 5, #ARGV do
-      ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i])
+      ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i], index_name)
     end
   end
   local function matches(rec)
-    return filter == nil or filter_match(filter, rec)
+    return filter == nil or (filter_match(filter, rec) and not data_unreadable(rec))
   end
   return limit, matches, budget, ranges
 end

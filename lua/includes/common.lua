@@ -56,17 +56,153 @@ local function decode_record(raw)
   return rec
 end
 
-local function load_record(id)
-  local raw = redis.call('HGET', K_TASKS, id)
-  if raw then
-    return decode_record(raw)
+local function is_set(value)
+  return value ~= nil and value ~= cjson.null
+end
+
+-- What records.py's TaskRecord requires: a record that lacks a field or holds the wrong type
+-- would break the scripts (or the API decoding it) on every call that meets it.
+local RECORD_FIELDS = {
+  id = 'string', scheduler_id = 'string', organisation = 'string', priority = 'string',
+  status = 'string', type = 'string', created_at = 'string', modified_at = 'string', pk = 'string',
+}
+local RECORD_STATUSES = {
+  pending = true, queued = true, dispatched = true, running = true, completed = true, failed = true, cancelled = true,
+}
+local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+local RECORD_OPTIONAL = {
+  schedule_id = 'string', hash = 'string', lease = 'string', rev = 'string', tries = 'number', ix = 'table',
+}
+
+local function record_problem(rec, id)
+  if type(rec) ~= 'table' then
+    return 'not a JSON object'
+  end
+  for name, kind in pairs(RECORD_FIELDS) do
+    if type(rec[name]) ~= kind then
+      return 'field ' .. name .. ' is not a ' .. kind
+    end
+  end
+  for name, kind in pairs(RECORD_OPTIONAL) do
+    local v = rec[name]
+    if v ~= nil and v ~= cjson.null and type(v) ~= kind then
+      return 'field ' .. name .. ' is not a ' .. kind
+    end
+  end
+  if rec.id ~= id then
+    return 'its id is not its key'
+  end
+  if not string.find(id, UUID_PATTERN) or (is_set(rec.schedule_id) and not string.find(rec.schedule_id, UUID_PATTERN)) then
+    return 'an id is not a UUID'
+  end
+  if not RECORD_STATUSES[rec.status] then
+    return 'unknown status'
+  end
+  if not string.find(rec.priority, '^%-?%d+$') or not string.find(rec.modified_at, '^%-?%d+$') then
+    return 'a number is malformed'
+  end
+  if not string.find(rec.created_at, '^[%d:%-]%d+$') then
+    return 'created_at is malformed'
+  end
+  if #rec.pk ~= ORDER_PRIORITY_WIDTH then
+    return 'its priority key is malformed'
+  end
+  for name, value in pairs(rec.ix or {}) do
+    if IX[name] == nil or type(value) ~= 'string' then
+      return 'its index values are malformed'
+    end
   end
   return nil
 end
 
-local function is_set(value)
-  return value ~= nil and value ~= cjson.null
+-- Healing: what a script meets that names no live task, or a record that does not decode,
+-- is moved aside so the queue goes on: a record to K_QUARANTINE (id -> {reason, record,
+-- data}), a stray member out of its sorted set; counted in meta (quarantined,
+-- stray_members, read by /metrics) and logged to the Redis log. Read-only functions (peek)
+-- may not write: they pass over what they meet, and the next pop moves it aside.
+local may_heal, stray_logged = SCRIPT_WRITES, false
+
+local function quarantine_record(id, raw, reason)
+  if not may_heal then
+    return
+  end
+  local data = redis.call('HGET', K_DATA, id)
+  redis.call('HSET', K_QUARANTINE, id, cjson.encode({reason = reason, record = raw, data = data or cjson.null}))
+  redis.call('HDEL', K_TASKS, id)
+  redis.call('HDEL', K_DATA, id)
+  redis.call('ZREM', K_LEASES, id)
+  redis.call('HINCRBY', K_META, 'quarantined', 1)
+  redis.log(redis.LOG_WARNING, 'redisched: task ' .. id .. ' of ' .. K_TASKS .. ' moved to ' .. K_QUARANTINE .. ': ' .. reason)
 end
+
+-- Stray members are removed in batches, one ZREM per set, when the scan ends (flush_strays).
+local strays, stray_count = {}, 0
+
+local function drop_stray_member(key, member)
+  if not may_heal then
+    return
+  end
+  local list = strays[key]
+  if not list then
+    list = {}
+    strays[key] = list
+  end
+  list[#list + 1] = member
+  stray_count = stray_count + 1
+end
+
+local function flush_strays()
+  if stray_count == 0 then
+    return
+  end
+  -- counted by what ZREM removed: a member this call already took out (a task it dispatched,
+  -- still in a fetched batch) is no stray
+  local removed = 0
+  for key, members in pairs(strays) do
+    for i = 1, #members, 1000 do
+      removed = removed + redis.call('ZREM', key, unpack(members, i, math.min(i + 999, #members)))
+    end
+  end
+  if removed > 0 then
+    redis.call('HINCRBY', K_META, 'stray_members', removed)
+    if not stray_logged then
+      stray_logged = true
+      redis.log(redis.LOG_WARNING, 'redisched: removed ' .. removed .. ' members naming no live queued task from ' .. K_QUEUE .. ' and its indexes')
+    end
+  end
+  strays, stray_count = {}, 0
+end
+
+-- The live task's record, or nil: none, or one moved aside because it is corrupt.
+local function load_record(id)
+  local raw = redis.call('HGET', K_TASKS, id)
+  if not raw then
+    return nil
+  end
+  local ok, rec = pcall(cjson.decode, raw)
+  local problem = 'not JSON'
+  if ok then
+    problem = record_problem(rec, id)
+  end
+  if problem then
+    quarantine_record(id, raw, problem)
+    return nil
+  end
+  rec.ix = rec.ix or {}
+  return rec
+end
+
+-- The task's data for a reply, or nil (the task moved aside) when it is missing or not JSON:
+-- the API hands it out as it is.
+local function checked_data(rec)
+  local data = redis.call('HGET', K_DATA, rec.id)
+  if data and pcall(cjson.decode, data) then
+    return data
+  end
+  quarantine_record(rec.id, cjson.encode(rec), data and 'its data is not JSON' or 'it has no data')
+  return nil
+end
+
 
 -- Stores the record under a new rev (and the data, when given: it changed) and appends
 -- both to the event stream.
@@ -87,9 +223,16 @@ local function load_data(id)
   return redis.call('HGET', K_DATA, id)
 end
 
--- The queue order key: priority key, created_at, id (see keys.py).
+-- The queue order key: priority key, created_at, id (see keys.py). created_at is 16 digits
+-- of µs for 1970 to 2286, '-' and 17 digits before, ':' and 18 digits after (records.py).
 local function order_of(rec)
   return rec.pk .. rec.created_at .. rec.id
+end
+
+local function order_id(order)
+  local mark = string.byte(order, ORDER_PRIORITY_WIDTH + 1)
+  local width = (mark == 45 and 18) or (mark == 58 and 19) or 16
+  return string.sub(order, ORDER_PRIORITY_WIDTH + width + 1)
 end
 
 -- The dedup map (K_HASHES) points each hash at its newest live task: queued, dispatched or
@@ -120,7 +263,8 @@ end
 
 local function queued_twin(rec)
   local twin = live_twin(rec)
-  if twin and load_record(twin).status == 'queued' then
+  local twin_rec = twin and load_record(twin)
+  if twin_rec and twin_rec.status == 'queued' then
     return twin
   end
   return nil

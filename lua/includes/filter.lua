@@ -13,7 +13,7 @@ local FILTER_UTF8_CHAR = '[%z\1-\127\194-\244][\128-\191]*'
 -- decoded with every empty array written as [NaN] first, then mapped to this one table. No
 -- stored JSON holds NaN (msgspec writes null, Postgres refuses it), so [NaN] can only be [].
 local FILTER_EMPTY_ARRAY = {}
-local filter_decoded = setmetatable({}, {__mode = 'k'})
+local filter_decoded = {}  -- reset per call (the scripts' bind)
 
 local function json_kind(v)
   if v == nil or v == cjson.null then
@@ -87,18 +87,40 @@ local function record_data(rec, exact)
     cache = {}
     filter_decoded[rec] = cache
   end
-  if exact then
-    cache.exact = cache.exact or restore_empty_arrays(cjson.decode(mark_empty_arrays(load_data(rec.id))))
-    return cache.exact
+  if cache.bad then
+    return nil
   end
-  cache.plain = cache.plain or cjson.decode(load_data(rec.id))
-  return cache.plain
+  local form = exact and 'exact' or 'plain'
+  if cache[form] == nil then
+    local text = load_data(rec.id)
+    local ok, decoded = pcall(cjson.decode, exact and text and mark_empty_arrays(text) or text)
+    if not ok or type(decoded) ~= 'table' then
+      -- not JSON (or missing): the task cannot match, and is moved aside (common.lua)
+      cache.bad = true
+      quarantine_record(rec.id, cjson.encode(rec), text and 'its data is not JSON' or 'it has no data')
+      return nil
+    end
+    cache[form] = exact and restore_empty_arrays(decoded) or decoded
+  end
+  return cache[form]
+end
+
+-- Whether the record's data could not be read: it matches no filter then.
+local function data_unreadable(rec)
+  local cache = filter_decoded[rec]
+  return cache ~= nil and cache.bad == true
 end
 
 local function field_value(leaf, rec)
   if leaf.col ~= 'data' then
     local v = rec[leaf.col]
     if FILTER_NUMERIC_COLUMNS[leaf.col] and type(v) == 'string' then
+      local mark = string.byte(v, 1)
+      if mark == 45 then  -- '-': created_at before 1970, as the order key holds it (records.py)
+        return tonumber(string.sub(v, 2)) - 1e17
+      elseif mark == 58 then  -- ':': created_at after 2286
+        return tonumber(string.sub(v, 2))
+      end
       return tonumber(v)
     end
     return v
@@ -189,7 +211,9 @@ local function ordered(op, a, b)
 end
 
 -- Redis sets only LC_COLLATE from the environment: string.lower folds ASCII letters alone.
-local ascii_lower = string.lower
+local function ascii_lower(s)
+  return string.lower(s)
+end
 
 -- LIKE work is metered per call: a string.find over a text of n bytes costs up to n steps
 -- per pattern item of the segment, so one leaf over a long field could stall Redis. Before

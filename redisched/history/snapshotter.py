@@ -74,6 +74,20 @@ def refused_for_its_own_sake(exc: psycopg.Error) -> bool:
     return exc.sqlstate[:2] in POISON_CLASSES
 
 
+# A script's rev is max(last rev + 1, Redis' clock in µs) and its stream entry id is Redis'
+# clock in ms (never behind the last one): a rev far ahead of its entry's time was not handed
+# out by a script. Such an event (XADD by a raw writer) would otherwise win over every later
+# version of its task in Postgres.
+REV_LEAD_LIMIT_MS = 60_000
+
+
+def rev_is_plausible(rev: str, entry_id: bytes | str) -> bool:
+    try:
+        return int(rev) <= (stream_id(entry_id)[0] + REV_LEAD_LIMIT_MS) * 1000
+    except ValueError:
+        return False
+
+
 class Entry(NamedTuple):
     """A stream entry and its event."""
 
@@ -96,6 +110,10 @@ def decode_entries(entries: Iterable[tuple[Any, dict | None]]) -> tuple[list[Ent
             event = Event(_text(fields["op"]), record, _text(fields.get("sched")))
         except (KeyError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             unreadable.append(PoisonEvent(_text(entry_id), fields, None, f"unreadable event: {exc!r}"))
+            continue
+        if not rev_is_plausible(record.rev, entry_id):
+            reason = f"forged event: rev {record.rev} runs ahead of its stream entry {_text(entry_id)}"
+            unreadable.append(PoisonEvent(_text(entry_id), fields, None, reason))  # holds no task back
         else:
             decoded.append(Entry(_text(entry_id), fields, event))
     return decoded, unreadable

@@ -23,7 +23,7 @@ from redisched.queue import indexes
 from redisched.queue.calls import ScriptCall
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
-from redisched.queue.records import TaskRecord, decode_record, priority_key
+from redisched.queue.records import TaskRecord, decode_record, order_time, priority_key
 from redisched.queue.scripts import load
 
 T = TypeVar("T")
@@ -351,7 +351,7 @@ def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 raise BadRequest("priority must be a 64-bit integer")
             fields["priority"], fields["pk"] = str(value), priority_key(value)
         elif name == "created_at":
-            fields["created_at"] = f"{datetime_to_us(value):016d}"
+            fields["created_at"] = order_time(datetime_to_us(value))
         elif name == "data":
             fields["data"] = limits.check_data(value).decode()
             ix.update(indexes.values_of_data(value))

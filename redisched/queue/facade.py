@@ -101,6 +101,10 @@ class QueueFacade:
     def last_activity_us(self, scheduler_id: str) -> int | None:
         return self.run(plans.last_activity_us(self.commands, scheduler_id))
 
+    def set_aside_counts(self) -> dict[str, tuple[int, int]]:
+        """Per queue: (records moved to quarantine, stray members removed) by the scripts."""
+        return self.run(plans.set_aside_counts(self.layout))
+
     def check_layout(self) -> None:
         return self.run(plans.check_layout(self.layout))
 

@@ -17,11 +17,13 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
     <p>:{<q>}:hashes     HASH dedup hash -> id of the task queued with it
     <p>:{<q>}:leases     ZSET task id scored by lease expiry (ms): dispatched/running tasks
     <p>:{<q>}:events     STREAM one entry per change, read by the snapshotter
-    <p>:{<q>}:meta       HASH last_activity (µs) and counters
+    <p>:{<q>}:meta       HASH last_activity (µs) and counters (rev, quarantined, stray_members)
     <p>:{<q>}:schedules  HASH dedup hash -> "<schedule id>|<1 enabled, 0 disabled>" (mirror)
     <p>:{<q>}:ix:<name>  ZSET lex index, member = "<value>\\0<order key>" (organisation,
                          boefje id, oci image, dedup key)
     <p>:{<q>}:dedupq     ZSET like queue, only tasks with a deduplication_key
+    <p>:{<q>}:quarantine HASH task id -> {"reason", "record", "data"}: a record a script met
+                         that does not decode (or its data), moved aside so the queue goes on
     <p>:{<q>}:events:dead  STREAM events Postgres refused, quarantined by the snapshotter
                          (history/quarantine.py); no script touches it
     <p>:{<q>}:events:dead:tasks  SET ids of the tasks with events in events:dead (their
@@ -43,8 +45,10 @@ For the dashboard:
     <p>:api:seen                      ZSET API process ("<host>:<pid>") scored by when it last
                                       said it is alive (ms); each API process refreshes its own
 
-Order key = 20-digit (priority + 2^63) ++ 16-digit created_at µs ++ task id: byte order is
-(priority, created_at) order for any signed 64-bit priority, so ZSET lex order is queue order.
+Order key = 20-digit (priority + 2^63) ++ created_at ++ task id, created_at as µs since the
+epoch in 16 digits for 1970 to 2286, "-" + 17 digits of (µs + 10^17) before 1970, ":" + 18
+digits after 2286 ('-' < digits < ':'): byte order is (priority, created_at) order for any
+signed 64-bit priority and any datetime of years 1 to 9999, so ZSET lex order is queue order.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ RATE_BUCKET_SECONDS = 10
 RATE_SLOTS = 180
 RATE_OPS = ("push", "pop", "fail")
 
-KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates") + tuple(
+KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine") + tuple(
     f"ix:{name}" for name in INDEXES
 )
 

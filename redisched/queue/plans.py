@@ -7,8 +7,11 @@ by hand (tests/unit/test_queue_plans.py).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
+
+import msgspec
 
 from redisched import filters
 from redisched.errors import NotFound
@@ -17,6 +20,8 @@ from redisched.queue.commands import QueueCommands, pops_one_batch
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, decode_record
+
+log = logging.getLogger(__name__)
 
 FilterArg = dict[str, Any] | filters.Node | None
 
@@ -220,8 +225,33 @@ def get(layout: QueueLayout, task_id: uuid.UUID | str) -> Plan[TaskRecord | None
     """The live task with this id, from whichever queue partition holds it (one round trip)."""
     calls = [Command(("HGET", keys.key(name), str(task_id))) for keys in layout.every() for name in ("tasks", "data")]
     replies = yield calls
-    pairs = zip(replies[0::2], replies[1::2])
-    return next((decode_record(raw, data) for raw, data in pairs if raw is not None), None)
+    for raw, data in zip(replies[0::2], replies[1::2]):
+        if raw is not None and (record := _readable(task_id, raw, data)) is not None:
+            return record
+    return None
+
+
+def _readable(task_id: uuid.UUID | str, raw: Any, data: Any) -> TaskRecord | None:
+    """A record that does not decode counts as none (logged): the next script that meets it
+    moves it aside (lua/includes/common.lua)."""
+    try:
+        record = decode_record(raw, data)
+        record.to_task()
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, AttributeError) as exc:
+        log.warning("task %s: its record in Redis does not decode (%s); treated as not live", task_id, exc)
+        return None
+    return record
+
+
+def set_aside_counts(layout: QueueLayout) -> Plan[dict[str, tuple[int, int]]]:
+    """Per queue: records the scripts moved to quarantine, stray members they removed."""
+    partitions = layout.every()
+    replies = yield [Command(("HMGET", keys.meta, "quarantined", "stray_members")) for keys in partitions]
+    counts: dict[str, tuple[int, int]] = {}
+    for keys, (records, members) in zip(partitions, replies):
+        before = counts.get(keys.queue_id, (0, 0))
+        counts[keys.queue_id] = (before[0] + int(records or 0), before[1] + int(members or 0))
+    return counts
 
 
 def locate(layout: QueueLayout, task_id: uuid.UUID | str) -> Plan[QueueKeys | None]:

@@ -58,7 +58,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
             type=self.type,
             hash=self.hash,
             data=msgspec.Raw(self.data.encode()),
-            created_at=us_to_datetime(int(self.created_at)),
+            created_at=us_to_datetime(order_time_us(self.created_at)),
             modified_at=us_to_datetime(int(self.modified_at)),
         )
 
@@ -84,8 +84,32 @@ def priority_key(priority: int) -> str:
     return f"{priority + PRIORITY_OFFSET:020d}"
 
 
+_ORDER_TIME_MAX = 10**16  # 16 digits of µs reach 2286-11-20
+_ORDER_TIME_SHIFT = 10**17  # years 1 to 1969: -62,135,596,800,000,000 ≤ µs < 0
+
+
+def order_time(us: int) -> str:
+    """``created_at`` as the queue order key holds it: byte order is time order for every
+    datetime of years 1 to 9999. 16 digits for 1970 to 2286 (the form of earlier versions),
+    "-" and 17 digits of µs + 10^17 before, ":" and 18 digits after ('-' < '0'-'9' < ':')."""
+    if 0 <= us < _ORDER_TIME_MAX:
+        return f"{us:016d}"
+    if us < 0:
+        return f"-{us + _ORDER_TIME_SHIFT:017d}"
+    return f":{us:018d}"
+
+
+def order_time_us(text: str) -> int:
+    if text.startswith("-"):
+        return int(text[1:]) - _ORDER_TIME_SHIFT
+    if text.startswith(":"):
+        return int(text[1:])
+    return int(text)
+
+
 def order_key(priority: int, created_at_us: int | str, task_id: str) -> str:
-    return f"{priority_key(priority)}{int(created_at_us):016d}{task_id}"
+    us = order_time_us(created_at_us) if isinstance(created_at_us, str) else created_at_us
+    return f"{priority_key(priority)}{order_time(us)}{task_id}"
 
 
 def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecord:
@@ -103,7 +127,7 @@ def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecor
         type=task.type,
         hash=task.hash,
         data=data,
-        created_at=f"{created_us:016d}",
+        created_at=order_time(created_us),
         modified_at=f"{datetime_to_us(task.modified_at):016d}",
         pk=priority_key(task.priority),
         ix=indexes.values_of_task(task.organisation, msgspec.json.decode(data)),

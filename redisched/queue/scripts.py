@@ -28,9 +28,12 @@ def _lua_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "lua"
 
 
-def _key_preamble() -> str:
+READ_ONLY = frozenset({"peek", "stats"})  # may not write: they pass over what healing would move aside
+
+
+def _key_preamble(script: str) -> str:
     # ARGV as a local, so an @operation can point the includes at its own arguments.
-    lines, indexes = ["local ARGV = ARGV"], []
+    lines, indexes = ["local ARGV = ARGV", f"local SCRIPT_WRITES = {'false' if script in READ_ONLY else 'true'}"], []
     for position, name in enumerate(KEY_NAMES, start=1):
         if name.startswith("ix:"):
             indexes.append(f"{name[3:]} = KEYS[{position}]")
@@ -70,5 +73,5 @@ class Script:
 
 @cache
 def load(name: str) -> Script:
-    source = _key_preamble() + _expand((_lua_dir() / f"{name}.lua").read_text(), set())
+    source = _key_preamble(name) + _expand((_lua_dir() / f"{name}.lua").read_text(), set())
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -55,7 +55,13 @@ async def metrics(request: Request) -> Response:
     layout = svc.queues.layout
     backlog = await backlog_seconds(svc.queues.redis, layout)
     quarantined = await quarantine.counts(svc.queues.redis, layout)
-    families = [*_queue_metrics(qsizes, status_counts), _backlog_metric(backlog), _quarantine_metric(quarantined)]
+    set_aside = await svc.queues.set_aside_counts()
+    families = [
+        *_queue_metrics(qsizes, status_counts),
+        _backlog_metric(backlog),
+        _quarantine_metric(quarantined),
+        _set_aside_metric(set_aside),
+    ]
     body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -89,6 +95,19 @@ def _quarantine_metric(quarantined: dict[str, int]) -> Metric:
     for scheduler_id, count in quarantined.items():
         letters.add_metric([scheduler_id], count)
     return letters
+
+
+def _set_aside_metric(set_aside: dict[str, tuple[int, int]]) -> Metric:
+    healed = CounterMetricFamily(
+        "redisched_queue_set_aside",
+        "What the queue scripts moved aside to go on: records that do not decode (to <queue>:quarantine), "
+        "members naming no live queued task (removed)",
+        labels=["scheduler_id", "kind"],
+    )
+    for scheduler_id, (records, members) in set_aside.items():
+        healed.add_metric([scheduler_id, "record"], records)
+        healed.add_metric([scheduler_id, "member"], members)
+    return healed
 
 
 class _Scrape:
