@@ -60,7 +60,7 @@ MAX_SAFE_INT = 2**53
 # with the scan's time limit (REDISCHED_SCAN_TIME_US) they bound every pop and peek, and the
 # same filters reach Postgres listings (under statement_timeout).
 MAX_RECORD_COST = 3000  # each candidate
-MAX_CALL_COST = 8000  # once per call
+MAX_CALL_COST = 3000  # once per call
 
 OPERATORS = {
     "==": "eq", "eq": "eq", "is": "eq",

@@ -52,6 +52,7 @@ LONG_PREFIX = "Hostname|internet|host-"
 WORST_FILTERS = {
     "in: one list of 1,000 values": {"filters": [_leaf("in", [f"{LONG_PREFIX}{i}.nope" for i in range(filters.MAX_LIST)])]},
     "or of `in` leaves": _worst(lambda i: _leaf("in", [f"{LONG_PREFIX}{i}-{j}" for j in range(9)])),
+    "`in` lists as long as a call may hold": _worst(lambda i: _leaf("in", [f"v{i}-{j}" for j in range(filters.MAX_LIST)])),
     "or of `like` leaves full of `_`": _worst(lambda i: _leaf("like", "%a" + "_" * 12 + "b%")),
     "few `like` leaves, long `_` runs": _worst(lambda i: _leaf("like", "%x" + "_" * 900 + "y%")),
     "and of `not_like` then a false leaf": _worst(lambda i: _leaf("not_like", "%_q_" + "_" * 8), "and", [NEVER]),
