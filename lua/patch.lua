@@ -60,13 +60,16 @@ end
 if rec.status == 'queued' then
   redis.call('ZREM', K_LEASES, rec.id)
   rec.lease = nil
+  free_group(rec)
   enqueue(rec)
 elseif rec.status == 'dispatched' or rec.status == 'running' then
+  spend_group(rec)
   set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and ARGV[4] or ARGV[5]))
   claim_hash_if_free(rec)
 else
   redis.call('ZREM', K_LEASES, rec.id)
   rec.lease = nil
+  free_group(rec)
   release_hash(rec)
 end
 local raw = save_record(rec, now, 'patch', new_data)

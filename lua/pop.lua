@@ -25,6 +25,7 @@
 
 local dedup_batches, lease_ms = ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_us()
+wake_groups()
 local request_limit, matches, budget, ranges = search_args(4, now)
 local replies, token, limit, taken = {}, nil, nil, 0
 
@@ -34,6 +35,7 @@ local function dispatch(rec)
   if not data then
     return true  -- moved aside (common.lua): on to the next
   end
+  spend_group(rec)
   rec.status = 'dispatched'
   rec.modified_at = us_string(now)
   rec.lease = token

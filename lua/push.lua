@@ -14,6 +14,7 @@
           schedulers want; "0": only a queued twin refuses, as the API contract says
   ARGV[8] "1": one live task per schedule (REDISCHED_ONE_TASK_PER_SCHEDULE): a dispatched
           or running twin of the enabled schedule this push would link to refuses it
+  ARGV[9] for a task of a limited group (record field lg): "<spacing ms>,<concurrency>"
 
   Returns: {record JSON, data JSON} as stored, or an error code
     E_CONFLICT when a twin is queued and the options do not allow the change (or is live
@@ -113,7 +114,7 @@ local live = live_twin(rec)
 if live and (ARGV[7] == '1' or schedule_is_busy(live)) then
   return E_CONFLICT
 end
-if maxsize > 0 and tonumber(rec.priority) > 1 and redis.call('ZCARD', K_QUEUE) >= maxsize then
+if maxsize > 0 and tonumber(rec.priority) > 1 and queued_count() >= maxsize then
   return E_QUEUE_FULL
 end
 if redis.call('HEXISTS', K_TASKS, rec.id) == 1 then
@@ -121,6 +122,9 @@ if redis.call('HEXISTS', K_TASKS, rec.id) == 1 then
 end
 
 local sched = link_schedule()
+if is_set(rec.lg) then
+  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'spec', ARGV[9])
+end
 rec.status = 'queued'
 rec.created_at = us_string(now)
 rec.modified_at = rec.created_at

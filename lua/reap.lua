@@ -21,6 +21,7 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', K_LEASES, id)
   local rec = load_record(id)
   if rec then
+    free_group(rec)
     rec.tries = (rec.tries or 0) + 1
     rec.lease = nil
     rec.modified_at = us_string(now)

@@ -27,6 +27,7 @@ redis.call('ZREM', K_LEASES, rec.id)
 rec.lease = nil
 rec.status = 'queued'
 rec.modified_at = us_string(now)
+free_group(rec)
 enqueue(rec)
 local raw = save_record(rec, now, 'patch')
 finish(now, true)

@@ -21,7 +21,7 @@ local now = now_us()
 local now_ms = math.floor(now / 1000)
 local reply = {
   us_string(now),
-  redis.call('ZCARD', K_QUEUE),
+  queued_count(),
   redis.call('ZCARD', K_LEASES),
   redis.call('ZCOUNT', K_LEASES, '-inf', now_ms),
 }

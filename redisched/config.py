@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     scan_budget: int = Field(SCAN_BUDGET, validation_alias=_env("REDISCHED_SCAN_BUDGET"))
     # A push whose schedule already has a queued, dispatched or running task is refused (409),
     # as upstream PR #5007 does; off: only a queued twin refuses an API push (mula 1.20.1).
+    # Limits per boefje group: a JSON list of rules (redisched/limit_rules.py); none by default.
+    limits: list[dict] = Field(default_factory=list, validation_alias=_env("REDISCHED_LIMITS"))
     one_task_per_schedule: bool = Field(ONE_TASK_PER_SCHEDULE, validation_alias=_env("REDISCHED_ONE_TASK_PER_SCHEDULE"))
     # Bearer tokens; empty = auth off (mula has none).
     admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))

@@ -1,5 +1,5 @@
 -- Shared helpers for the queue scripts. The loader prepends the key locals (K_QUEUE,
--- K_TASKS, K_DATA, K_HASHES, K_LEASES, K_EVENTS, K_META, K_SCHEDULES, K_DEDUPQ, K_RATES and the
+-- K_TASKS, K_DATA, K_HASHES, K_LEASES, K_EVENTS, K_META, K_SCHEDULES, K_DEDUPQ, K_RATES, K_LIMQ, K_LIMITS, K_LIMWAKE and the
 -- IX table of index keys by name) generated from redisched/queue/keys.py, so positions never
 -- drift, and the rates ring's RATE_BUCKET_US and RATE_SLOTS.
 
@@ -277,8 +277,9 @@ local function claim_hash_if_free(rec)
   end
 end
 
--- Puts a task on its queue: the queue itself, its secondary indexes and the dedup map.
-local function enqueue(rec)
+-- The queue membership of a task: the queue itself, its secondary indexes, the dedup queue.
+-- A placed task of a limited group is its group's head; K_META limited_placed counts them.
+local function place(rec)
   local order = order_of(rec)
   redis.call('ZADD', K_QUEUE, 0, order)
   for name, value in pairs(rec.ix) do
@@ -287,18 +288,142 @@ local function enqueue(rec)
   if rec.ix.dedup then
     redis.call('ZADD', K_DEDUPQ, 0, order)
   end
-  claim_hash(rec)
+  if is_set(rec.lg) then
+    redis.call('HINCRBY', K_META, 'limited_placed', 1)
+  end
 end
 
--- Takes a task off its queue; it stays live (and keeps its hash) until it finishes.
-local function dequeue(rec)
+local function unplace(rec)
   local order = order_of(rec)
-  redis.call('ZREM', K_QUEUE, order)
+  if redis.call('ZREM', K_QUEUE, order) == 1 and is_set(rec.lg) then
+    redis.call('HINCRBY', K_META, 'limited_placed', -1)
+  end
   for name, value in pairs(rec.ix) do
     redis.call('ZREM', IX[name], value .. NUL .. order)
   end
   if rec.ix.dedup then
     redis.call('ZREM', K_DEDUPQ, order)
+  end
+end
+
+-- Limits per group (REDISCHED_LIMITS, redisched/limit_rules.py). A task of a limited group
+-- (rec.lg) waits in K_LIMQ as "<group>\0<order key>"; only the group's head is placed on
+-- the queue, and only while the group has room, so a pop never passes over the rest of a
+-- group, and a group at its limit costs a pop nothing. K_LIMITS per group: "<g>\0spec"
+-- "<spacing ms>,<concurrency>" (0 = none), "<g>\0n" its dispatched and running tasks,
+-- "<g>\0at" the ms before which none of its tasks may go. K_LIMWAKE: groups closed until
+-- a time, scored by it; pops reopen the due ones.
+local function order_task_id(order)
+  return string.sub(order, ORDER_PRIORITY_WIDTH + 17)
+end
+
+local function group_head(group)
+  local member = redis.call('ZRANGE', K_LIMQ, '[' .. group .. NUL, '(' .. group .. '\1', 'BYLEX', 'LIMIT', 0, 1)[1]
+  return member and string.sub(member, #group + 2) or nil
+end
+
+local function group_state(group)
+  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'spec', group .. NUL .. 'n', group .. NUL .. 'at')
+  local spacing, cap = string.match(v[1] or '0,0', '^(%d+),(%d+)$')
+  return tonumber(spacing or 0), tonumber(cap or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
+end
+
+local function now_ms()
+  return math.floor(now_us() / 1000)
+end
+
+-- Places the group's head when the group has room, takes it off when not. `rec`: the task
+-- in hand (maybe not saved yet), used when it is the head.
+local function refresh_group(group, rec)
+  local head = group_head(group)
+  if not head then
+    return
+  end
+  local _, cap, active, at = group_state(group)
+  local now = now_ms()
+  local open = (cap == 0 or active < cap) and at <= now
+  local placed = redis.call('ZSCORE', K_QUEUE, head) ~= false
+  local function head_record()
+    if rec and order_of(rec) == head then
+      return rec
+    end
+    return load_record(order_task_id(head))
+  end
+  if open and not placed then
+    place(head_record())
+  elseif not open and placed then
+    unplace(head_record())
+  end
+  if at > now then
+    redis.call('ZADD', K_LIMWAKE, at, group)
+  end
+end
+
+-- A task of a limited group leaves the queue for a lease: it counts against the group.
+local function spend_group(rec)
+  if not is_set(rec.lg) or rec.lc then
+    return
+  end
+  local spacing = group_state(rec.lg)
+  redis.call('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', 1)
+  if spacing > 0 then
+    -- rounded up: the next may go once a full spacing has passed, to the µs
+    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'at', string.format('%d', math.ceil(now_us() / 1000) + spacing))
+  end
+  rec.lc = 1
+  refresh_group(rec.lg)
+end
+
+-- Its lease ends (finished, handed back, reaped): the group has room again.
+local function free_group(rec)
+  if not rec.lc then
+    return
+  end
+  rec.lc = nil
+  if redis.call('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', -1) <= 0 then
+    redis.call('HDEL', K_LIMITS, rec.lg .. NUL .. 'n')
+  end
+  refresh_group(rec.lg)
+end
+
+local WAKE_PER_CALL = 100
+
+local function wake_groups()
+  local due = redis.call('ZRANGE', K_LIMWAKE, '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, WAKE_PER_CALL)
+  for _, group in ipairs(due) do
+    redis.call('ZREM', K_LIMWAKE, group)
+    refresh_group(group)
+  end
+end
+
+-- Queued tasks, placed or waiting in their group.
+local function queued_count()
+  local placed = tonumber(redis.call('HGET', K_META, 'limited_placed') or '0')
+  return redis.call('ZCARD', K_QUEUE) + redis.call('ZCARD', K_LIMQ) - placed
+end
+
+-- Puts a task on its queue (a limited one in its group) and in the dedup map.
+local function enqueue(rec)
+  if is_set(rec.lg) then
+    local order = order_of(rec)
+    local old_head = group_head(rec.lg)
+    redis.call('ZADD', K_LIMQ, 0, rec.lg .. NUL .. order)
+    if old_head and order < old_head and redis.call('ZSCORE', K_QUEUE, old_head) then
+      unplace(load_record(order_task_id(old_head)))
+    end
+    refresh_group(rec.lg, rec)
+  else
+    place(rec)
+  end
+  claim_hash(rec)
+end
+
+-- Takes a task off its queue; it stays live (and keeps its hash) until it finishes.
+local function dequeue(rec)
+  unplace(rec)
+  if is_set(rec.lg) then
+    redis.call('ZREM', K_LIMQ, rec.lg .. NUL .. order_of(rec))
+    refresh_group(rec.lg)
   end
 end
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 # Commands the scripts the direct client runs (push, pop, peek, patch, extend, requeue) call;
 # the snapshotter's (ack: XACK, XPENDING, XINFO, XTRIM) are left out.
 SCRIPT_COMMANDS = (
-    "time", "hget", "hset", "hsetnx", "hdel", "hexists", "hincrby",
+    "time", "hget", "hmget", "hset", "hsetnx", "hdel", "hexists", "hincrby",
     "zadd", "zrem", "zrange", "zcard", "zscore", "xadd",
 )  # fmt: skip
 # Commands the client sends itself: scripts, and the O(1) reads (qsize, get, locate).

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from redisched import filters, limits
+from redisched import filters, limit_rules, limits
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, ScriptError, StaleLease
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
 from redisched.models import with_aware_datetimes
@@ -101,6 +101,9 @@ class QueueCommands:
             pk=priority_key(priority),
             ix=_checked_index_values(indexes.values_of_payload, organisation, payload),
         )
+        group = limit_rules.group_of(self.layout.limits, organisation, data) if scheduler_id == "boefje" else None
+        if group is not None:
+            record.lg = group[0]
         options = self.layout.options_of(scheduler_id)
         args = [
             limits.encode(record, "organisation", MALFORMED),
@@ -111,6 +114,7 @@ class QueueCommands:
             str(uuid.uuid4()),
             "1" if refuse_live_twin else "0",
             "1" if self.layout.one_task_per_schedule else "0",
+            group[1] if group is not None else "",
         ]
         keys = self.layout.for_hash(scheduler_id, record.hash)
         return ScriptCall(load("push"), keys.all, args, _parse_push)

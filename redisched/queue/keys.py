@@ -36,6 +36,12 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
 
 Outside the queues, for the schedulers:
 
+    <p>:{<q>}:limq       ZSET lex, member = "<group>\\0<order key>": queued tasks of limited
+                         groups (REDISCHED_LIMITS); only each group's head is on the queue
+    <p>:{<q>}:limits     HASH "<group>\\0spec|n|at": a group's limits, leased tasks, and the
+                         ms before which none of its tasks may go (common.lua)
+    <p>:{<q>}:limwake    ZSET group scored by the ms it may have room again
+
     <p>:layout                        STRING, how many partitions the queues were made with
     <p>:scheduler:boefjes-seen:<org>  SET of boefje ids already swept for that organisation
     <p>:scheduler:handling:<sha1>     STRING, set while a message with that body is handled
@@ -66,8 +72,10 @@ RATE_BUCKET_SECONDS = 10
 RATE_SLOTS = 180
 RATE_OPS = ("push", "pop", "fail")
 
-KEY_NAMES = ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine") + tuple(
-    f"ix:{name}" for name in INDEXES
+KEY_NAMES = (
+    ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine")
+    + ("limq", "limits", "limwake")
+    + tuple(f"ix:{name}" for name in INDEXES)
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from redisched import config
+from redisched.limit_rules import LimitRule, parse_rules
 from redisched.models import SCHEDULERS
 from redisched.queue.keys import QueueKeys, layout_key, partition_keys, partition_of
 
@@ -44,6 +45,7 @@ class QueueLayout:
     scan_budget: int = config.SCAN_BUDGET
     scan_time_us: int = config.SCAN_TIME_US
     one_task_per_schedule: bool = config.ONE_TASK_PER_SCHEDULE
+    limits: tuple[LimitRule, ...] = ()
     options: dict[str, QueueOptions] = field(default_factory=dict)
     queue_ids: tuple[str, ...] = QUEUE_IDS
 
@@ -62,6 +64,7 @@ class QueueLayout:
             scan_budget=settings.scan_budget,
             scan_time_us=settings.scan_time_us,
             one_task_per_schedule=settings.one_task_per_schedule,
+            limits=parse_rules(settings.limits),
             options={queue_id: QueueOptions(maxsize=settings.pq_maxsize) for queue_id in QUEUE_IDS},
         )
 

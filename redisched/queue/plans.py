@@ -262,8 +262,19 @@ def locate(layout: QueueLayout, task_id: uuid.UUID | str) -> Plan[QueueKeys | No
 
 
 def qsize(commands: QueueCommands, scheduler_id: str) -> Plan[int]:
-    """Tasks queued (not leased) in every partition of the queue."""
-    return sum((yield [Command(("ZCARD", keys.queue)) for keys in _queue(commands, scheduler_id)]))
+    """Tasks queued (not leased) in every partition of the queue: on it, or waiting in their
+    limit group (of which the placed heads are on it already)."""
+    partitions = _queue(commands, scheduler_id)
+    counts = yield [
+        command
+        for keys in partitions
+        for command in (
+            Command(("ZCARD", keys.queue)),
+            Command(("ZCARD", keys.limq)),
+            Command(("HGET", keys.meta, "limited_placed")),
+        )
+    ]
+    return sum(int(queued) + int(waiting) - int(placed or 0) for queued, waiting, placed in zip(*[iter(counts)] * 3))
 
 
 def last_activity_us(commands: QueueCommands, scheduler_id: str) -> Plan[int | None]:

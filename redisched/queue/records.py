@@ -41,6 +41,8 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     ix: dict[str, str] = {}  # index name -> value, for the indexes this task is in
     lease: str | None = None  # token of the current lease
     tries: int = 0  # leases that expired
+    lg: str | None = None  # its limit group (REDISCHED_LIMITS), see common.lua
+    lc: int = 0  # 1 while it counts against its group (dispatched or running)
     rev: str = "0"
 
     @property

@@ -144,8 +144,9 @@ def test_get_and_locate_read_every_partition_of_every_queue_in_one_round_trip():
 
 
 def test_qsize_and_last_activity_read_each_partition_of_the_queue_once():
-    [batch], size = run(plans.qsize(three(), "boefje"), [2, 0, 5])
-    assert [c.args[0] for c in batch] == ["ZCARD"] * 3 and size == 7
+    # per partition: on the queue, waiting in limit groups, group heads placed on the queue
+    [batch], size = run(plans.qsize(three(), "boefje"), [2, 0, None, 0, 0, None, 5, 3, b"1"])
+    assert [c.args[0] for c in batch] == ["ZCARD", "ZCARD", "HGET"] * 3 and size == 9
     [batch], last = run(plans.last_activity_us(three(), "boefje"), [b"10", None, b"30"])
     assert len(batch) == 3 and last == 30
 

@@ -1,0 +1,122 @@
+"""Limits per boefje group (REDISCHED_LIMITS), in the queue scripts: a group at its limit is
+passed over without delaying other tasks, a concurrency slot is freed on every way out, and a
+cooldown spaces the group's pops by Redis's own clock. Group state is kept per partition, so
+on the partitioned backend the tasks of a group are chosen to share a partition."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from redisched.limit_rules import parse_rules
+from redisched.queue.keys import partition_of
+from tests.factories import boefje_data
+
+_seq = itertools.count()
+
+
+def tasks_in_one_partition(queues, boefje_id: str, n: int, organization: str = "org1") -> list[dict]:
+    """n boefje tasks of this boefje whose hashes fall in partition 0."""
+    from redisched.models import check_pushed_payload
+
+    found = []
+    while len(found) < n:
+        data = boefje_data(boefje_id, ooi=f"Hostname|internet|l{next(_seq)}.example", organization=organization)
+        if partition_of(check_pushed_payload("boefje", data).hash(), queues.layout.partitions) == 0:
+            found.append(data)
+    return found
+
+
+async def push_all(queues, tasks: list[dict], priority: int) -> None:
+    for data in tasks:
+        await queues.push("boefje", organisation=data["organization"], data=data, priority=priority)
+
+
+def boefje_of(record) -> str:
+    import json
+
+    return json.loads(record.data)["boefje"]["id"]
+
+
+async def pop_one(queues):
+    popped = await queues.pop("boefje", limit=1)
+    return popped[0] if popped else None
+
+
+async def test_a_concurrency_group_holds_at_most_n_and_is_freed_on_every_way_out(make_queues):
+    queues = make_queues(limits=parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 2}]), dispatch_lease_ms=1)
+    await push_all(queues, tasks_in_one_partition(queues, "nmap", 8), priority=1)
+    await push_all(queues, tasks_in_one_partition(queues, "dns-records", 8), priority=50)
+    assert await queues.qsize("boefje") == 16
+
+    held = [await pop_one(queues), await pop_one(queues)]
+    assert [boefje_of(r) for r in held] == ["nmap", "nmap"]
+    third = await pop_one(queues)  # the group is full: the next task of another boefje, not nothing
+    assert boefje_of(third) == "dns-records"
+    assert await queues.qsize("boefje") == 13
+
+    ways_out = [{"status": "completed"}, {"status": "failed"}, {"status": "cancelled"}, {"status": "queued"}]
+    for change in ways_out:
+        await queues.patch(held[0].id, change)
+        held = [held[1], await pop_one(queues)]
+        assert boefje_of(held[1]) == "nmap", change
+        assert boefje_of(await pop_one(queues)) == "dns-records"
+    await asyncio.sleep(0.01)
+    assert await queues.reap("boefje") != (0, 0)  # every lease (1 ms) expired: both slots freed
+    again = [await pop_one(queues), await pop_one(queues)]
+    assert [boefje_of(r) for r in again] == ["nmap", "nmap"]
+
+
+async def test_a_cooldown_group_is_spaced_by_its_cooldown_and_never_delays_others(make_queues):
+    rules = parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 0.15}])
+    queues = make_queues(limits=rules)
+    await push_all(queues, tasks_in_one_partition(queues, "shodan", 6), priority=1)
+    await push_all(queues, tasks_in_one_partition(queues, "dns-records", 200), priority=50)
+    shodan_at, others = [], 0
+
+    async def popper() -> None:
+        nonlocal others
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + 0.5
+        while loop.time() < stop:
+            record = await pop_one(queues)
+            if record is None:
+                await asyncio.sleep(0.005)
+                continue
+            if boefje_of(record) == "shodan":
+                shodan_at.append(int(record.modified_at))
+                await queues.patch(record.id, {"status": "completed"})
+            else:
+                others += 1
+
+    await asyncio.gather(*(popper() for _ in range(20)))
+    shodan_at.sort()
+    gaps_ms = [(b - a) / 1000 for a, b in zip(shodan_at, shodan_at[1:])]
+    assert len(shodan_at) >= 3 and all(gap >= 150 for gap in gaps_ms), gaps_ms  # never 2 in 150 ms
+    assert others > 20  # the rest of the queue flowed while the group waited
+
+
+async def test_a_rate_is_a_spacing_and_a_template_names_the_group(make_queues):
+    rules = parse_rules([{"boefje": "nmap", "group": "nmap:{input_ooi}", "rate": "1/h"}])
+    queues = make_queues(limits=rules)
+    [first, other] = tasks_in_one_partition(queues, "nmap", 2)
+    await push_all(queues, [first, other], priority=1)
+    a = await pop_one(queues)
+    await queues.patch(a.id, {"status": "completed"})
+    b = await pop_one(queues)  # another object: another group
+    assert b is not None and b.lg != a.lg and a.lg.startswith("nmap:Hostname|internet|")
+    await queues.patch(b.id, {"status": "completed"})
+    await queues.push("boefje", organisation="org1", data=first, priority=1)
+    assert await pop_one(queues) is None  # that object's group waits an hour
+    assert await queues.qsize("boefje") == 1
+
+
+async def test_a_limited_task_matches_runner_filters(make_queues):
+    queues = make_queues(limits=parse_rules([{"boefje": "*", "group": "org:{organisation}", "concurrency": 1}]))
+    await push_all(queues, tasks_in_one_partition(queues, "nmap", 2, organization="org1"), priority=1)
+    await push_all(queues, tasks_in_one_partition(queues, "nmap", 2, organization="org2"), priority=5)
+    only_org2 = {"filters": [{"column": "organisation", "operator": "eq", "value": "org2"}]}
+    [popped] = await queues.pop("boefje", only_org2, limit=1)
+    assert popped.organisation == "org2"
+    assert await queues.pop("boefje", only_org2, limit=1) == []  # org2 holds its one slot
+    assert (await pop_one(queues)).organisation == "org1"
