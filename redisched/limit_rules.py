@@ -84,7 +84,8 @@ def group_of(rules: tuple[LimitRule, ...], organisation: str, data: dict[str, An
     try:
         group = rule.group.format_map({k: v for k, v in values.items() if isinstance(v, str) and v})
     except KeyError as missing:
-        log.warning("limit group %r of %s cannot be filled in (no %s): task left unlimited", rule.group, boefje_id, missing)
+        what = (rule.group, boefje_id, missing)
+        log.warning("limit group %r of %s cannot be filled in (no %s): task left unlimited", *what)
         return None
     if "\0" in group or len(group.encode()) > MAX_GROUP_BYTES:
         log.warning("limit group %r of %s is not usable: task left unlimited", group[:80], boefje_id)

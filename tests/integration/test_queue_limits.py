@@ -44,7 +44,8 @@ async def pop_one(queues):
 
 
 async def test_a_concurrency_group_holds_at_most_n_and_is_freed_on_every_way_out(make_queues):
-    queues = make_queues(limits=parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 2}]), dispatch_lease_ms=1)
+    rules = parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 2}])
+    queues = make_queues(limits=rules, dispatch_lease_ms=1)
     await push_all(queues, tasks_in_one_partition(queues, "nmap", 8), priority=1)
     await push_all(queues, tasks_in_one_partition(queues, "dns-records", 8), priority=50)
     assert await queues.qsize("boefje") == 16

@@ -1,0 +1,45 @@
+"""REDISCHED_LIMITS rules: parsing, the group a boefje task falls in, and the spacing kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from redisched.limit_rules import group_of, parse_rules
+
+RULES = parse_rules(
+    '[{"boefje": "shodan", "group": "shodan", "cooldown": 1},'
+    ' {"boefje": "nmap", "group": "nmap:{object_type}:{input_ooi}", "concurrency": 2, "rate": "10/m"},'
+    ' {"boefje": "*", "group": "org:{organisation}", "rate": "5/s", "cooldown": 0.1}]'
+)
+
+
+def data(boefje_id: str, ooi: str | None = "Hostname|internet|a.example") -> dict:
+    return {"boefje": {"id": boefje_id}, "input_ooi": ooi, "organization": "o1"}
+
+
+def test_the_first_matching_rule_gives_the_group_and_its_spacing_and_concurrency():
+    assert group_of(RULES, "o1", data("shodan")) == ("shodan", "1000,0")
+    assert group_of(RULES, "o1", data("nmap")) == ("nmap:Hostname:Hostname|internet|a.example", "6000,2")
+    assert group_of(RULES, "o1", data("dns-records")) == ("org:o1", "200,0")  # 5/s: 200 ms beats 100 ms
+
+
+def test_a_template_that_cannot_be_filled_in_leaves_the_task_unlimited(caplog):
+    assert group_of(RULES, "o1", data("nmap", ooi=None)) is None
+    assert "cannot be filled in" in caplog.text
+    assert group_of(parse_rules([]), "o1", data("shodan")) is None
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"boefje": "x", "group": "g"},
+        {"boefje": "x", "group": "g", "rate": "0/s"},
+        {"boefje": "x", "group": "g", "rate": "5 per second"},
+        {"boefje": "x", "group": "g", "concurrency": 0},
+        {"boefje": "x", "group": "{boefje}", "cooldown": 1},
+        {"boefje": "x", "group": "g", "cooldown": 1, "burst": 3},
+    ],
+)
+def test_a_bad_rule_is_refused_with_what_is_wrong(rule):
+    with pytest.raises(ValueError, match="REDISCHED_LIMITS"):
+        parse_rules([rule])
