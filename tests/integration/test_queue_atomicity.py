@@ -29,6 +29,30 @@ def _pop_until_empty(prefix: str, batch: int, out: mp.Queue) -> None:
     out.put(ids)
 
 
+LIMITED_TASKS = 1200  # boefje pops hand out one task each: a pop and a PATCH per task
+LIMITS = [{"boefje": "*", "group": "org:{organisation}", "concurrency": 2}]
+
+
+def _pop_and_finish_limited(prefix: str, out: mp.Queue) -> None:
+    import redis
+
+    from redisched.limit_rules import parse_rules
+
+    layout = make_layout(prefix, limits=parse_rules(LIMITS))
+    client = redis.Redis.from_url(REDIS_URL)
+    queue = Client(client, layout).queue("boefje")
+    ids, over, deadline, empty_in_a_row = [], 0, time.monotonic() + 60, 0
+    while time.monotonic() < deadline and empty_in_a_row < 20:
+        popped = queue.pop(limit=1)
+        empty_in_a_row = 0 if popped else empty_in_a_row + 1
+        for record in popped:
+            held = int(client.hget(layout.of("boefje")[0].limits, f"{record.lg}\0n") or 0)
+            over += held > 2
+            ids.append(record.id)
+            queue.patch(record.id, {"status": "completed"})
+    out.put((ids, over))
+
+
 def _push_same_hash(prefix: str, data: dict, out: mp.Queue) -> None:
     import redis
 
@@ -66,6 +90,27 @@ def test_eight_processes_popping_twenty_thousand_tasks_get_each_exactly_once(syn
     assert len(popped) == len(set(popped)), "a task was handed out twice"
     assert set(popped) == pushed, "a task was lost"
     assert all(len(ids) > 0 for ids in results), "a popper got nothing: no real concurrency"
+
+
+def test_eight_processes_with_limits_on_get_each_task_once_and_no_group_over_its_cap(sync_redis, key_prefix):
+    from redisched.limit_rules import parse_rules
+
+    queue = Client(sync_redis, make_layout(key_prefix, limits=parse_rules(LIMITS))).queue("boefje")
+    pushed = {queue.push(organisation=f"org{i % 10}", data=boefje_data(organization=f"org{i % 10}"), priority=1 + i % 50).id
+              for i in range(LIMITED_TASKS)}  # fmt: skip
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_pop_and_finish_limited, args=(key_prefix, out)) for _ in range(POPPERS)]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+    popped = [task_id for ids, _ in results for task_id in ids]
+    assert len(popped) == len(set(popped)), "a task was handed out twice"
+    assert set(popped) == pushed, "a task was lost (or stranded in a group)"
+    assert sum(over for _, over in results) == 0, "a group held more than its concurrency"
+    assert all(ids for ids, _ in results), "a popper got nothing: no real concurrency"
 
 
 def test_concurrent_pushes_of_one_hash_let_exactly_one_win(key_prefix):
