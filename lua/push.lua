@@ -124,6 +124,8 @@ end
 local sched = link_schedule()
 if is_set(rec.lg) then
   redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'spec', ARGV[9])
+  redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
+  redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
 end
 rec.status = 'queued'
 rec.created_at = us_string(now)

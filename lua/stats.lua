@@ -6,17 +6,20 @@
   KEYS: the queue's keys (redisched/queue/keys.py)
   ARGV[1] how many of the latest rate buckets to return (at most RATE_SLOTS)
   ARGV[2] the most organisations to return
+  ARGV[3] the most limit groups to return (the latest pushed, from K_LIMGROUPS)
 
   Returns: {now µs, depth, leased, leases past their expiry,
             next lease to expire: task id, expiry ms, status, modified_at µs ("" when none),
             last_activity µs or "", stream length, the newest event's id or "", the id up to
             which the snapshotter applied the stream to Postgres or "",
             the newest bucket's number, then per op (push, pop, fail) that many counts, newest last,
-            organisations counted k, then k pairs organisation, depth}
+            organisations counted k, then k pairs organisation, depth,
+            limit groups known, returned g, then g times: group, spacing ms, concurrency
+            (0: none), leased, ms before which none may go (0: none), queued in the group}
 ]]
 --- @include "common"
 
-local buckets, max_orgs = tonumber(ARGV[1]), tonumber(ARGV[2])
+local buckets, max_orgs, max_groups = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_us()
 local now_ms = math.floor(now / 1000)
 local reply = {
@@ -72,5 +75,16 @@ while reply[counted_at] < max_orgs do
   reply[#reply + 1] = redis.call('ZLEXCOUNT', IX.org, '[' .. org .. NUL, '(' .. org .. '\1')
   reply[counted_at] = reply[counted_at] + 1
   after = '[' .. org .. '\1'
+end
+
+reply[#reply + 1] = redis.call('ZCARD', K_LIMGROUPS)
+local groups = redis.call('ZRANGE', K_LIMGROUPS, 0, max_groups - 1, 'REV')
+reply[#reply + 1] = #groups
+for _, group in ipairs(groups) do
+  local spacing, cap, active, at = group_state(group)
+  for _, value in ipairs({group, spacing, cap, active, at}) do
+    reply[#reply + 1] = value
+  end
+  reply[#reply + 1] = redis.call('ZLEXCOUNT', K_LIMQ, '[' .. group .. NUL, '(' .. group .. '\1')
 end
 return reply

@@ -104,9 +104,11 @@ class Settings(BaseSettings):
     http_shutdown_timeout: float = Field(3, ge=0, validation_alias=_env("REDISCHED_HTTP_SHUTDOWN_TIMEOUT"))
     # /health?externals=true probes each dependency at most once per this many seconds.
     health_cache_seconds: float = Field(5, ge=0, validation_alias=_env("REDISCHED_HEALTH_CACHE_SECONDS"))
-    # The dashboard: how often the page refreshes, and how many organisations it counts per queue.
+    # The dashboard: how often the page refreshes, how many organisations it counts per queue,
+    # and how many limit groups it shows per queue partition (the latest pushed).
     dashboard_refresh_seconds: float = Field(2.0, gt=0, validation_alias=_env("REDISCHED_DASHBOARD_REFRESH_SECONDS"))
     dashboard_max_organisations: int = Field(50, ge=1, le=1000, validation_alias=_env("REDISCHED_DASHBOARD_MAX_ORGANISATIONS"))
+    dashboard_max_limit_groups: int = Field(50, ge=1, le=1000, validation_alias=_env("REDISCHED_DASHBOARD_MAX_LIMIT_GROUPS"))
     # OpenTelemetry traces (the `otel` extra); also on when any OTEL_EXPORTER_* variable is set.
     otel: bool = Field(False, validation_alias=_env("REDISCHED_OTEL"))
     # Seconds between an API process's heartbeats (the dashboard's "API processes").

@@ -41,6 +41,8 @@ Outside the queues, for the schedulers:
     <p>:{<q>}:limits     HASH "<group>\\0spec|n|at": a group's limits, leased tasks, and the
                          ms before which none of its tasks may go (common.lua)
     <p>:{<q>}:limwake    ZSET group scored by the ms it may have room again
+    <p>:{<q>}:limgroups  ZSET group scored by the ms of its latest push: the groups the
+                         dashboard lists, the LIMIT_GROUPS_KEPT latest (push.lua trims it)
 
     <p>:layout                        STRING, how many partitions the queues were made with
     <p>:scheduler:boefjes-seen:<org>  SET of boefje ids already swept for that organisation
@@ -71,10 +73,12 @@ from redisched.queue.indexes import INDEXES
 RATE_BUCKET_SECONDS = 10
 RATE_SLOTS = 180
 RATE_OPS = ("push", "pop", "fail")
+# The limit groups a queue partition remembers for the dashboard (limgroups), latest pushed first.
+LIMIT_GROUPS_KEPT = 1000
 
 KEY_NAMES = (
     ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine")
-    + ("limq", "limits", "limwake")
+    + ("limq", "limits", "limwake", "limgroups")
     + tuple(f"ix:{name}" for name in INDEXES)
 )
 

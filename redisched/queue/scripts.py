@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from redisched.errors import ScriptError
-from redisched.queue.keys import KEY_NAMES, RATE_BUCKET_SECONDS, RATE_SLOTS
+from redisched.queue.keys import KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_SLOTS
 
 _DIRECTIVE = re.compile(r'^--- @(include|operation) "([\w-]+)"$', re.MULTILINE)
 
@@ -41,6 +41,7 @@ def _key_preamble(script: str) -> str:
             lines.append(f"local K_{name.upper()} = KEYS[{position}]")
     lines.append("local IX = {" + ", ".join(indexes) + "}")
     lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
+    lines.append(f"local LIMIT_GROUPS_KEPT = {LIMIT_GROUPS_KEPT}")
     lines += [f"local E_{code.name} = {code.value}" for code in ScriptError]
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,6 @@
 """What the dashboard shows of Redis, read in one round trip whatever the queue depth: one
-``lua/stats.lua`` call per queue partition (depth, leases, the rates ring, organisations),
+``lua/stats.lua`` call per queue partition (depth, leases, the rates ring, organisations,
+limit groups),
 the length of each partition's quarantine stream, the server's memory and the API processes'
 heartbeats, all in one pipeline.
 
@@ -39,6 +40,17 @@ class LeaseHead:
 
 
 @dataclass
+class GroupStats:
+    """A limit group's state in one queue (its partitions added up)."""
+
+    spacing_ms: int  # cooldown or rate: the least time between two of its tasks (0: none)
+    concurrency: int  # 0: no such limit
+    in_use: int  # its dispatched and running tasks
+    next_allowed_ms: int  # none of its tasks may go before this (0: never set)
+    queued: int
+
+
+@dataclass
 class QueueStats:
     queue_id: str
     now_us: int = 0
@@ -54,6 +66,8 @@ class QueueStats:
     rates: dict[str, list[int]] = field(default_factory=dict)  # op -> counts per bucket, oldest first
     organisations: dict[str, int] = field(default_factory=dict)  # organisation -> queued tasks
     organisations_capped: bool = False  # more organisations have work than were counted
+    groups: dict[str, GroupStats] = field(default_factory=dict)  # limit group -> its state
+    groups_capped: bool = False  # more limit groups are known than were read
 
 
 @dataclass
@@ -65,8 +79,8 @@ class RedisSnapshot:
     round_trips: int = 1
 
 
-def stats_args(buckets: int, max_orgs: int) -> list[int]:
-    return [max(1, min(buckets, RATE_SLOTS)), max_orgs]
+def stats_args(buckets: int, max_orgs: int, max_groups: int) -> list[int]:
+    return [max(1, min(buckets, RATE_SLOTS)), max_orgs, max_groups]
 
 
 def parse_stats(queue_id: str, reply: list[Any], buckets: int, max_orgs: int) -> QueueStats:
@@ -87,6 +101,11 @@ def parse_stats(queue_id: str, reply: list[Any], buckets: int, max_orgs: int) ->
     pairs = text[at + 1 : at + 1 + 2 * counted]
     stats.organisations = {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
     stats.organisations_capped = counted >= max_orgs
+    at += 1 + 2 * counted
+    known, returned = int(text[at]), int(text[at + 1])
+    for i in range(at + 2, at + 2 + 6 * returned, 6):
+        stats.groups[text[i]] = GroupStats(*(int(value) for value in text[i + 1 : i + 6]))
+    stats.groups_capped = known > returned
     return stats
 
 
@@ -114,6 +133,12 @@ def merge(parts: list[QueueStats]) -> QueueStats:
         for org, depth in part.organisations.items():
             total.organisations[org] = total.organisations.get(org, 0) + depth
         total.organisations_capped |= part.organisations_capped
+        for group, state in part.groups.items():
+            seen = total.groups.setdefault(group, GroupStats(state.spacing_ms, state.concurrency, 0, 0, 0))
+            seen.in_use += state.in_use
+            seen.queued += state.queued
+            seen.next_allowed_ms = max(seen.next_allowed_ms, state.next_allowed_ms)
+        total.groups_capped |= part.groups_capped
     return total
 
 
@@ -132,11 +157,11 @@ def _lag_seconds(newest: str, applied: str) -> float:
 
 
 async def read_snapshot(
-    redis: Redis | RedisCluster, layout: QueueLayout, *, buckets: int = 90, max_orgs: int = 50
+    redis: Redis | RedisCluster, layout: QueueLayout, *, buckets: int = 90, max_orgs: int = 50, max_groups: int = 50
 ) -> RedisSnapshot:
     """Every figure the dashboard takes from Redis, in one round trip on one Redis."""
     partitions = layout.every()
-    args = stats_args(buckets, max_orgs)
+    args = stats_args(buckets, max_orgs, max_groups)
     now_ms = time.time() * 1000
     if isinstance(redis, RedisCluster):
         replies, dead, memory, seen = await _read_on_cluster(redis, layout, partitions, args, now_ms)
@@ -235,4 +260,4 @@ async def say_alive(redis: Redis | RedisCluster, prefix: str, name: str) -> None
         await pipe.execute()
 
 
-__all__ = ["RATE_BUCKET_SECONDS", "QueueStats", "RedisSnapshot", "read_snapshot", "say_alive"]
+__all__ = ["RATE_BUCKET_SECONDS", "GroupStats", "QueueStats", "RedisSnapshot", "read_snapshot", "say_alive"]

@@ -123,6 +123,7 @@ def test_the_page_shows_the_queues_live_without_reloading(browser, server):
             expect(watched.depth("boefje")).to_have_text(f"{before + 5:,}", timeout=SETTLE)
             expect(watched.page.locator('#orgs tr[data-organisation="org-b"]')).to_be_visible()
             expect(watched.page.locator("#processes li")).to_have_count(1, timeout=SETTLE)
+            expect(watched.page.locator("#limits-section")).to_be_hidden()  # no limit rules configured
             watched.screenshot("overview.png")
             if SCREENSHOTS:
                 watched.page.locator("#results tbody tr", has_text="running").first.click()
@@ -137,6 +138,22 @@ def test_the_page_shows_the_queues_live_without_reloading(browser, server):
             assert watched.errors == []
             assert watched.outside_requests() == []
             assert any(url.endswith("/dashboard/overview") for url in watched.requests)
+        finally:
+            watched.close()
+
+
+def test_limit_groups_show_once_rules_are_configured(browser, settings):
+    limits = '[{"boefje": "nmap", "group": "nmap", "concurrency": 2}]'
+    with serving(settings, "serve", **TOKENS, REDISCHED_LIMITS=limits) as base_url, httpx.Client(base_url=base_url) as http:
+        _push(http, 2, boefjes=("nmap",), tag="lim")
+        _pop(http)
+        watched = Watched(browser, base_url)
+        try:
+            watched.sign_in("viewer-secret")
+            expect(watched.page.locator("#limits-section")).to_be_visible(timeout=SETTLE)
+            row = watched.page.locator("#limits tbody tr", has_text="nmap")
+            expect(row).to_contain_text("1 / 2", timeout=SETTLE)
+            assert watched.errors == []
         finally:
             watched.close()
 

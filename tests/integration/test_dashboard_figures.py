@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import pytest
 import redis.asyncio as aredis
@@ -180,3 +181,37 @@ async def test_the_figures_add_up_across_partitions_and_on_a_cluster(backend_red
     assert boefje.organisations == {f"org{i}": 4 - (popped[0].organisation == f"org{i}") for i in range(3)}
     assert boefje.next_lease.task_id == popped[0].id
     assert snapshot.used_memory > 0
+
+
+LIMITS = [
+    {"boefje": "nmap", "group": "nmap", "concurrency": 2},
+    {"boefje": "dns-records", "group": "dns-{organisation}", "cooldown": 60},
+]
+
+
+async def test_limit_groups_show_in_use_of_limit_next_allowed_time_and_waiting(settings):
+    tokens = {"admin_tokens": ["admin-secret"], "runner_tokens": ["runner-secret"], "viewer_tokens": ["viewer-secret"]}
+    async with api_client(settings.model_copy(update={**tokens, "limits": LIMITS})) as api:
+        for i in range(3):
+            push = boefje_push(f"Hostname|internet|n{i}.example", boefje_id="nmap", priority=1)
+            assert (await api.post("/schedulers/boefje/push", json=push, headers=ADMIN)).status_code == 201
+        await _push(api, 2)  # dns-records, priority 10
+        popped = []
+        for _ in range(3):
+            popped += (await api.post("/schedulers/boefje/pop?limit=1", headers=RUNNER)).json()["results"]
+        assert [task["data"]["boefje"]["id"] for task in popped] == ["nmap", "nmap", "dns-records"]
+
+        before = time.time()
+        overview = (await api.get("/dashboard/overview", headers=VIEWER)).json()
+        groups = {figure["group"]: figure for figure in overview["limits"]}
+        assert set(groups) == {"nmap", "dns-org1"}
+        nmap, dns = groups["nmap"], groups["dns-org1"]
+        assert (nmap["in_use"], nmap["limit"], nmap["waiting"], nmap["next_allowed_at"]) == (2, 2, 1, None)
+        assert (dns["in_use"], dns["limit"], dns["waiting"], dns["spacing_seconds"]) == (1, None, 1, 60)
+        next_allowed = datetime.fromisoformat(dns["next_allowed_at"]).timestamp()
+        assert before + 55 < next_allowed <= before + 61
+        assert overview["limits_capped"] is False
+
+
+async def test_no_limit_rules_no_limits_section(guarded):
+    assert (await guarded.get("/dashboard/overview", headers=VIEWER)).json()["limits"] is None

@@ -53,6 +53,16 @@ class OrganisationFigures(msgspec.Struct):
     weight: float | None = None  # fair dispatch's weight, once there is such a thing
 
 
+class LimitGroupFigures(msgspec.Struct):
+    scheduler: str
+    group: str
+    in_use: int  # dispatched and running
+    limit: int | None  # concurrency; None: no concurrency limit
+    spacing_seconds: float | None  # cooldown or rate spacing; None: neither
+    next_allowed_at: datetime | None  # None: a task may go now (as far as spacing goes)
+    waiting: int  # queued in the group
+
+
 class ApiProcess(msgspec.Struct):
     name: str
     seen_seconds_ago: float
@@ -66,6 +76,8 @@ class Overview(msgspec.Struct):
     schedulers: list[SchedulerFigures]
     organisations: list[OrganisationFigures]
     organisations_capped: bool  # more organisations have work than are shown
+    limits: list[LimitGroupFigures] | None  # None: no limit rules configured
+    limits_capped: bool  # more limit groups are known than are shown
     snapshot_lag_seconds: float
     quarantined: int
     redis_used_memory: int
@@ -77,7 +89,9 @@ class Overview(msgspec.Struct):
 async def overview(services: Services, role: str) -> Overview:
     settings = services.settings
     snapshot = await read_snapshot(
-        services.redis, services.queues.layout, buckets=RATE_BUCKETS, max_orgs=settings.dashboard_max_organisations
+        services.redis, services.queues.layout, buckets=RATE_BUCKETS,
+        max_orgs=settings.dashboard_max_organisations,
+        max_groups=settings.dashboard_max_limit_groups,
     )
     organisations = sorted({org for stats in snapshot.queues.values() for org in stats.organisations})
     statuses, served, error = await _history(services, organisations)
@@ -89,6 +103,8 @@ async def overview(services: Services, role: str) -> Overview:
         schedulers=[_scheduler(snapshot.queues[sid], statuses) for sid in SCHEDULERS if sid in snapshot.queues],
         organisations=_organisations(snapshot, organisations, served),
         organisations_capped=any(stats.organisations_capped for stats in snapshot.queues.values()),
+        limits=_limits(snapshot) if settings.limits else None,
+        limits_capped=any(stats.groups_capped for stats in snapshot.queues.values()),
         snapshot_lag_seconds=max((stats.snapshot_lag_seconds for stats in snapshot.queues.values()), default=0.0),
         quarantined=sum(stats.quarantined for stats in snapshot.queues.values()),
         redis_used_memory=snapshot.used_memory,
@@ -153,4 +169,25 @@ def _organisations(
         share = served_n / total_served if served_n is not None and total_served else None
         figures.append(OrganisationFigures(org, sum(by_scheduler.values()), by_scheduler, served_n, share))
     figures.sort(key=lambda figure: (-figure.depth, figure.organisation))
+    return figures
+
+
+def _limits(snapshot: RedisSnapshot) -> list[LimitGroupFigures]:
+    figures = []
+    for sid, stats in snapshot.queues.items():
+        now_ms = stats.now_us / 1000
+        for group, state in stats.groups.items():
+            next_at = state.next_allowed_ms if state.next_allowed_ms > now_ms else None
+            figures.append(
+                LimitGroupFigures(
+                    sid,
+                    group,
+                    in_use=state.in_use,
+                    limit=state.concurrency or None,
+                    spacing_seconds=state.spacing_ms / 1000 if state.spacing_ms else None,
+                    next_allowed_at=us_to_datetime(next_at * 1000) if next_at else None,
+                    waiting=state.queued,
+                )
+            )
+    figures.sort(key=lambda figure: (figure.scheduler, figure.group))
     return figures

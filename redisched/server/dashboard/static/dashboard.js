@@ -151,7 +151,7 @@ function render(data) {
   $("rate-note").textContent = `tasks per second, last ${Math.round((data.schedulers[0]?.rates.push.length || 0) * data.bucket_seconds / 60)} minutes`;
   for (const figures of data.schedulers) renderQueue(figures, data);
   renderOrganisations(data);
-  renderLimits(data.limits);
+  renderLimits(data);
   renderSystem(data);
 }
 
@@ -317,14 +317,19 @@ function shareBar(share) {
   return [el("span", { class: "share" }, bar), `${(share * 100).toFixed(1)} %`];
 }
 
-// Limits per group (issue 14) are not there yet: the section stays hidden until the overview
-// carries them; then each row is {group, in_use, limit, next_allowed_at}.
-function renderLimits(limits) {
+// Limits per group: the section shows once limit rules are configured (limits is null without);
+// each row is {scheduler, group, in_use, limit, spacing_seconds, next_allowed_at, waiting}.
+function renderLimits(data) {
+  const limits = data.limits;
   const section = $("limits-section");
-  section.hidden = !limits || !limits.length;
+  section.hidden = !limits;
   if (section.hidden) return;
+  $("limits-note").textContent = data.limits_capped ? "(the latest pushed groups, per queue)" : "";
   $("limits").tBodies[0].replaceChildren(...limits.map((l) => el("tr", {},
-    el("td", {}, l.group), el("td", { class: "num" }, `${count(l.in_use)} / ${count(l.limit)}`), el("td", {}, l.next_allowed_at ? when(l.next_allowed_at) : "now"))));
+    el("td", {}, l.group),
+    el("td", { class: "num" }, `${count(l.in_use)} / ${l.limit === null ? "–" : count(l.limit)}`),
+    el("td", {}, l.next_allowed_at ? when(l.next_allowed_at) : "now"),
+    el("td", { class: "num" }, count(l.waiting)))));
 }
 
 // --- the task browser -----------------------------------------------------------------------
