@@ -26,7 +26,7 @@ from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord
 from redisched.queue.scripts import load
-from tests.servers import private_cluster
+from tests.support.servers import private_cluster
 
 SHARDS = (1, 2, 3)
 POPPERS = 4

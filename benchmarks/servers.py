@@ -1,5 +1,5 @@
 """Servers a benchmark starts for itself on 127.0.0.1 and stops after: a private redis-server
-(tests/servers.py's), a private Postgres database on the local server, API processes and the
+(tests/support/servers.py's), a private Postgres database on the local server, API processes and the
 constant-body "ceiling" app under uvicorn.
 """
 
@@ -13,11 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.servers import free_port, private_redis, wait_for_redis  # noqa: F401  (re-exported)
+from tests.support.databases import throwaway_database
+from tests.support.servers import free_port, private_redis, wait_for_redis  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("REDISCHED_BENCH_PG_DSN", os.environ.get("REDISCHED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
@@ -37,16 +37,8 @@ def postgres_available(dsn: str = PG_ADMIN_DSN) -> str | None:
 @contextlib.contextmanager
 def private_database(admin_dsn: str = PG_ADMIN_DSN) -> Iterator[str]:
     """A fresh database on the local Postgres, dropped afterwards."""
-    import psycopg
-
-    name = f"redisched_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(admin_dsn, "redisched_bench") as dsn:
+        yield dsn
 
 
 def wait_for_http(port: int, path: str = "/health", timeout: float = 30, proc: subprocess.Popen | None = None) -> None:

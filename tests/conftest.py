@@ -15,6 +15,8 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
+from tests.support.databases import throwaway_database
+
 REDIS_URL = os.environ.get("REDISCHED_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_DSN = os.environ.get("REDISCHED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("REDISCHED_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -71,16 +73,12 @@ async def stream_redis(redis_url: str):
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """A fresh Postgres database for this test session, dropped afterwards."""
-    name = f"redisched_test_{uuid.uuid4().hex[:8]}"
     try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+        psycopg.connect(PG_ADMIN_DSN, connect_timeout=5).close()
     except psycopg.OperationalError as exc:  # pragma: no cover - environment failure
         pytest.fail(f"Postgres is not reachable at {PG_ADMIN_DSN}: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    yield dsn
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with throwaway_database(PG_ADMIN_DSN, "redisched_test") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ from tests.acceptance.test_openkat_clients import (  # noqa: F401
     test_the_boefje_runner_pops_runs_and_completes_a_task,
     test_the_web_ui_counts_pages_and_manages_schedules,
 )
-from tests.servers import private_cluster
+from tests.support.servers import private_cluster
 
 
 @pytest.fixture(scope="module")

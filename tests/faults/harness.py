@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -51,7 +50,9 @@ from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
 from redisched.queue.records import decode_record
 from tests.conftest import PG_ADMIN_DSN
-from tests.servers import free_port, redis_server_binary, wait_for_redis
+from tests.support import api as support_api
+from tests.support.databases import throwaway_database
+from tests.support.servers import free_port, redis_server_binary, wait_for_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE = ("queued", "dispatched", "running")
@@ -149,78 +150,26 @@ class RestartableRedis:
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
     """A migrated database of its own on the local Postgres, dropped afterwards."""
-    name = f"redisched_faults_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    try:
+    with throwaway_database(PG_ADMIN_DSN, "redisched_faults") as dsn:
         asyncio.run(migrate(dsn))
         yield dsn
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class ApiProcess:
-    """``redisched api`` on 127.0.0.1 against the given Redis and Postgres, in its own process."""
+class ApiProcess(support_api.ApiProcess):
+    """``redisched api`` on 127.0.0.1 against the given Redis and Postgres, in its own process,
+    with short leases and many tries."""
 
     def __init__(self, redis_url: str, dsn: str, prefix: str, *, port: int | None = None, lease_s: int = 2) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "REDISCHED_REDIS_URL": redis_url,
-            "SCHEDULER_DB_URI": dsn,
-            "REDISCHED_KEY_PREFIX": prefix,
+        env = {
+            **support_api.backend_env(redis_url, dsn, prefix),
             "REDISCHED_DISPATCH_TIMEOUT": str(lease_s),
             "REDISCHED_RUNNING_TIMEOUT": str(lease_s),
             "REDISCHED_MAX_TRIES": "1000",
             # The soak's thousands of requests a second: a line each would cost ~85 us of API
             # CPU per pop (README, Running it); errors are logged regardless.
             "REDISCHED_ACCESS_LOG": "false",
-            "PYTHONPATH": str(ROOT),
         }
-        self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="redisched-faults-api-", suffix=".log", delete=False)
-
-    def start(self, timeout: float = 30) -> ApiProcess:
-        cli = [sys.executable, "-m", "redisched", "api", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cli, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redisched api exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redisched api not up within {timeout} s:\n{self.output()}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+        super().__init__(env, port=port)
 
 
 # --- the snapshotter and reaper, on a loop of their own -------------------------------------

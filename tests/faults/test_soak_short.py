@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.soak import soak
+from tests.faults.soak import soak
 
 pytestmark = pytest.mark.timeout(180, method="thread")
 

@@ -17,7 +17,7 @@ from redisched.history.migrate import migrate
 from redisched.queue.facade import QueueFacade
 from redisched.queue.layout import QueueLayout, QueueOptions
 from redisched.queue.queue import TaskQueues
-from tests.servers import private_cluster
+from tests.support.servers import private_cluster
 
 
 def make_layout(prefix: str, **overrides) -> QueueLayout:

@@ -269,7 +269,7 @@ def test_redisched_with_nothing_configured_serves_from_a_private_folder(private_
     reason), SIGTERM stops everything."""
     import httpx
 
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     port = free_port()
     env = _service_env(private_folder, SCHEDULER_API_HOST="127.0.0.1", SCHEDULER_API_PORT=str(port))

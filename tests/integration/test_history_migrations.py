@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-
 import psycopg
 import pytest
 
 from redisched.history.migrate import migrate, migration_files
+from tests.support.databases import throwaway_database
 
 
 @pytest.fixture
 def empty_dsn(pg_dsn):
     """A database of its own: these tests watch the schema appear."""
-    name = f"redisched_migrate_{uuid.uuid4().hex[:8]}"
-    admin_dsn = pg_dsn.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield pg_dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(pg_dsn, "redisched_migrate") as dsn:
+        yield dsn
 
 
 async def applied_versions(dsn: str) -> list[str]:

@@ -29,7 +29,7 @@ from redisched.queue.layout import QueueLayout
 from redisched.queue.queue import TaskQueues
 from tests.acceptance.harness import api_client, boefje_push, db_dsn, template_db  # noqa: F401
 from tests.factories import boefje_data
-from tests.servers import private_redis
+from tests.support.servers import private_redis
 
 PREFIX = "rs"
 KEYS = QueueKeys(PREFIX, "boefje")

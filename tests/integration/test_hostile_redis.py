@@ -22,7 +22,7 @@ from redisched.config import Settings
 from redisched.queue.layout import QueueLayout
 from tests.acceptance.harness import api_client, boefje_push, db_dsn, settings, template_db  # noqa: F401
 from tests.factories import boefje_data, normalizer_data
-from tests.servers import private_redis
+from tests.support.servers import private_redis
 
 BOUND_US = 5000  # the most Redis time one script call may take (DESIGN "Bounds and trust")
 QUEUED = 2000  # = the default scan budget: every hostile pop could pass over all of them

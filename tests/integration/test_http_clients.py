@@ -30,6 +30,7 @@ from redisched.clients.http import (
     ServiceUnavailable,
 )
 from redisched.config import Settings
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -223,12 +224,6 @@ bytes_fake = Fake([
 
 
 # --- servers -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def start(app: Fake) -> tuple[uvicorn.Server, asyncio.Task, str]:

@@ -26,7 +26,9 @@ import redis
 
 from redisched import cli
 from redisched.models import mmh3_hex
-from tests.acceptance.harness import ROOT, api_client, db_dsn, settings, template_db  # noqa: F401
+from tests.acceptance.harness import api_client, db_dsn, settings, template_db  # noqa: F401
+from tests.support.api import ROOT
+from tests.support.databases import throwaway_database
 
 SCHEMA = Path(__file__).with_name("mula_v1_20_schema.sql")
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -38,15 +40,10 @@ STR_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-
 
 @pytest.fixture
 def mula_dsn(pg_dsn: str) -> Iterator[str]:
-    name = f"mula_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA.read_text())
-    yield dsn
-    with psycopg.connect(pg_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(pg_dsn, "mula") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA.read_text())
+        yield dsn
 
 
 def mula_json(data: dict) -> str:

@@ -9,7 +9,7 @@ from redisched.client import Client
 from redisched.queue.acl import acl_rules
 from redisched.queue.layout import QueueLayout
 from tests.factories import boefje_data
-from tests.servers import private_redis
+from tests.support.servers import private_redis
 
 
 @pytest.fixture(scope="module")

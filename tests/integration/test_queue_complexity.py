@@ -10,7 +10,7 @@ from redisched.client import Client
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
 from tests.factories import boefje_data
-from tests.servers import private_redis
+from tests.support.servers import private_redis
 
 MATCHING_EVERY = 100
 POPS = 15

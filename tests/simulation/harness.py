@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import pika
-import psycopg
 import uvicorn
 
 from redisched.queue.layout import QueueLayout
@@ -21,19 +20,14 @@ from redisched.history.schedules import ScheduleStore
 from redisched.history.scheduler_queries import SchedulerHistory
 from redisched.history.tasks import TaskStore
 from tests.conftest import AMQP_URL, PG_ADMIN_DSN
+from tests.support.databases import throwaway_database
 
 
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
     """A database of its own (the due-schedule queries see every schedule in a database)."""
-    name = f"redisched_sched_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(PG_ADMIN_DSN, "redisched_sched") as dsn:
+        yield dsn
 
 
 @contextlib.asynccontextmanager
