@@ -209,7 +209,7 @@ def test_folder_in_use_by_unresponsive_server_fails_clearly(data: Path, monkeypa
     assert second.start() == first.url and second.attached
     second.stop()
     assert redis.Redis.from_url(first.url).ping(), "still running for the first"
-    monkeypatch.setattr(embedded, "READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(embedded.valkey, "READY_TIMEOUT", 0.5)
     os.kill(pid, signal.SIGSTOP)
     try:
         with pytest.raises(EmbeddedError, match=rf"in use by valkey-server pid {pid}.*does not answer"):
@@ -313,7 +313,7 @@ def _only_search_was_granted(folder: Path) -> None:
     """``folder``'s ACL lets the Postgres system user pass (x) and changes nobody else's access."""
     import pwd
 
-    from redisched import embedded_root as acl
+    from redisched.embedded import root as acl
 
     uid = pwd.getpwnam(acl.DEFAULT_PG_SYSTEM_USER).pw_uid
     entries = {(tag, who): perm for tag, perm, who in acl._acl(folder, folder.stat().st_mode)}
@@ -324,7 +324,7 @@ def _only_search_was_granted(folder: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the system user exists only when redisched runs as root")
 def test_as_root_the_system_user_may_pass_but_not_look(tmp_path: Path) -> None:
-    from redisched.embedded_root import open_the_way, system_user
+    from redisched.embedded.root import open_the_way, system_user
 
     outer = Path(tempfile.mkdtemp(prefix="redisched-way-"))  # 0700, like /root
     try:
