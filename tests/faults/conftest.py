@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.faults.harness import RestartableRedis, fresh_database
+from tests.faults.servers import RestartableRedis, fresh_database
 
 
 @pytest.fixture

@@ -220,7 +220,7 @@ def soak(
     from tests.conftest import PG_ADMIN_DSN
     from tests.support.databases import throwaway_database
     from tests.support.servers import private_redis
-    from tests.faults.harness import Background
+    from tests.faults.background import Background
 
     prefix = f"soak{uuid.uuid4().hex[:6]}"
     lease_ms = 5000

@@ -10,7 +10,10 @@ import uuid
 
 import pytest
 
-from tests.faults.harness import ApiProcess, Background, DirectRunner, HttpRunner, Ledger, Load, audit, report
+from tests.faults.audit import audit, report
+from tests.faults.background import Background
+from tests.faults.load import DirectRunner, HttpRunner, Ledger, Load
+from tests.faults.servers import ApiProcess
 
 pytestmark = pytest.mark.timeout(90, method="thread")
 

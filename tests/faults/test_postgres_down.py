@@ -15,7 +15,10 @@ import pytest
 
 from redisched.embedded import EmbeddedPostgres
 from redisched.history.migrate import migrate
-from tests.faults.harness import Background, DirectRunner, Ledger, Load, audit, log, report
+from tests.faults.audit import audit, report
+from tests.faults.background import Background
+from tests.faults.common import log
+from tests.faults.load import DirectRunner, Ledger, Load
 
 pytestmark = pytest.mark.timeout(150, method="thread")
 

@@ -28,7 +28,10 @@ from redisched.config import Settings
 from redisched.history.scheduler_queries import SchedulerHistory
 from redisched.schedulers.runner import run_schedulers
 from tests.conftest import AMQP_URL
-from tests.faults.harness import Background, DirectRunner, Ledger, Load, audit, log, report
+from tests.faults.audit import audit, report
+from tests.faults.background import Background
+from tests.faults.common import log
+from tests.faults.load import DirectRunner, Ledger, Load
 from tests.simulation.world import World, boefje, normalizer
 
 pytestmark = pytest.mark.timeout(120, method="thread")

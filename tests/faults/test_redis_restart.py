@@ -19,7 +19,10 @@ import uuid
 import pytest
 
 from redisched.history.reconcile import reconcile
-from tests.faults.harness import Background, DirectRunner, Ledger, Load, RestartableRedis, audit, report
+from tests.faults.audit import audit, report
+from tests.faults.background import Background
+from tests.faults.load import DirectRunner, Ledger, Load
+from tests.faults.servers import RestartableRedis
 
 pytestmark = pytest.mark.timeout(60, method="thread")
 

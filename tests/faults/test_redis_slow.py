@@ -16,18 +16,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.faults.harness import (
-    ApiProcess,
-    Background,
-    DirectRunner,
-    HttpRunner,
-    Ledger,
-    Load,
-    RestartableRedis,
-    audit,
-    log,
-    report,
-)
+from tests.faults.audit import audit, report
+from tests.faults.background import Background
+from tests.faults.common import log
+from tests.faults.load import DirectRunner, HttpRunner, Ledger, Load
+from tests.faults.servers import ApiProcess, RestartableRedis
 
 pytestmark = pytest.mark.timeout(90, method="thread")
 

@@ -15,18 +15,11 @@ import uuid
 import pytest
 
 from redisched.errors import StaleLease
-from tests.faults.harness import (
-    ROOT,
-    ApiProcess,
-    Background,
-    DirectRunner,
-    Ledger,
-    Load,
-    audit,
-    log,
-    report,
-    task_data,
-)
+from tests.faults.audit import audit, report
+from tests.faults.background import Background
+from tests.faults.common import ROOT, log, task_data
+from tests.faults.load import DirectRunner, Ledger, Load
+from tests.faults.servers import ApiProcess
 from tests.factories import normalizer_data
 
 pytestmark = pytest.mark.timeout(60, method="thread")
