@@ -29,7 +29,7 @@ from benchmarks.servers import private_redis
 from redisched.client import AsyncClient
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
-from redisched.queue.scripts import load
+from redisched.queue.scripts import library
 
 PEER = Path(__file__).resolve().parent / "peers" / "bullmq"
 REPEATS = 3
@@ -124,8 +124,7 @@ async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: d
     client = AsyncClient.from_url(url, QueueLayout(prefix=prefix), cluster=False)
     commands: QueueCommands = client.commands
     rng = random.Random(1)
-    for name in ("push", "pop", "patch", "pop_next"):
-        await client.redis.script_load(load(name).source)
+    await client.redis.execute_command(*library().load_command())
     # Every task poppable under the runners' filter too: only enabled plugins of supported images.
     payloads = [boefje_data(i, rng=rng) for i in poppable_numbers(n)]
     t0 = time.perf_counter()
@@ -134,7 +133,7 @@ async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: d
                  for data, org, priority in payloads[start:start + 1000]]
         async with client.redis.pipeline(transaction=False) as pipe:
             for call in calls:
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                pipe.execute_command(*call.command())
             replies = await pipe.execute()
         for call, reply in zip(calls, replies):
             call.parse(reply)

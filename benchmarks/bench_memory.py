@@ -13,7 +13,6 @@ from benchmarks.servers import private_redis
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
 from redisched.queue.keys import KEY_NAMES
-from redisched.queue.scripts import load
 
 
 def run(ctx: Context) -> None:
@@ -21,7 +20,6 @@ def run(ctx: Context) -> None:
     with private_redis() as url:
         raw = redis.Redis.from_url(url)
         commands = QueueCommands(QueueLayout(prefix="mem"))
-        raw.script_load(load("push").source)
         before = raw.info("memory")["used_memory"]
         fill_boefje(raw, commands, n, drop_events=False, label="memory: ")
         with_events = raw.info("memory")["used_memory"]

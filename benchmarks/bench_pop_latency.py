@@ -85,8 +85,8 @@ def run(ctx: Context) -> None:
         label = "1M" if deep == 1_000_000 else "100k"
         ctx.row(f"pop p50 ratio {label}/1k (median of {len(ratios)} rounds)", median(ratios), "x", "<= 1.3")
         ctx.detail("round_ratios", ratios)
-        stats = raw.info("commandstats").get("cmdstat_evalsha", {})
-        ctx.detail("evalsha_commandstats", stats)
+        stats = raw.info("commandstats").get("cmdstat_fcall", {})
+        ctx.detail("fcall_commandstats", stats)
         _mismatched(ctx, url, raw)
 
 

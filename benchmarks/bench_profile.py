@@ -27,7 +27,6 @@ from redisched.client import Client
 from redisched.models import parse_payload
 from redisched.queue.commands import QueueCommands, _parse_push
 from redisched.queue.layout import QueueLayout
-from redisched.queue.scripts import load
 
 
 def _p50_us(fn: Callable[[], Any], n: int) -> float:
@@ -40,19 +39,19 @@ def _p50_us(fn: Callable[[], Any], n: int) -> float:
     return median(samples) / 1000
 
 
-def _redis_side(raw: redis.Redis, fn: Callable[[], Any], n: int) -> dict[str, Any]:
-    """Run fn n times between CONFIG RESETSTAT and INFO commandstats: per-call µs of EVALSHA
-    and of each command the script ran."""
+def _redis_side(raw: redis.Redis, fn: Callable[[], Any], n: int, via: str = "fcall") -> dict[str, Any]:
+    """Run fn n times between CONFIG RESETSTAT and INFO commandstats: per-call µs of the script
+    (FCALL, or ``via``) and of each command the script ran."""
     raw.config_resetstat()
     for _ in range(n):
         fn()
     stats = raw.info("commandstats")
-    evalsha = stats.get("cmdstat_evalsha", {"usec": 0, "calls": 1})
+    script = stats.get(f"cmdstat_{via}", {"usec": 0, "calls": 1})
     inner = {k.removeprefix("cmdstat_"): v for k, v in stats.items()
-             if k not in ("cmdstat_evalsha", "cmdstat_config", "cmdstat_info")}
+             if k not in (f"cmdstat_{via}", "cmdstat_config", "cmdstat_info")}
     inner_us = sum(v["usec"] for v in inner.values()) / n
     return {
-        "script_us": evalsha["usec"] / max(1, evalsha["calls"]),
+        "script_us": script["usec"] / max(1, script["calls"]),
         "commands_us": inner_us,
         "commands": {k: {"calls_per_op": v["calls"] / n, "us_per_op": v["usec"] / n} for k, v in
                      sorted(inner.items(), key=lambda kv: -kv[1]["usec"])},
@@ -90,7 +89,7 @@ def _async_rate(url: str, n: int, script: tuple[Any, list[str]] | None) -> float
                     await client.ping()
                 else:
                     call, keys = script
-                    await client.evalsha(call.script.sha, len(keys), *keys, *call.args)
+                    await client.execute_command(*call.script.fcall(keys, call.args))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(10)))
@@ -110,8 +109,7 @@ def run(ctx: Context) -> None:
         fill_boefje(raw, commands, depth, label="profile: ", numbers=poppable_numbers(depth))  # all poppable
         client = Client(redis.Redis.from_url(url), commands.layout)
         queue = client.queue("boefje")
-        for name in ("push", "pop", "patch"):
-            raw.script_load(load(name).source)
+        client.load_functions()
         keys = commands.keys("boefje").all
 
         ping = _p50_us(raw.ping, n)
@@ -125,10 +123,10 @@ def run(ctx: Context) -> None:
         parse_filter = _p50_us(lambda: filters.parse_filter_request(RUNNER_FILTER), n)
         build = _p50_us(lambda: commands.pop("boefje", filters_node=node, limit=1), n)
         replies = []
-        round_trip = _p50_us(lambda: replies.append(raw.evalsha(call.script.sha, len(keys), *keys, *call.args)), n)
+        round_trip = _p50_us(lambda: replies.append(raw.execute_command(*call.script.fcall(keys, call.args))), n)
         reply = next(r for r in replies if r)
         parse = _p50_us(lambda: call.parse(reply), n)
-        side = _redis_side(raw, lambda: raw.evalsha(call.script.sha, len(keys), *keys, *call.args), n)
+        side = _redis_side(raw, lambda: raw.execute_command(*call.script.fcall(keys, call.args)), n)
         ctx.detail("pop_redis_commands", side["commands"])
         _report(ctx, "pop", pop_total, {"parse filter request": parse_filter, "build script call (plan, to_lua, token)": build,
                                         "parse reply (msgspec)": parse}, round_trip, side, ping)
@@ -137,10 +135,10 @@ def run(ctx: Context) -> None:
         # What the script time is made of: a script that does nothing with the same 12 keys,
         # and the same pop without a filter (driven by the queue itself, nothing to evaluate).
         noop = raw.script_load("return 1")
-        empty = _redis_side(raw, lambda: raw.evalsha(noop, len(keys), *keys, *call.args), n)
+        empty = _redis_side(raw, lambda: raw.evalsha(noop, len(keys), *keys, *call.args), n, via="evalsha")
         ctx.row("Redis: EVALSHA of `return 1` with the same KEYS/ARGV", empty["script_us"], "µs")
         plain = commands.pop("boefje", filters_node=None, limit=1)
-        unfiltered = _redis_side(raw, lambda: raw.evalsha(plain.script.sha, len(keys), *keys, *plain.args), n)
+        unfiltered = _redis_side(raw, lambda: raw.execute_command(*plain.script.fcall(keys, plain.args)), n)
         ctx.row("pop: Redis: script time without a filter (queue-driven)", unfiltered["script_us"], "µs")
         ctx.row("pop: Redis: script time with the runner filter, 8 ranges", side["script_us"], "µs")
         ctx.row("asyncio redis-py: pops/s (EVALSHA, ARGV prebuilt), 10 concurrent", _async_rate(url, n, (call, keys)), "pops/s")
@@ -165,11 +163,11 @@ def run(ctx: Context) -> None:
         calls = [build_push() for _ in range(n)]
         it = iter(calls)
         push_replies = []
-        round_trip = _p50_us(lambda: push_replies.append(raw.evalsha((c := next(it)).script.sha, len(keys), *keys, *c.args)), n)
+        round_trip = _p50_us(lambda: push_replies.append(raw.execute_command(*(c := next(it)).script.fcall(keys, c.args))), n)
         parse = _p50_us(lambda: _parse_push(push_replies[0]), n)
         calls = [build_push() for _ in range(n)]
         it = iter(calls)
-        side = _redis_side(raw, lambda: raw.evalsha((c := next(it)).script.sha, len(keys), *keys, *c.args), n)
+        side = _redis_side(raw, lambda: raw.execute_command(*(c := next(it)).script.fcall(keys, c.args)), n)
         ctx.detail("push_redis_commands", side["commands"])
         _report(ctx, "push", push_total, {"build script call (whole)": build, "  of which payload validation (msgspec.convert)": validate,
                                           "parse reply (msgspec)": parse}, round_trip, side, ping)

@@ -25,7 +25,7 @@ from redisched.client import Client
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord
-from redisched.queue.scripts import load
+from redisched.queue.scripts import library, load
 from tests.support.servers import private_cluster
 
 SHARDS = (1, 2, 3)
@@ -65,20 +65,20 @@ def run(ctx: Context) -> None:
 def _fill(cluster: redis.RedisCluster, commands: QueueCommands, depth: int) -> None:
     """Push ``depth`` runner-poppable tasks, each into the partition of its hash, pipelined
     straight to the master holding that partition (redis-py's cluster pipeline refuses
-    EVALSHA)."""
+    scripts)."""
     script = load("push")
     partitions = commands.layout.of("boefje")
     nodes = [cluster.get_node_from_key(keys.queue) for keys in partitions]
     clients = [redis.Redis(host=node.host, port=node.port) for node in nodes]
     for client in clients:
-        client.script_load(script.source)
+        client.execute_command(*library().load_command())
     rng, numbers = random.Random(1), list(poppable_numbers(depth))
     for start in range(0, depth, 2000):
         pipes = [client.pipeline(transaction=False) for client in clients]
         for n in numbers[start:start + 2000]:
             args = fast_boefje_push_args(n, rng)
             keys = commands.layout.for_hash("boefje", msgspec.json.decode(args[0], type=TaskRecord).hash)
-            pipes[keys.partition].evalsha(script.sha, len(keys.all), *keys.all, *args)
+            pipes[keys.partition].execute_command(*script.fcall(keys.all, args))
         for pipe, keys in zip(pipes, partitions):
             pipe.delete(keys.events)  # nothing reads the stream here
             if any(isinstance(reply, int) for reply in pipe.execute()[:-1]):
@@ -107,7 +107,7 @@ def _shard_stats(url: str, *, reset: bool = False) -> tuple[float, int]:
         if reset:
             node.config_resetstat()
         cpu = node.info("cpu")
-        evalsha = node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        calls = node.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
     finally:
         node.close()
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(evalsha)
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(calls)

@@ -24,7 +24,7 @@ from benchmarks.common import Context, boefje_data, percentile, progress
 from benchmarks.servers import ROOT, postgres_available, private_database, private_redis
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
-from redisched.queue.scripts import load
+from redisched.queue.scripts import library
 
 try:
     from redisched.history.snapshotter import stream_id
@@ -91,7 +91,7 @@ def run(ctx: Context) -> None:
 
 def _push_steadily(url: str, seconds: float) -> tuple[int, float]:
     raw = redis.Redis.from_url(url)
-    raw.script_load(load("push").source)
+    raw.execute_command(*library().load_command())
     commands = QueueCommands(QueueLayout())
     per_tick = int(RATE * TICK)
     rng = random.Random(11)
@@ -102,7 +102,7 @@ def _push_steadily(url: str, seconds: float) -> tuple[int, float]:
                  for data, org, priority in (boefje_data(tick * per_tick + i, rng=rng) for i in range(per_tick))]
         pipe = raw.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         refused = [r for r in pipe.execute() if isinstance(r, int)]
         if refused:
             raise RuntimeError(f"pushes refused: {refused}")

@@ -16,7 +16,7 @@ from benchmarks.servers import private_redis
 from redisched.client import Client
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
-from redisched.queue.scripts import load
+from redisched.queue.scripts import library, load
 
 REPEATS = 3
 
@@ -27,7 +27,7 @@ def run(ctx: Context) -> None:
         raw = redis.Redis.from_url(url)
         client = Client(redis.Redis.from_url(url), QueueLayout())
         push_script = load("push")
-        raw.script_load(push_script.source)
+        raw.execute_command(*library().load_command())
 
         # --- batched push through the client's own command builder ----------------------------
         for batch in (100, 1000):
@@ -49,7 +49,7 @@ def run(ctx: Context) -> None:
             for start in range(0, n, 1000):
                 pipe = raw.pipeline(transaction=False)
                 for args in argvs[start:start + 1000]:
-                    pipe.evalsha(push_script.sha, len(keys.all), *keys.all, *args)
+                    pipe.execute_command(*push_script.fcall(keys.all, args))
                 pipe.execute()
             rates.append(n / (time.perf_counter() - t0))
             raw.delete(keys.events)
@@ -111,7 +111,7 @@ def _batched_push(raw: redis.Redis, commands: QueueCommands, n: int, batch: int,
                  for data, org, priority in payloads[start:start + batch]]
         pipe = raw.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         for call, reply in zip(calls, pipe.execute()):
             call.parse(reply)
     return n / (time.perf_counter() - t0)
@@ -123,5 +123,5 @@ def _fill_normalizer(raw: redis.Redis, commands: QueueCommands, n: int) -> None:
                  for i in range(start, min(n, start + 1000))]
         pipe = raw.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         pipe.execute()

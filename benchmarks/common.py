@@ -270,14 +270,14 @@ def check_fast_fill() -> None:
 def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start: int = 0, batch: int = 2000,
                 seed: int = 1, drop_events: bool = True, label: str = "", seconds: float = 600,
                 numbers: Iterator[int] | None = None) -> int:
-    """Push ``count`` workload tasks onto the boefje queue with pipelined EVALSHA of the push
-    script (the events stream is dropped after each batch unless asked: nothing reads it here,
+    """Push ``count`` workload tasks onto the boefje queue with pipelined FCALL of the push
+    function (the events stream is dropped after each batch unless asked: nothing reads it here,
     and at a million tasks it would double Redis' memory). Task numbers run from ``start``
     unless ``numbers`` gives them. Returns how many were pushed."""
-    from redisched.queue.scripts import load
+    from redisched.queue.scripts import library, load
 
     script = load("push")
-    redis_client.script_load(script.source)
+    redis_client.execute_command(*library().load_command())
     keys = commands.keys("boefje")
     rng = random.Random(seed + start)
     numbers = iter(numbers) if numbers is not None else iter(range(start, start + count))
@@ -286,7 +286,7 @@ def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start
         pipe = redis_client.pipeline(transaction=False)
         size = min(batch, count - pushed)
         for n in itertools.islice(numbers, size):
-            pipe.evalsha(script.sha, len(keys.all), *keys.all, *fast_boefje_push_args(n, rng))
+            pipe.execute_command(*script.fcall(keys.all, fast_boefje_push_args(n, rng)))
         if drop_events:
             pipe.delete(keys.events)
         replies = pipe.execute()

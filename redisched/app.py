@@ -67,9 +67,10 @@ async def open_services(settings: Settings) -> Services:
     if (tracer := telemetry.tracer(settings)) is not None:
         telemetry.instrument(queues, tracer)
     try:
+        await queues.load_functions()
         await queues.check_layout()
     except RedisError as exc:  # the API starts anyway and answers 503 until Redis is back
-        log.warning("Redis unreachable at start, partition count not checked: %r", exc)
+        log.warning("Redis unreachable at start, functions not loaded, partition count not checked: %r", exc)
     pool = await open_pool(settings.db_uri, statement_timeout_ms=settings.db_statement_timeout_ms)
     return Services(
         settings=settings,

@@ -37,12 +37,9 @@ class ScriptCall(Generic[T]):
     merge_key: tuple[Any, ...] | None = None
     split: Callable[[list[Any]], list[list[Any]]] | None = None
 
-    def command(self, cached: bool = True) -> tuple[Any, ...]:
-        """The Redis command that runs the script: by SHA, or (``cached`` False) with its
-        source, which also puts it back in the server's script cache."""
-        if cached:
-            return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
-        return ("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)
+    def command(self) -> tuple[Any, ...]:
+        """The Redis command that runs the script's function: FCALL, FCALL_RO when read-only."""
+        return self.script.fcall(self.keys, self.args)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class Command(Generic[T]):
     merge_key = None
     split = None
 
-    def command(self, cached: bool = True) -> tuple[Any, ...]:
+    def command(self) -> tuple[Any, ...]:
         return self.args
 
 

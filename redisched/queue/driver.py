@@ -5,9 +5,10 @@ Each batch a plan yields goes out at once: as one pipeline on one Redis; on a cl
 redis-py's pipeline refuses scripts, call by call (concurrently on asyncio). Once every
 call of the batch has answered, the first error among them is raised in the caller.
 
-``sent`` is the one script-call path: scripts go by SHA; those the server does not have
-(``SCRIPT FLUSH``, a restart, a failover) go again with their source, which puts them back in
-that server's cache: no extra round trip when all is well, and Cluster-safe.
+``sent`` is the one script-call path: scripts go as FCALL of the library's functions
+(queue/scripts.py); when the server lacks them (a restart without persistence, a failover,
+``FUNCTION FLUSH``), the library is loaded (FUNCTION LOAD REPLACE: on a cluster, every
+primary) and those calls go again: no extra round trip when all is well.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from redisched.queue.calls import Batch, Call, Plan
 from redisched.queue.pipeliner import Pipeliner
+from redisched.queue.scripts import is_not_loaded, library, not_loaded
 
 T = TypeVar("T")
 
@@ -29,12 +31,17 @@ Commands = list[tuple[Any, ...]]
 
 
 def sent(calls: Sequence[Call]) -> Generator[Commands, list[Any], list[Any]]:
-    """The commands to send for ``calls``, then for those whose script was missing; returns
-    one raw reply (or the error it got) per call."""
+    """The commands to send for ``calls``; if functions were missing, the library's load, then
+    those calls again. Returns one raw reply (or the error it got) per call."""
     replies = yield [call.command() for call in calls]
-    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    missing = [i for i, reply in enumerate(replies) if is_not_loaded(reply)]
     if missing:
-        again = yield [calls[i].command(cached=False) for i in missing]
+        [loaded] = yield [library().load_command()]
+        if isinstance(loaded, Exception):  # the direct client's ACL user may not load them
+            for i in missing:
+                replies[i] = not_loaded(loaded)
+            return replies
+        again = yield [calls[i].command() for i in missing]
         for i, reply in zip(missing, again):
             replies[i] = reply
     return replies
@@ -83,8 +90,10 @@ class SyncDriver:
         return results(calls, commands)
 
     def _execute(self, commands: Commands) -> list[Any]:
-        if len(commands) == 1 or self._one_by_one:
-            return [_reply_or_error(self.redis.execute_command, args) for args in commands]
+        if self._one_by_one:
+            return [_reply_or_error(self.redis.execute_command, args, **routed(self.redis, args)) for args in commands]
+        if len(commands) == 1:
+            return [_reply_or_error(self.redis.execute_command, commands[0])]
         pipe = self.redis.pipeline(transaction=False)
         for args in commands:
             pipe.execute_command(*args)
@@ -120,10 +129,13 @@ class AsyncDriver:
         return results(calls, replies)
 
     async def _one(self, call: Call) -> Any:
+        await self.redis.initialize()  # the slot map routed() reads (a no-op once known)
         sending = sent([call])
         going, commands = finish(sending, None)
         while going:
-            going, commands = finish(sending, [await _async_reply_or_error(self.redis.execute_command, commands[0])])
+            args = commands[0]
+            reply = await _async_reply_or_error(self.redis.execute_command, args, **routed(self.redis, args))
+            going, commands = finish(sending, [reply])
         return commands[0]
 
 
@@ -140,15 +152,28 @@ async def send_pipeline(client: aredis.Redis, calls: Sequence[Call]) -> list[Any
     return commands
 
 
-def _reply_or_error(execute: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def routed(cluster: Any, args: tuple[Any, ...]) -> dict[str, Any]:
+    """On a cluster, FCALL goes to the primary of its first key's slot: left to itself,
+    redis-py would ask the server for the keys of every FCALL (COMMAND GETKEYS: a round trip,
+    and a command the direct client's ACL user does not hold). FUNCTION LOAD goes to every
+    primary (redis.asyncio's cluster client would not know where to send it)."""
+    name = str(args[0]).upper()
+    if name in ("FCALL", "FCALL_RO") and int(args[2]) > 0:
+        return {"target_nodes": cluster.get_node_from_key(args[3])}
+    if name == "FUNCTION":
+        return {"target_nodes": cluster.get_primaries()}
+    return {}
+
+
+def _reply_or_error(execute: Callable[..., Any], args: tuple[Any, ...], **options: Any) -> Any:
     try:
-        return execute(*args)
-    except ResponseError as exc:  # the script's own error, or NOSCRIPT: the caller decides
+        return execute(*args, **options)
+    except ResponseError as exc:  # the script's own error, or a missing function: the caller decides
         return exc
 
 
-async def _async_reply_or_error(execute: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+async def _async_reply_or_error(execute: Callable[..., Awaitable[Any]], args: tuple[Any, ...], **options: Any) -> Any:
     try:
-        return await execute(*args)
+        return await execute(*args, **options)
     except ResponseError as exc:
         return exc

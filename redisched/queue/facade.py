@@ -105,6 +105,9 @@ class QueueFacade:
         """Per queue: (records moved to quarantine, stray members removed) by the scripts."""
         return self.run(plans.set_aside_counts(self.layout))
 
+    def load_functions(self) -> None:
+        return self.run(plans.load_functions())
+
     def check_layout(self) -> None:
         return self.run(plans.check_layout(self.layout))
 

@@ -20,6 +20,7 @@ from redisched.queue.commands import QueueCommands, pops_one_batch
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, decode_record
+from redisched.queue.scripts import library
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,12 @@ def last_activity_us(commands: QueueCommands, scheduler_id: str) -> Plan[int | N
     """When any partition of the queue last changed (µs since the epoch)."""
     values = yield [Command(("HGET", keys.meta, "last_activity")) for keys in _queue(commands, scheduler_id)]
     return max((int(value) for value in values if value is not None), default=None)
+
+
+def load_functions() -> Plan[None]:
+    """FUNCTION LOAD REPLACE of this version's library (queue/scripts.py): the service's own
+    connection does it at start; the direct client's ACL user may not, and relies on it."""
+    yield [Command(library().load_command())]
 
 
 def check_layout(layout: QueueLayout) -> Plan[None]:

@@ -19,11 +19,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
+from redisched.queue.driver import routed
 from redisched.queue.keys import RATE_BUCKET_SECONDS, RATE_OPS, RATE_SLOTS, QueueKeys, api_seen_key
 from redisched.queue.layout import QueueLayout
-from redisched.queue.scripts import load
+from redisched.queue.scripts import is_not_loaded, library, load
 
 API_SEEN_SECONDS = 30  # an API process not heard from for this long is not shown
 API_SEEN_FORGET_SECONDS = 3600  # ... and dropped from the set after this long
@@ -183,19 +184,18 @@ async def read_snapshot(
 
 async def _read_in_pipeline(redis: Redis, layout: QueueLayout, partitions: list[QueueKeys], args, now_ms):
     script = load("stats")
-    for by_sha in (True, False):  # EVAL after NOSCRIPT puts the script back in the cache
+    for first in (True, False):  # a Redis without the functions: load them, then again
+        if not first:
+            await redis.execute_command(*library().load_command())
         async with redis.pipeline(transaction=False) as pipe:
             for keys in partitions:
-                if by_sha:
-                    pipe.evalsha(script.sha, len(keys.all), *keys.all, *args)
-                else:
-                    pipe.eval(script.source, len(keys.all), *keys.all, *args)
+                pipe.execute_command(*script.fcall(keys.all, args))
             for keys in partitions:
                 pipe.xlen(keys.dead_events)
             pipe.info("memory")
             _seen_range(pipe, layout, now_ms)
             replies = await pipe.execute(raise_on_error=False)
-        if not any(isinstance(reply, NoScriptError) for reply in replies):
+        if not any(is_not_loaded(reply) for reply in replies):
             break
     for reply in replies:
         if isinstance(reply, Exception):
@@ -208,10 +208,16 @@ async def _read_on_cluster(redis: RedisCluster, layout: QueueLayout, partitions:
     script = load("stats")
 
     async def stats(keys: QueueKeys) -> list[Any]:
+        command = script.fcall(keys.all, args)
+        await redis.initialize()  # the slot map routed() reads
         try:
-            return await redis.evalsha(script.sha, len(keys.all), *keys.all, *args)
-        except NoScriptError:
-            return await redis.eval(script.source, len(keys.all), *keys.all, *args)
+            return await redis.execute_command(*command, **routed(redis, command))
+        except ResponseError as exc:
+            if not is_not_loaded(exc):
+                raise
+        load = library().load_command()
+        await redis.execute_command(*load, **routed(redis, load))
+        return await redis.execute_command(*command, **routed(redis, command))
 
     async def memory() -> dict[str, Any]:
         per_node = await redis.info("memory", target_nodes=RedisCluster.PRIMARIES)

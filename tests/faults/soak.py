@@ -45,7 +45,7 @@ from redisched.history.snapshotter import stream_id  # noqa: E402
 from redisched.queue.commands import QueueCommands  # noqa: E402
 from redisched.queue.layout import QueueLayout
 from redisched.queue.keys import QueueKeys  # noqa: E402
-from redisched.queue.scripts import load  # noqa: E402
+from redisched.queue.scripts import library  # noqa: E402
 from tests.factories import normalizer_data  # noqa: E402
 
 WARMUP_S = 5.0
@@ -161,7 +161,7 @@ def pusher(url: str, prefix: str, depth: int, counters: Counters, rate: float, r
     client = Client(connect(url), QueueLayout(prefix=prefix))
     queue = client.queue(QUEUE)
     with load_process(stop):
-        client.redis.script_load(load("push").source)  # the pipeline sends EVALSHA only
+        client.redis.execute_command(*library().load_command())  # the pipeline sends FCALL only
         n = 0
         while queue.qsize() < depth and n < 2 * depth:  # the fill is no part of the measured pushes
             counters.add(errors=PUSH_BATCH - push_batch(client, n))
@@ -189,7 +189,7 @@ def push_batch(client: Client, first: int) -> int:
              for i in range(first, first + PUSH_BATCH)]  # fmt: skip
     pipe = client.redis.pipeline(transaction=False)
     for call in calls:
-        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        pipe.execute_command(*call.command())
     pushed = 0
     for call, reply in zip(calls, pipe.execute(raise_on_error=False)):
         try:

@@ -34,7 +34,7 @@ def _fill(client: redis.Redis, commands: QueueCommands, start: int, stop: int) -
                 ooi=f"IPAddressV4|internet|10.{i >> 16}.{(i >> 8) & 255}.{i & 255}",
             )
             call = commands.push("boefje", organisation=f"org{i % 20}", data=data, priority=1_700_000_000 + i)
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         pipe.execute()
     client.delete(commands.keys("boefje").events)  # no snapshotter here: keep memory small
 
@@ -43,15 +43,14 @@ def _redis_us_per_pop(client: redis.Redis, queue, filters: dict) -> float:
     client.config_resetstat()
     popped = [queue.pop(filters, limit=1) for _ in range(POPS)]
     assert all(len(p) == 1 and '"nmap-tcp"' in p[0].data for p in popped)
-    return client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+    return client.info("commandstats")["cmdstat_fcall"]["usec_per_call"]
 
 
 def test_filtered_pop_cost_does_not_grow_with_queue_depth():
     with private_redis() as url:
         client = redis.Redis.from_url(url)
         commands = QueueCommands(QueueLayout(prefix="rs"))
-        client.script_load(commands.push("boefje", organisation="o", data=boefje_data(), priority=1).script.source)
-        client.script_load(commands.pop("boefje").script.source)
+        Client(client, commands.layout).load_functions()
         queue = Client(client, commands.layout).queue("boefje")
         _fill(client, commands, 0, 2_000)
         shallow = _redis_us_per_pop(client, queue, RUNNER_FILTER)
