@@ -34,7 +34,7 @@ Modules: ``nodes`` (limits, operators, columns, the tree, ``FilterError``), ``pa
 Python reference), ``postgres`` (``to_sql``), ``lua`` (``to_lua``).
 """
 
-from redisched.filters.costs import Cost, check_cost, cost
+from redisched.filters.costs import Cost, check_cost, cost, indexed_scan_budget
 from redisched.filters.evaluation import evaluate
 from redisched.filters.lua import to_lua
 from redisched.filters.nodes import (
@@ -51,5 +51,5 @@ __all__ = [
     "LIST_OPS", "MAX_CALL_COST", "MAX_DEPTH", "MAX_FIELD_CHARS", "MAX_LEAVES", "MAX_LIST", "MAX_PATH_KEYS",
     "MAX_RECORD_COST", "MAX_SAFE_INT", "MAX_TEXT_CHARS", "MAX_VALUE_DEPTH", "NUMBER", "OPERATORS",
     "SCHEDULE", "TEXT", "UPSTREAM_OPERATORS", "UUID", "And", "Cost", "FilterError", "Leaf", "Node", "Not",
-    "Or", "check_cost", "cost", "evaluate", "mentions_schedule", "parse_filter_request", "to_lua", "to_sql",
+    "Or", "check_cost", "cost", "evaluate", "indexed_scan_budget", "mentions_schedule", "parse_filter_request", "to_lua", "to_sql",
 ]  # fmt: skip

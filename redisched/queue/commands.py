@@ -156,7 +156,10 @@ class QueueCommands:
         if limit == 0 or plan is None:
             return None
         lua_filter, index_name, values = plan
-        return [limit, lua_filter, self.layout.scan_budget, self.layout.scan_time_us, index_name, *values]
+        budget = self.layout.scan_budget
+        if index_name:
+            budget = filters.indexed_scan_budget(filters_node, budget, self.layout.scan_time_us)
+        return [limit, lua_filter, budget, self.layout.scan_time_us, index_name, *values]
 
     @staticmethod
     def limit_of(limit: int | None) -> int:

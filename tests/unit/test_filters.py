@@ -24,6 +24,7 @@ from redisched.filters import (
     to_lua,
     to_sql,
 )
+from redisched import filters
 from redisched.errors import Kind
 from redisched.queue import indexes
 
@@ -379,3 +380,13 @@ TASK = {
 )
 def test_reference_semantics(flt, expected):
     assert evaluate(parse(flt), TASK) is expected
+
+
+def test_an_indexed_scan_passes_over_a_fixed_count_sized_by_the_filters_cost():
+    """A count, not the clock: a busy machine's pop finds the indexed match an idle one finds;
+    a costlier filter passes over fewer candidates, never more than the scan budget."""
+    cheap = filters.parse_filter_request({"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]})
+    costly = filters.parse_filter_request({"filters": [{"column": "data", "field": "x", "operator": "like", "value": "%a" + "_" * 900 + "b%"}]})
+    assert filters.indexed_scan_budget(cheap, 2000, 1000) == 1000 * 10 // (100 + filters.cost(cheap).per_record)
+    assert 1 <= filters.indexed_scan_budget(costly, 2000, 1000) < filters.indexed_scan_budget(cheap, 2000, 1000)
+    assert filters.indexed_scan_budget(cheap, 20, 1000) == 20
