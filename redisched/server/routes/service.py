@@ -58,8 +58,12 @@ async def metrics(request: Request) -> Response:
     set_aside = await svc.queues.set_aside_counts()
     families = [
         *_queue_metrics(qsizes, status_counts),
-        _backlog_metric(backlog),
-        _quarantine_metric(quarantined),
+        _per_scheduler_gauge(
+            "redisched_snapshot_lag_seconds", "How long the oldest event Postgres does not have yet has waited", backlog
+        ),
+        _per_scheduler_gauge(
+            "redisched_history_quarantined", "Events Postgres refused, set aside (GET /history/quarantine)", quarantined
+        ),
         _set_aside_metric(set_aside),
     ]
     body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
@@ -79,22 +83,11 @@ def _queue_metrics(qsizes: list[int], status_counts: dict[tuple[str, str], int])
     return [qsize, counts]
 
 
-def _backlog_metric(backlog: dict[str, float]) -> Metric:
-    lag = GaugeMetricFamily(
-        "redisched_snapshot_lag_seconds", "How long the oldest event Postgres does not have yet has waited", labels=["scheduler_id"]
-    )
-    for scheduler_id, seconds in backlog.items():
-        lag.add_metric([scheduler_id], seconds)
-    return lag
-
-
-def _quarantine_metric(quarantined: dict[str, int]) -> Metric:
-    letters = GaugeMetricFamily(
-        "redisched_history_quarantined", "Events Postgres refused, set aside (GET /history/quarantine)", labels=["scheduler_id"]
-    )
-    for scheduler_id, count in quarantined.items():
-        letters.add_metric([scheduler_id], count)
-    return letters
+def _per_scheduler_gauge(name: str, documentation: str, values: dict[str, float]) -> Metric:
+    gauge = GaugeMetricFamily(name, documentation, labels=["scheduler_id"])
+    for scheduler_id, value in values.items():
+        gauge.add_metric([scheduler_id], value)
+    return gauge
 
 
 def _set_aside_metric(set_aside: dict[str, tuple[int, int]]) -> Metric:
