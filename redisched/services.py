@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from redisched import filters
 from redisched.clients.http import ServiceClients
 from redisched.clients.http.base import TTLCache
 from redisched.config import Settings
@@ -25,7 +26,7 @@ from redisched.history.snapshotter import wait_caught_up
 from redisched.history.tasks import TaskStore
 from redisched.models import LEASED, SCHEDULERS, Task, us_to_datetime
 from redisched.queue.queue import TaskQueues
-from redisched.queue.records import record_from_task
+from redisched.queue.records import TaskRecord, record_from_task
 
 LIVE = LEASED | {"queued"}
 
@@ -71,6 +72,24 @@ class Services:
         record = await self.queues.patch(task_id, changes, token=token)
         if record is not None:
             return record.to_task()
+        return await self._patch_not_live(task_id, changes, token)
+
+    async def patch_and_pop(
+        self, task_id: uuid.UUID, changes: dict[str, Any], token: str | None, node: filters.Node | None, limit: int
+    ) -> tuple[Task, list[TaskRecord]]:
+        """Finish and fetch: ``patch_task``, then, once the patch went through, up to ``limit``
+        tasks popped from the task's queue with ``node``. A live task and a pop's lease token:
+        one script call (lua/pop_next.lua); a refused patch pops nothing."""
+        record, popped = await self.queues.pop_next(task_id, changes, token, node, limit)
+        if record is not None:
+            return record.to_task(), popped
+        task = await self._patch_not_live(task_id, changes, token)
+        if task.scheduler_id not in SCHEDULERS:  # a pre-v1.20 queue's task, kept in the history only
+            return task, []
+        return task, await self.queues.pop(task.scheduler_id, node, limit)
+
+    async def _patch_not_live(self, task_id: uuid.UUID, changes: dict[str, Any], token: str | None) -> Task:
+        """The patch of a task no queue holds: a finished one, in Postgres."""
         if token:  # the lease ended with the task: whoever holds this token lost it
             raise StaleLease("the lease token is not the task's current one")
         stored = await self.tasks.get(task_id)

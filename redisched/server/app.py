@@ -28,7 +28,8 @@ from redisched.server.dashboard.overview import Overview
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
 from redisched.server.request_checks import Origins, checked
-from redisched.server.responses import JSON, LeaseExtended, Paginated, PopResult, QuarantineRetried, QuarantineRetry
+from redisched.server.responses import JSON, LeaseExtended, Paginated, PatchedAndPopped, PopResult, QuarantineRetried
+from redisched.server.responses import QuarantineRetry
 from redisched.server.routes import quarantine, schedulers, schedules, service, tasks
 from redisched.services import Services
 
@@ -53,7 +54,7 @@ class Api:
     body_required: bool = True
     query: dict[str, str] = field(default_factory=dict)  # name: kind (openapi._QUERY_TYPES)
     errors: tuple[int, ...] = ()  # statuses beyond the ones every route may answer (openapi._ROUTE_ERRORS)
-    lease_token: str = ""  # X-Lease-Token: "optional"/"required" in the request, or "returned"
+    lease_token: str = ""  # X-Lease-Token: "optional"/"required" in the request, and/or "returned"
 
 
 API = [
@@ -80,6 +81,11 @@ API = [
     Api("GET", "/tasks/{task_id}", tasks.get_task, "any", "Get a task", Task),
     Api("PATCH", "/tasks/{task_id}", tasks.patch_task, "runner", "Patch a task", Task, body=TaskPatch, errors=(409,),
         lease_token="optional"),  # fmt: skip
+    Api("PATCH", "/tasks/{task_id}/pop_next", tasks.patch_and_pop, "runner",
+        "Finish and fetch: patch the task as PATCH /tasks/{task_id} does, then pop up to limit (default 1) tasks "
+        "of its queue with the body's filters; a refused patch pops nothing",
+        PatchedAndPopped, body=openapi.PATCH_AND_FILTERS, query={"limit": "count"}, errors=(409,),
+        lease_token="optional returned"),  # fmt: skip
     Api("POST", "/tasks/{task_id}/lease", tasks.extend_lease, "runner", "Extend a task's lease (X-Lease-Token)",
         LeaseExtended, query={"seconds": "lease-seconds"}, errors=(409,), lease_token="required"),  # fmt: skip
     Api("GET", "/schedules", schedules.list_schedules, "viewer", "List schedules", Paginated[Schedule], query=SCHEDULE_QUERY),
@@ -103,7 +109,7 @@ API = [
         "A task's changes (push, pop, patch, reap), oldest first, as the history holds them", list[StatusChange]),  # fmt: skip
 ]
 
-HOT_PATHS = ("/schedulers/{scheduler_id}/pop", "/schedulers/{scheduler_id}/push")
+HOT_PATHS = ("/schedulers/{scheduler_id}/pop", "/schedulers/{scheduler_id}/push", "/tasks/{task_id}/pop_next")
 
 
 def create_app(services: Services, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:

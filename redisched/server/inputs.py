@@ -151,6 +151,25 @@ async def filter_body(request: Request, target: str = "tasks", *, required: bool
     return node
 
 
+async def body_with_filters(request: Request) -> tuple[Any, filters.Node | None]:
+    """A required JSON object body that may also carry a pop's ``filters`` (as a FilterRequest
+    body does) beside other fields: the decoded body, and its filter tree (None when it
+    constrains nothing). A runner sends the same body each time: its tree is parsed once."""
+    body = await read_body(request)
+    document = _decoded(body, required=True)
+    if not isinstance(document, dict) or document.get("filters") is None:
+        return document, None
+    cached = _parsed_filters.get(("body", body))
+    if cached is not None:
+        return document, cached
+    node = filters.parse_filter_request({"filters": document["filters"]})
+    if node is not None and len(body) <= MAX_CACHED_FILTER_BYTES:
+        if len(_parsed_filters) >= MAX_CACHED_FILTERS:
+            _parsed_filters.pop(next(iter(_parsed_filters)))
+        _parsed_filters[("body", body)] = node
+    return document, node
+
+
 MAX_CACHED_FILTERS = 256
 MAX_CACHED_FILTER_BYTES = 16_384
 _parsed_filters: dict[tuple[str, bytes], filters.Node] = {}

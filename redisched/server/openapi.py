@@ -15,6 +15,7 @@ from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.server.responses import ErrorDetail, ValidationErrorDetail
 
 FILTERS = "FilterRequest"  # marks a FilterRequest body in the route table
+PATCH_AND_FILTERS = "TaskPatchAndFilters"  # marks a TaskPatch body that may carry a pop's filters
 PROMETHEUS = "Prometheus"  # marks a Prometheus text response in the route table
 NULL = type(None)  # a response that is JSON ``null``
 LEASE_TOKEN = "X-Lease-Token"
@@ -53,6 +54,12 @@ _ROUTE_ERRORS = {
 }
 _LEASE_TOKEN_DESCRIPTION = "the pop's lease token: checked against the task's current lease (409 when stale)"
 
+_FILTERS_PROPERTY = {
+    "anyOf": [
+        {"type": "array", "items": {"$ref": REF.format(name="Filter")}},
+        {"$ref": REF.format(name="FilterGroup")},
+    ]
+}
 FILTER_SCHEMAS: dict[str, Any] = {
     "Filter": {
         "type": "object",
@@ -73,28 +80,26 @@ FILTER_SCHEMAS: dict[str, Any] = {
     },
     "FilterRequest": {
         "type": "object",
-        "properties": {
-            "filters": {
-                "anyOf": [
-                    {"type": "array", "items": {"$ref": REF.format(name="Filter")}},
-                    {"$ref": REF.format(name="FilterGroup")},
-                ]
-            }
-        },
+        "properties": {"filters": _FILTERS_PROPERTY},
         "required": ["filters"],
+    },
+    PATCH_AND_FILTERS: {
+        "description": "a task PATCH's fields, and the next pop's filters (as a FilterRequest's)",
+        "allOf": [{"$ref": REF.format(name="TaskPatch")}, {"type": "object", "properties": {"filters": _FILTERS_PROPERTY}}],
     },
 }
 
 
 def document(api: list[Any]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the routes in ``api`` (a list of ``server.app.Api``)."""
-    types = [t for route in api for t in (route.returns, route.body) if t is not None and t != FILTERS]
+    types = [t for route in api for t in (route.returns, route.body) if t is not None and t not in (FILTERS, PATCH_AND_FILTERS)]
     types = [t for t in types if t != PROMETHEUS] + [ErrorDetail, ValidationErrorDetail, *PAYLOADS]
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     _mark_datetimes(types, components)
     _refine_pushes(components)
     schema_of = dict(zip(map(repr, types), schemas))
     schema_of[repr(FILTERS)] = {"$ref": REF.format(name=FILTERS)}
+    schema_of[repr(PATCH_AND_FILTERS)] = {"$ref": REF.format(name=PATCH_AND_FILTERS)}
     paths: dict[str, dict[str, Any]] = {}
     for route in api:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schema_of)
@@ -113,15 +118,16 @@ def _operation(route: Any, schema_of: dict[str, Any]) -> dict[str, Any]:
     parameters = [{"name": name, "in": "path", "required": True, "schema": _PATH_TYPES.get(name, {"type": "string"})}
                   for name in _PATH_PARAM.findall(route.path)]  # fmt: skip
     parameters += [{"name": name, "in": "query", "required": False, "schema": _QUERY_TYPES[kind]} for name, kind in route.query.items()]
-    if route.lease_token in ("optional", "required"):
-        parameters.append({"name": LEASE_TOKEN, "in": "header", "required": route.lease_token == "required",
+    uses = route.lease_token.split()
+    if "optional" in uses or "required" in uses:
+        parameters.append({"name": LEASE_TOKEN, "in": "header", "required": "required" in uses,
                            "description": _LEASE_TOKEN_DESCRIPTION, "schema": {"type": "string"}})  # fmt: skip
     ok: dict[str, Any] = {"description": "OK"}
     if route.returns == PROMETHEUS:
         ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
     elif route.returns is not None:
         ok["content"] = {"application/json": {"schema": schema_of[repr(route.returns)]}}
-    if route.lease_token == "returned":
+    if "returned" in uses:
         ok["headers"] = {LEASE_TOKEN: {"description": "the popped tasks' lease token (absent when none was popped)",
                                        "schema": {"type": "string"}}}  # fmt: skip
     errors = dict(_ERRORS)

@@ -41,6 +41,13 @@ class PopResult(msgspec.Struct):
     results: list[Task]
 
 
+class PatchedAndPopped(msgspec.Struct):
+    """Finish and fetch: the patched task, and the tasks popped after it."""
+
+    task: Task
+    results: list[Task]
+
+
 class Paginated(msgspec.Struct, Generic[T]):
     count: int
     next: str | None

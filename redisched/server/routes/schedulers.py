@@ -71,7 +71,7 @@ async def pop(request: Request) -> JSON:
         request.is_disconnected,
         server_stopping(request.scope),
     )
-    return JSON(PopResult([record.to_task() for record in records]), headers=_lease_header(records))
+    return JSON(PopResult([record.to_task() for record in records]), headers=lease_header(records))
 
 
 async def _refuse_a_finished_tasks_id(services: Services, scheduler_id: str, item: TaskPush) -> None:
@@ -117,5 +117,5 @@ async def _scheduler(services: Services, scheduler_id: str) -> Scheduler:
     )
 
 
-def _lease_header(records: list[TaskRecord]) -> dict[str, str] | None:
+def lease_header(records: list[TaskRecord]) -> dict[str, str] | None:
     return {LEASE_TOKEN_HEADER: records[0].lease} if records and records[0].lease else None

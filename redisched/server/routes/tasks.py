@@ -3,16 +3,18 @@ and lease extension (the use-cases across Redis and Postgres: redisched/services
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 
 from redisched.errors import BadRequest
 from redisched.models import TaskPatch, TaskStatus, with_aware_datetimes
 from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.server.auth import Forbidden, role
-from redisched.server.inputs import filter_body, page, path_uuid, query_enum, query_float, query_range
-from redisched.server.inputs import query_text, struct_body
-from redisched.server.responses import JSON, LeaseExtended, paginated
-from redisched.server.routes.schedulers import LEASE_TOKEN_HEADER
+from redisched.server.inputs import as_struct, body_with_filters, filter_body, page, path_uuid, query_enum
+from redisched.server.inputs import query_float, query_int, query_range, query_text, struct_body
+from redisched.server.responses import JSON, LeaseExtended, PatchedAndPopped, paginated
+from redisched.server.routes.schedulers import LEASE_TOKEN_HEADER, lease_header
 from redisched.server.services import services
 from redisched.server.validation import InvalidRequest, missing
 
@@ -57,15 +59,36 @@ async def patch_task(request: Request) -> JSON:
     the ``X-Lease-Token`` header, if sent, checked against its lease); a finished one in
     Postgres, and back to Redis when its new status is live again."""
     task_id = path_uuid(request, "task_id")
-    changes = (await struct_body(request, TaskPatch)).given()
+    changes = _changes(request, await struct_body(request, TaskPatch))
+    token = request.headers.get(LEASE_TOKEN_HEADER)
+    return JSON(await services(request).patch_task(task_id, changes, token))
+
+
+async def patch_and_pop(request: Request) -> JSON:
+    """Finish and fetch: ``PATCH /tasks/{id}/pop_next?limit=`` patches as ``PATCH /tasks/{id}``
+    does (same body, same ``X-Lease-Token``), then pops up to ``limit`` (default 1) tasks of
+    the task's queue with the body's ``filters`` (a pop's FilterRequest). With a live task and
+    its pop's token that is one script call. Every input is checked first: a refused request
+    patches and pops nothing. The popped tasks' lease token is in the ``X-Lease-Token`` header."""
+    task_id = path_uuid(request, "task_id")
+    limit = query_int(request, "limit", 1, minimum=0)
+    document, node = await body_with_filters(request)
+    changes = _changes(request, as_struct(document, TaskPatch))
+    token = request.headers.get(LEASE_TOKEN_HEADER)
+    task, popped = await services(request).patch_and_pop(task_id, changes, token, node, limit)
+    return JSON(PatchedAndPopped(task, [record.to_task() for record in popped]), headers=lease_header(popped))
+
+
+def _changes(request: Request, patch: TaskPatch) -> dict[str, Any]:
+    """The fields a task PATCH changes; 400 when none, 403 for a runner changing more than status."""
+    changes = patch.given()
     if not changes:
         raise BadRequest("no data to patch")
     if "data" in changes:
         changes["data"] = with_aware_datetimes(changes["data"])
     if role(request) == "runner" and changes.keys() - RUNNER_PATCHABLE:
         raise Forbidden()
-    token = request.headers.get(LEASE_TOKEN_HEADER)
-    return JSON(await services(request).patch_task(task_id, changes, token))
+    return changes
 
 
 async def extend_lease(request: Request) -> JSON:

@@ -1,0 +1,180 @@
+"""Finish and fetch over HTTP: ``PATCH /tasks/{id}/pop_next`` patches a task as ``PATCH
+/tasks/{id}`` does and pops the runner's next task(s) of the same queue in the same call;
+every bad input answers as the contract says, and a refused request patches and pops nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.acceptance.harness import api, api_client, boefje_push, db_dsn, settings, template_db  # noqa: F401
+
+ORG2 = {"filters": [{"column": "organisation", "operator": "eq", "value": "org2"}]}
+
+
+async def pushed(api, input_ooi: str, **options) -> dict:
+    response = await api.post("/schedulers/boefje/push", json=boefje_push(input_ooi, **options))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def popped(api) -> tuple[dict, str]:
+    response = await api.post("/schedulers/boefje/pop")
+    [task] = response.json()["results"]
+    return task, response.headers["x-lease-token"]
+
+
+async def status_of(api, task_id: str) -> str:
+    return (await api.get(f"/tasks/{task_id}")).json()["status"]
+
+
+async def queued(api) -> int:
+    return (await api.get("/schedulers/boefje")).json()["qsize"]
+
+
+def counting_round_trips(api) -> list[int]:
+    """The batch sizes the API's queue sends to Redis from now on (one entry per round trip)."""
+    driver, sizes = api.services.queues.driver, []
+    send = driver.send
+
+    async def counted(calls):
+        sizes.append(len(calls))
+        return await send(calls)
+
+    driver.send = counted
+    return sizes
+
+
+async def test_completing_a_task_brings_the_next_matching_one_in_one_script_call(api):
+    first = await pushed(api, "Hostname|internet|first.example", priority=1)
+    await pushed(api, "Hostname|internet|org1.example", priority=2)
+    wanted = await pushed(api, "Hostname|internet|org2.example", org="org2", priority=3)
+    task, token = await popped(api)
+    assert task["id"] == first["id"]
+
+    sent = counting_round_trips(api)
+    response = await api.patch(
+        f"/tasks/{task['id']}/pop_next", json={"status": "completed", **ORG2}, headers={"x-lease-token": token}
+    )
+    assert response.status_code == 200, response.text
+    assert sent == [1]  # the patch and the pop: one script call
+    body = response.json()
+    assert body["task"]["id"] == first["id"] and body["task"]["status"] == "completed"
+    [following] = body["results"]
+    assert following["id"] == wanted["id"] and following["status"] == "dispatched"
+    assert await status_of(api, wanted["id"]) == "dispatched"
+    next_token = response.headers["x-lease-token"]
+    assert next_token != token
+    # the popped task's lease is the header's token: it finishes with it, and the old one is refused
+    done = await api.patch(f"/tasks/{wanted['id']}", json={"status": "completed"}, headers={"x-lease-token": next_token})
+    assert done.status_code == 200
+    assert await queued(api) == 1
+
+
+async def test_limit_and_an_empty_queue(api):
+    first = await pushed(api, "Hostname|internet|a.example")
+    task, token = await popped(api)
+    assert task["id"] == first["id"]
+    response = await api.patch(f"/tasks/{task['id']}/pop_next", json={"status": "failed"}, headers={"x-lease-token": token})
+    assert response.status_code == 200
+    assert response.json()["task"]["status"] == "failed" and response.json()["results"] == []
+    assert "x-lease-token" not in response.headers
+
+    second = await pushed(api, "Hostname|internet|b.example")
+    task, token = await popped(api)
+    await pushed(api, "Hostname|internet|c.example")
+    none = await api.patch(
+        f"/tasks/{second['id']}/pop_next", params={"limit": 0}, json={"status": "completed"}, headers={"x-lease-token": token}
+    )
+    assert none.status_code == 200 and none.json()["results"] == []
+    assert await status_of(api, second["id"]) == "completed"
+    assert await queued(api) == 1
+
+
+async def test_a_runner_without_token_finishes_and_fetches_too(api):
+    """OpenKAT's runners send no token: the task is found in whichever queue holds it."""
+    first = await pushed(api, "Hostname|internet|a.example")
+    second = await pushed(api, "Hostname|internet|b.example", priority=20)
+    task, _token = await popped(api)
+    response = await api.patch(f"/tasks/{task['id']}/pop_next", json={"status": "completed"})
+    assert response.status_code == 200
+    assert response.json()["task"]["id"] == first["id"]
+    assert [t["id"] for t in response.json()["results"]] == [second["id"]]
+    assert response.headers["x-lease-token"]
+
+
+async def test_a_stale_token_is_409_and_pops_nothing(api):
+    first = await pushed(api, "Hostname|internet|a.example")
+    await pushed(api, "Hostname|internet|b.example", priority=20)
+    task, token = await popped(api)
+    stale = "0" * 16 + token[16:]
+    response = await api.patch(f"/tasks/{task['id']}/pop_next", json={"status": "completed"}, headers={"x-lease-token": stale})
+    assert response.status_code == 409, response.text
+    assert response.headers["retry-after"] == "60"
+    assert await status_of(api, first["id"]) == "dispatched"
+    assert await queued(api) == 1
+
+
+async def test_bad_input_patches_and_pops_nothing(api):
+    first = await pushed(api, "Hostname|internet|a.example")
+    await pushed(api, "Hostname|internet|b.example", priority=20)
+    task, token = await popped(api)
+    path, lease = f"/tasks/{task['id']}/pop_next", {"x-lease-token": token}
+    bad_filter = {"status": "completed", "filters": [{"column": "nope", "operator": "eq", "value": 1}]}
+    cases = [
+        (dict(json=bad_filter), 400),
+        (dict(json={"status": "completed", "filters": "org2"}), 400),
+        (dict(json={}), 400),  # no data to patch
+        (dict(json={"filters": ORG2["filters"]}), 400),  # filters alone patch nothing
+        (dict(json={"status": "done"}), 422),
+        (dict(json=["completed"]), 422),
+        (dict(content=b"{not json", headers={"content-type": "application/json"}), 422),
+        (dict(), 422),  # no body
+        (dict(json={"status": "completed"}, params={"limit": -1}), 422),
+        (dict(json={"status": "completed"}, params={"limit": "one"}), 422),
+        (dict(content=b"status=completed", headers={"content-type": "application/x-www-form-urlencoded"}), 415),
+    ]
+    for request, status in cases:
+        headers = {**lease, **request.pop("headers", {})}
+        response = await api.patch(path, headers=headers, **request)
+        assert response.status_code == status, (request, response.text)
+    assert (await api.patch("/tasks/not-a-uuid/pop_next", json={"status": "completed"})).status_code == 422
+    missing = await api.patch(f"/tasks/{uuid.uuid4()}/pop_next", json={"status": "completed"})
+    assert missing.status_code == 404
+    assert await status_of(api, first["id"]) == "dispatched"
+    assert await queued(api) == 1
+    # and the same request, well formed, still goes through
+    response = await api.patch(path, json={"status": "completed"}, headers=lease)
+    assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+async def test_it_is_in_openapi(api):
+    document = (await api.get("/openapi.json")).json()
+    operation = document["paths"]["/tasks/{task_id}/pop_next"]["patch"]
+    assert {p["name"] for p in operation["parameters"]} == {"task_id", "limit", "X-Lease-Token"}
+    assert {"200", "400", "404", "409", "413", "422", "503"} <= operation["responses"].keys()
+    assert "X-Lease-Token" in operation["responses"]["200"]["headers"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "filters" in document["components"]["schemas"][body]["allOf"][1]["properties"]
+
+
+@pytest.fixture
+async def guarded(settings):
+    tokens = {"admin_tokens": ["admin-secret"], "runner_tokens": ["runner-secret"]}
+    async with api_client(settings.model_copy(update=tokens)) as client:
+        yield client
+
+
+async def test_a_runner_token_may_finish_and_fetch_status_only(guarded):
+    admin, runner = {"authorization": "Bearer admin-secret"}, {"authorization": "Bearer runner-secret"}
+    for name in ("a", "b"):
+        await guarded.post("/schedulers/boefje/push", json=boefje_push(f"Hostname|internet|{name}.example"), headers=admin)
+    response = await guarded.post("/schedulers/boefje/pop", headers=runner)
+    task_id, token = response.json()["results"][0]["id"], response.headers["x-lease-token"]
+    path = f"/tasks/{task_id}/pop_next"
+    assert (await guarded.patch(path, json={"status": "completed"})).status_code == 401
+    forbidden = await guarded.patch(path, json={"status": "completed", "priority": 1}, headers={**runner, "x-lease-token": token})
+    assert forbidden.status_code == 403
+    response = await guarded.patch(path, json={"status": "completed"}, headers={**runner, "x-lease-token": token})
+    assert response.status_code == 200 and len(response.json()["results"]) == 1
