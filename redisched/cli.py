@@ -1,6 +1,7 @@
 """The redisched command: ``redisched [command] [options]``, ``serve`` when no command is given.
 
-serve      API + schedulers + snapshotter + lease reaper in one process (the default setup)
+serve      API + schedulers + snapshotter + lease reaper in one process (the default setup);
+           ``--workers N``: N API processes beside one worker process
 api        the API only: run as many as you like, side by side (``--workers`` forks more)
 worker     schedulers + snapshotter + lease reaper, no API
 migrate    apply the Postgres migrations
@@ -25,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -54,7 +56,8 @@ SETTINGS_NOTE = (
 COMMANDS = {  # name: (the line in redisched --help, the description in redisched <name> --help)
     "serve": ("API, schedulers, snapshotter and lease reaper in one process (the default)",
               "Run the HTTP API, the schedulers, the snapshotter (Redis to Postgres history) and the "
-              "lease reaper in one process until SIGINT or SIGTERM. redisched with no command runs this."),
+              "lease reaper in one process until SIGINT or SIGTERM; with --workers N, N API processes share "
+              "the port beside one worker process. redisched with no command runs this."),
     "api": ("the HTTP API only; run as many as you like, side by side",
             "Run the HTTP API only, until SIGINT or SIGTERM: any number of them side by side, next to "
             "one redisched worker."),
@@ -108,8 +111,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    _http_options(command("serve", serve))
-    _http_options(command("api", api)).add_argument("--workers", type=int, default=1, help="API processes to fork (default 1)")
+    for name, run in (("serve", serve), ("api", api)):
+        _http_options(command(name, run)).add_argument(
+            "--workers", type=int, default=1, help="API processes sharing the port (default 1)"
+        )
     command("worker", worker)
     command("migrate", migrate_command)
     command("reconcile", reconcile_command)
@@ -135,8 +140,14 @@ def _http_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """One process; with ``--workers N``, N API processes on the port beside one ``worker``
+    process (schedulers, snapshotter, reaper), all on this process's one set of backends."""
     with _backends(settings) as settings:
-        _serve_http(build_app(settings, snapshot, reap_leases, schedule), settings, args)
+        if args.workers <= 1:
+            _serve_http(build_app(settings, snapshot, reap_leases, schedule), settings, args)
+            return 0
+        with _worker_process(settings):
+            _serve_http_workers(settings, args)
     return 0
 
 
@@ -144,13 +155,8 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
     with _backends(settings) as settings:
         if args.workers <= 1:
             _serve_http(build_app(settings), settings, args)
-            return 0
-        os.environ.update(REDISCHED_REDIS_URL=settings.redis_url, SCHEDULER_DB_URI=settings.db_uri)
-        uvicorn.run(
-            "redisched.app:asgi_app", factory=True, workers=args.workers, log_config=None,
-            host=args.host or settings.api_host, port=args.port or settings.api_port, access_log=args.access_log,
-            **uvicorn_options(settings),
-        )  # fmt: skip
+        else:
+            _serve_http_workers(settings, args)
     return 0
 
 
@@ -255,6 +261,52 @@ def _serve_http(app: object, settings: Settings, args: argparse.Namespace) -> No
     )
     _exit_on_signals()  # uvicorn re-raises the signal that stopped it: leave through the finally blocks
     uvicorn.Server(config).run()
+
+
+def _serve_http_workers(settings: Settings, args: argparse.Namespace) -> None:
+    """``args.workers`` API processes (uvicorn's supervisor) sharing the port, on the Redis and
+    Postgres of ``settings``, until SIGINT/SIGTERM."""
+    os.environ.update(REDISCHED_REDIS_URL=settings.redis_url, SCHEDULER_DB_URI=settings.db_uri)
+    uvicorn.run(
+        "redisched.app:asgi_app", factory=True, workers=args.workers, log_config=None,
+        host=args.host or settings.api_host, port=args.port or settings.api_port, access_log=args.access_log,
+        **uvicorn_options(settings),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    """``redisched worker`` on the Redis and Postgres of ``settings`` (migrations already
+    applied) for the duration of the block, then stopped. Should it die first, this process is
+    sent SIGTERM: a serve without its snapshotter would answer while its history fell behind."""
+    env = {**os.environ, "REDISCHED_REDIS_URL": settings.redis_url, "SCHEDULER_DB_URI": settings.db_uri}
+    env["DATABASE_MIGRATION"] = "false"
+    process = subprocess.Popen([sys.executable, "-m", "redisched", "worker"], env=env)
+    leaving = threading.Event()
+
+    def watch() -> None:
+        code = process.wait()
+        if not leaving.is_set():  # a Ctrl-C reached it too (exit 0), or it failed
+            level = logging.INFO if code == 0 else logging.ERROR
+            log.log(level, "the worker process (schedulers, snapshotter, reaper) exited with %s: stopping", code)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
+    try:
+        yield process
+    finally:
+        leaving.set()
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("the worker process did not stop within %.0f s: killed", WORKER_STOP_SECONDS)
+            process.kill()
+            process.wait()
+
+
+WORKER_STOP_SECONDS = 10.0
 
 
 def _run(coroutine):

@@ -6,6 +6,7 @@ user alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -369,3 +370,56 @@ def test_as_root_a_folder_the_system_user_cannot_reach_is_one_line_and_exit_1(re
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
     assert lines[0].startswith("redisched: ") and "has no ACLs" in lines[0] and "SCHEDULER_DB_URI" in lines[0]
+
+
+def test_serve_with_workers_runs_n_api_processes_beside_one_worker(private_folder: Path) -> None:
+    """`redisched serve --workers 2`, nothing configured: one set of embedded servers, two API
+    processes answering on the one port, one worker process whose snapshotter brings a pop
+    into the history; SIGTERM stops every one of them."""
+    import httpx
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    env = _service_env(private_folder, REDISCHED_HEARTBEAT_SECONDS="0.2", REDISCHED_ACCESS_LOG="false")
+    cli = [sys.executable, "-m", "redisched", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        children: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    overview = httpx.get(f"{base}/dashboard/overview", timeout=2)
+                    if overview.status_code == 200 and len(overview.json()["api_processes"]) == 2:
+                        break
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"exited {proc.returncode}: {log.read().decode()[-3000:]}")
+                assert time.monotonic() < deadline, "two API processes did not come up"
+                time.sleep(0.2)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            commands = [" ".join(child.cmdline()) for child in children]
+            assert sum("spawn_main" in command for command in commands) == 2, commands  # uvicorn's API processes
+            assert sum(command.endswith("-m redisched worker") for command in commands) == 1, commands
+            assert sum("valkey-server" in command for command in commands) == 1, commands
+
+            data = {"boefje": {"id": "dns-records"}, "input_ooi": "Hostname|internet|w.example", "organization": "org1"}
+            pushed = httpx.post(f"{base}/schedulers/boefje/push", json={"organisation": "org1", "priority": 3, "data": data})
+            assert pushed.status_code == 201, pushed.text
+            [popped] = httpx.post(f"{base}/schedulers/boefje/pop").json()["results"]
+            assert popped["id"] == pushed.json()["id"]
+            listed: list[str] = []
+            deadline = time.monotonic() + 30  # a listing waits ~1 s for the history: ask again while the machine is slow
+            while not listed and time.monotonic() < deadline:
+                query = {"scheduler_id": "boefje", "status": "dispatched"}
+                listed = [task["id"] for task in httpx.get(f"{base}/tasks", params=query, timeout=10).json()["results"]]
+            assert listed == [popped["id"]], "the worker's snapshotter brought the pop into the history"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        log.seek(0)
+        output = log.read().decode()
+    assert "Traceback" not in output, output[-3000:]
+    assert _gone(*(child.pid for child in children)), "every API, worker and server process stopped"

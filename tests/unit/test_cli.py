@@ -59,7 +59,6 @@ def test_every_command_says_what_it_does_and_lists_its_options(capsys, name):
     assert "options:" in text and "--help" in text
     if name in ("serve", "api"):
         assert all(option in text for option in ("--host", "--port", "--access-log", "--no-access-log"))
-    if name == "api":
         assert "--workers" in text
     assert "``" not in text
 
