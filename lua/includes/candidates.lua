@@ -71,6 +71,7 @@ end
 -- The time a call may spend passing over candidates, whatever the filter and the records
 -- cost: set by search_args, shared by every scan of the call (merged pops scan in turn).
 local scan_deadline_us, passed_over, scan_expired, clock_every = nil, 0, false, 16
+per_call(function() scan_deadline_us, passed_over, scan_expired, clock_every = nil, 0, false, 16 end)
 local LIKE_STEPS_PER_CALL = 100000  -- ~1.3 ms of LIKE matching (filter.lua, like_charge)
 
 local function out_of_time()
@@ -119,6 +120,26 @@ local function scan(ranges, matches, budget, take)
   flush_strays()
 end
 
+-- Decoded filters, kept across calls (runners send the same one on every pop): what the
+-- matching adds to a leaf (its value set, its index) is derived from the leaf alone.
+-- Bounded by the bytes of the filters kept; a larger one is decoded for its call only.
+local FILTER_CACHE_BYTES, FILTER_CACHED_MAX = 262144, 16384
+local filter_cache, filter_cache_bytes = {}, 0
+
+local function decoded_filter(text)
+  local node = filter_cache[text]
+  if node == nil then
+    node = cjson.decode(text)
+    if #text <= FILTER_CACHED_MAX then
+      if filter_cache_bytes + #text > FILTER_CACHE_BYTES then
+        filter_cache, filter_cache_bytes = {}, 0
+      end
+      filter_cache[text], filter_cache_bytes = node, filter_cache_bytes + #text
+    end
+  end
+  return node
+end
+
 -- The search both pop and peek take, from ARGV[first] on: limit, filter (to_lua JSON or ""),
 -- scan budget, scan time limit in µs, the index that drives the search ("" = the queue
 -- itself) and its values.
@@ -129,7 +150,7 @@ local function search_args(first, now)
   -- TIME costs ~1 µs: with a cheap filter the clock is read every 16th candidate passed
   -- over, with a costly one (its JSON is long) at every one.
   clock_every = math.max(1, math.floor(16 * 256 / (256 + #filter)))
-  filter = filter ~= '' and cjson.decode(filter) or nil
+  filter = filter ~= '' and decoded_filter(filter) or nil
   local ranges = {lex_range(K_QUEUE)}
   if index_name ~= '' then
     ranges = {}

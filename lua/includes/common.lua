@@ -2,6 +2,8 @@
 -- K_TASKS, K_DATA, K_HASHES, K_LEASES, K_EVENTS, K_META, K_SCHEDULES, K_DEDUPQ, K_RATES, K_LIMQ, K_LIMITS, K_LIMWAKE and the
 -- IX table of index keys by name) generated from redisched/queue/keys.py, so positions never
 -- drift, and the rates ring's RATE_BUCKET_US and RATE_SLOTS.
+-- This code runs once per library load (queue/scripts.py), not per call: a local here that
+-- a call changes keeps its value into the next call unless per_call resets it.
 
 local NUL = '\0'
 local ORDER_PRIORITY_WIDTH = 20
@@ -21,6 +23,7 @@ end
 -- out is written back once per script, by finish(). The first script on an empty Redis also
 -- records when this Redis was born: a rev at or above it was handed out here (restore.lua).
 local last_rev = nil
+per_call(function() last_rev = nil end)
 
 local function mark_birth(now)
   redis.call('HSETNX', K_META, 'born', us_string(now))
@@ -120,10 +123,10 @@ end
 -- data}), a stray member out of its sorted set; counted in meta (quarantined,
 -- stray_members, read by /metrics) and logged to the Redis log. Read-only functions (peek)
 -- may not write: they pass over what they meet, and the next pop moves it aside.
-local may_heal, stray_logged = SCRIPT_WRITES, false
+local stray_logged = false
 
 local function quarantine_record(id, raw, reason)
-  if not may_heal then
+  if not SCRIPT_WRITES then
     return
   end
   local data = redis.call('HGET', K_DATA, id)
@@ -137,9 +140,10 @@ end
 
 -- Stray members are removed in batches, one ZREM per set, when the scan ends (flush_strays).
 local strays, stray_count = {}, 0
+per_call(function() strays, stray_count, stray_logged = {}, 0, false end)
 
 local function drop_stray_member(key, member)
-  if not may_heal then
+  if not SCRIPT_WRITES then
     return
   end
   local list = strays[key]

@@ -13,7 +13,8 @@ local FILTER_UTF8_CHAR = '[%z\1-\127\194-\244][\128-\191]*'
 -- decoded with every empty array written as [NaN] first, then mapped to this one table. No
 -- stored JSON holds NaN (msgspec writes null, Postgres refuses it), so [NaN] can only be [].
 local FILTER_EMPTY_ARRAY = {}
-local filter_decoded = {}  -- reset per call (the scripts' bind)
+local filter_decoded = {}  -- keyed by this call's records
+per_call(function() filter_decoded = {} end)
 
 local function json_kind(v)
   if v == nil or v == cjson.null then
@@ -220,6 +221,7 @@ end
 -- each match the steps it may take are charged; a match that would overspend the call's
 -- budget is not run and ends the scan (like_overspent), as the scan budget would.
 local like_steps_left, like_overspent = 0, false
+per_call(function() like_steps_left, like_overspent = 0, false end)
 
 local function like_reset(steps)
   like_steps_left, like_overspent = steps, false
@@ -406,7 +408,35 @@ local function jsonb_contains(a, b)
   return not is_container(b) and json_equal(a, b)
 end
 
+-- An eq/in on strings at the path of a verbatim index (IX_OF_DATA_PATH, from indexes.py)
+-- reads the record's copy of the value: rec.ix holds the data's string there, and lacks
+-- the index when the data holds none (no string there can match then). The index name,
+-- or false, is kept on the leaf (filters are cached across calls: candidates.lua).
+local function indexed_leaf(leaf)
+  if leaf.ix == nil then
+    leaf.ix = false
+    local name = leaf.col == 'data' and type(leaf.path) == 'table' and IX_OF_DATA_PATH[table.concat(leaf.path, NUL)]
+    if name and (leaf.op == 'eq' or leaf.op == 'in') then
+      local values = leaf.op == 'in' and leaf.val or {leaf.val}
+      local strings = type(values) == 'table'
+      for _, v in ipairs(strings and values or {}) do
+        strings = strings and type(v) == 'string'
+      end
+      leaf.ix = strings and name
+    end
+  end
+  return leaf.ix
+end
+
 local function leaf_match(leaf, rec)
+  local ix = indexed_leaf(leaf)
+  if ix then
+    local x = rec.ix[ix]
+    if leaf.op == 'eq' then
+      return x == leaf.val
+    end
+    return x ~= nil and in_values(leaf, x)
+  end
   if leaf.exact and not leaf.restored then
     leaf.val = restore_empty_arrays({leaf.val})[1]
     leaf.restored = true

@@ -19,6 +19,10 @@ INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "image": ("data", ("boefje", "oci_image")),
     "dedup": ("data", ("deduplication_key",)),
 }
+# The indexes whose value is the data's own string at their path (the dedup key is
+# normalised as a UUID, so not it): a filter's eq/in on strings there may read the value from
+# the record's ix instead of decoding the data (lua/includes/filter.lua, indexed_leaf).
+VERBATIM_INDEXES = ("boefje", "image")
 # Most selective first. The dedup index serves the boefje batch rule (pop.lua), not searches.
 DRIVING_INDEXES = ("boefje", "image", "org")
 _DRIVING_BY_FIELD = {INDEXES[name]: name for name in DRIVING_INDEXES}

@@ -1,11 +1,15 @@
 """Loads the Lua scripts of ``lua/`` as one Redis Functions library (queue/driver.py runs
 them with FCALL, FCALL_RO for the read-only ones).
 
-A script names shared code with ``--- @include "name"`` (from ``lua/includes/``); the loader
-inlines it, after a generated preamble that binds the key locals of keys.py to KEYS
-positions, the rates ring's shape and the error codes of errors.py's ``ScriptError`` to
-``E_<NAME>`` locals. Each expanded script, unchanged, is the body of one function of the
-library: ``function(KEYS, ARGV) <script> end``, what EVAL makes of a script too.
+A script names shared code with ``--- @include "name"`` (from ``lua/includes/``). The
+library defines that code once, when it is loaded, not in every call: a generated preamble
+(the key locals of keys.py, the rates ring's shape, the error codes of errors.py's
+``ScriptError`` as ``E_<NAME>`` locals), then every include. Each script's body is one
+function of the library, ``function(keys, argv) begin(keys, argv, writes) <body> end``:
+``begin`` points the key locals at this call's KEYS and resets what the includes keep per
+call (``per_call`` in an include: its state that must start afresh, a cache keyed by this
+call's tables, a counter). Redis runs one call at a time, so no two calls share that state.
+``Script.source`` is the same text as one EVAL script.
 
 The library's name carries a digest of its source (``redisched_<digest>``, each function
 ``redisched_<digest>_<script>``), so two versions of the service side by side each run their
@@ -28,6 +32,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from redisched.errors import ScriptError
+from redisched.queue.indexes import INDEXES, VERBATIM_INDEXES
 from redisched.queue.keys import KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_SLOTS
 
 _DIRECTIVE = re.compile(r'^--- @(include|operation) "([\w-]+)"$', re.MULTILINE)
@@ -43,36 +48,66 @@ def _lua_dir() -> Path:
 READ_ONLY = frozenset({"peek", "stats"})  # may not write: they pass over what healing would move aside
 
 
-def _key_preamble(script: str) -> str:
-    # ARGV as a local, so an @operation can point the includes at its own arguments.
-    lines, indexes = ["local ARGV = ARGV", f"local SCRIPT_WRITES = {'false' if script in READ_ONLY else 'true'}"], []
-    for position, name in enumerate(KEY_NAMES, start=1):
-        if name.startswith("ix:"):
-            indexes.append(f"{name[3:]} = KEYS[{position}]")
-        else:
-            lines.append(f"local K_{name.upper()} = KEYS[{position}]")
-    lines.append("local IX = {" + ", ".join(indexes) + "}")
+def _shared() -> str:
+    """What every script shares, defined once per library load (not once per call: building
+    the includes' ~140 functions and tables cost each call ~9 µs): the key locals, assigned
+    per call by ``begin``, the constants, and the includes in dependency order. An include's
+    state that must start afresh in each call is reset by what it hands to ``per_call``."""
+    keys = [f"K_{name.upper()}" for name in KEY_NAMES if not name.startswith("ix:")]
+    positions = [position for position, name in enumerate(KEY_NAMES, start=1) if not name.startswith("ix:")]
+    indexes = [(name[3:], position) for position, name in enumerate(KEY_NAMES, start=1) if name.startswith("ix:")]
+    lines = ["local ARGV, SCRIPT_WRITES", f"local {', '.join(keys)}", "local IX = {}"]
     lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
     lines.append(f"local LIMIT_GROUPS_KEPT = {LIMIT_GROUPS_KEPT}")
     lines += [f"local E_{code.name} = {code.value}" for code in ScriptError]
+    lines.append(verbatim_index_paths())
+    lines.append("local CALL_RESETS = {}")
+    lines.append("local function per_call(reset) CALL_RESETS[#CALL_RESETS + 1] = reset end")
+    lines += [_include_text(name) for name in _include_order()]
+    lines.append("local function begin(keys, argv, writes)")
+    lines.append(f"  {', '.join(keys)} = {', '.join(f'keys[{p}]' for p in positions)}")
+    lines += [f"  IX.{name} = keys[{position}]" for name, position in indexes]
+    lines.append("  ARGV, SCRIPT_WRITES = argv, writes")
+    lines.append("  for i = 1, #CALL_RESETS do CALL_RESETS[i]() end")
+    lines.append("end")
     return "\n".join(lines) + "\n"
 
 
-def _expand(source: str, included: set[str]) -> str:
-    """Inline ``@include``s (once each) and ``@operation``s: ``--- @operation "patch"`` makes
-    ``run_patch(args)``, patch.lua's body as a local function run on ``args`` as ARGV, for a
-    script that runs two operations in one call (pop_next.lua)."""
+def verbatim_index_paths() -> str:
+    """``IX_OF_DATA_PATH``: data path (keys joined by NUL) -> the verbatim index of that path."""
+    paths = ("\\0".join(INDEXES[name][1]) for name in VERBATIM_INDEXES)
+    return "local IX_OF_DATA_PATH = {" + ", ".join(f'["{p}"] = "{n}"' for p, n in zip(paths, VERBATIM_INDEXES)) + "}"
+
+
+def _include_text(name: str) -> str:
+    return (_lua_dir() / "includes" / f"{name}.lua").read_text()
+
+
+def _include_order() -> list[str]:
+    """Every include the scripts name, each after the includes it names itself."""
+    order: list[str] = []
+
+    def visit(source: str) -> None:
+        for kind, name in _DIRECTIVE.findall(source):
+            if kind == "include" and name not in order:
+                visit(_include_text(name))
+                order.append(name)
+
+    for name in script_names():
+        visit((_lua_dir() / f"{name}.lua").read_text())
+    return order
+
+
+def _body(source: str) -> str:
+    """A script's own text: its ``@include``s are in the shared part; ``--- @operation
+    "patch"`` makes ``run_patch(args)``, patch.lua's body as a local function run on ``args``
+    as ARGV, for a script that runs two operations in one call (pop_next.lua)."""
 
     def expand(match: re.Match[str]) -> str:
         kind, name = match.groups()
         if kind == "operation":
-            body = _expand((_lua_dir() / f"{name}.lua").read_text(), included)
-            return f"local function run_{name}(args)\nARGV = args\n{body}\nend\n"
-        if name in included:
-            return ""
-        included.add(name)
-        text = (_lua_dir() / "includes" / f"{name}.lua").read_text()
-        return _expand(text, included)
+            return f"local function run_{name}(args)\nARGV = args\n{_body((_lua_dir() / f'{name}.lua').read_text())}\nend\n"
+        return ""
 
     return _DIRECTIVE.sub(expand, source)
 
@@ -112,22 +147,33 @@ def script_names() -> tuple[str, ...]:
     return tuple(sorted(path.stem for path in _lua_dir().glob("*.lua")))
 
 
+def _begin(name: str, keys: str, argv: str) -> str:
+    return f"begin({keys}, {argv}, {'false' if name in READ_ONLY else 'true'})\n"
+
+
 @cache
 def _source(name: str) -> str:
-    return _key_preamble(name) + _expand((_lua_dir() / f"{name}.lua").read_text(), set())
+    """The script as EVAL takes it: the shared part, then its body."""
+    return "local CALL_KEYS, CALL_ARGV = KEYS, ARGV\n" + _shared() + _begin(name, "CALL_KEYS", "CALL_ARGV") + _script_body(name)
+
+
+@cache
+def _script_body(name: str) -> str:
+    return _body((_lua_dir() / f"{name}.lua").read_text())
 
 
 @cache
 def library() -> Library:
     names = script_names()
-    digest = hashlib.sha1("\0".join(_source(name) for name in names).encode()).hexdigest()[:12]
+    shared = _shared()
+    digest = hashlib.sha1("\0".join([shared, *(_script_body(name) for name in names)]).encode()).hexdigest()[:12]
     lib = f"redisched_{digest}"
-    parts = [f"#!lua name={lib}"]
+    parts = [f"#!lua name={lib}", shared]
     for name in names:
         flags = "{'no-writes'}" if name in READ_ONLY else "{}"
         parts.append(
-            f"redis.register_function{{function_name='{lib}_{name}', flags={flags}, callback=function(KEYS, ARGV)\n"
-            f"{_source(name)}\nend}}"
+            f"redis.register_function{{function_name='{lib}_{name}', flags={flags}, callback=function(keys, argv)\n"
+            f"{_begin(name, 'keys', 'argv')}{_script_body(name)}\nend}}"
         )
     return Library(lib, "\n".join(parts) + "\n")
 

@@ -17,12 +17,17 @@ from psycopg.types.json import Jsonb
 
 from redisched.filters import FilterError, evaluate, parse_filter_request, to_lua, to_sql
 from redisched.models import datetime_to_us
+from redisched.queue import indexes
+from redisched.queue.scripts import verbatim_index_paths
 
 FILTER_LUA = (Path(__file__).parents[2] / "lua" / "includes" / "filter.lua").read_text()
 # In the queue scripts a task's data lives in its own hash (common.lua's load_data); here the
 # records come in ARGV as (record, data) pairs.
-MATCH_ALL_SCRIPT = """
-local DATA = {}
+MATCH_ALL_SCRIPT = f"""
+local NUL = '\\0'
+local function per_call() end
+{verbatim_index_paths()}
+local DATA = {{}}
 local function load_data(id)
   return DATA[id]
 end
@@ -102,6 +107,7 @@ def redis_record(task: dict) -> list[bytes]:
         "priority": str(task["priority"]),
         "created_at": str(datetime_to_us(task["created_at"])),
         "modified_at": str(datetime_to_us(task["modified_at"])),
+        "ix": indexes.values_of_task(task["organisation"], task["data"]),
     }
     return [msgspec.json.encode(record), msgspec.json.encode(task["data"])]
 
