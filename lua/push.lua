@@ -14,12 +14,15 @@
           schedulers want; "0": only a queued twin refuses, as the API contract says
   ARGV[8] "1": one live task per schedule (REDISCHED_ONE_TASK_PER_SCHEDULE): a dispatched
           or running twin of the enabled schedule this push would link to refuses it
-  ARGV[9] for a task of a limited group (record field lg): "<spacing ms>,<concurrency>"
+  ARGV[9] the limit rules version the push was made with ("" on a queue without limits)
+  ARGV[10] for a task of a limited group (record field lg): its rule's key, ARGV[11] that
+          rule's spec "<spacing ms>,<concurrency>"
 
   Returns: {record JSON, data JSON} as stored, or an error code
     E_CONFLICT when a twin is queued and the options do not allow the change (or is live
     and ARGV[7] is "1", or is a live task of the push's schedule and ARGV[8] is "1"),
-    E_QUEUE_FULL, E_ID_EXISTS.
+    E_QUEUE_FULL, E_ID_EXISTS, E_STALE_RULES when the partition follows newer limit rules
+    (the caller reads them and pushes again).
   Emits: op=push rec=<record> data=<data> [sched=new|linked]
 ]]
 --- @include "common"
@@ -106,6 +109,25 @@ local function queued_self()
   return stored ~= nil and stored.status == 'queued' and stored.hash == rec.hash
 end
 
+-- The partition follows the newest rules version any push or replace brought it: a push
+-- made with older rules (another API process not told yet) is sent back to read them.
+local function rules_are_stale()
+  if ARGV[9] == '' then
+    return false
+  end
+  local followed = redis.call('HGET', K_LIMITS, NUL .. 'version')
+  if followed and tonumber(followed) > tonumber(ARGV[9]) then
+    return true
+  end
+  if followed ~= ARGV[9] then
+    redis.call('HSET', K_LIMITS, NUL .. 'version', ARGV[9])
+  end
+  return false
+end
+
+if rules_are_stale() then
+  return E_STALE_RULES
+end
 local twin_id = queued_twin(rec) or (queued_self() and rec.id)
 if twin_id then
   return update_twin(twin_id)
@@ -123,7 +145,7 @@ end
 
 local sched = link_schedule()
 if is_set(rec.lg) then
-  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'spec', ARGV[9])
+  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', ARGV[10], NUL .. 'rule' .. NUL .. ARGV[10], ARGV[11])
   redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
   redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
 end

@@ -37,6 +37,7 @@ class ScriptError(enum.IntEnum):
     ID_EXISTS = -3  # a live task already has this id
     NOT_FOUND = -4  # no live task with this id in this queue
     STALE_LEASE = -5  # the lease token given is not the task's current one
+    STALE_RULES = -6  # the partition follows newer limit rules than the push was made with
 
 
 class SchedulerError(Exception):

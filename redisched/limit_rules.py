@@ -7,6 +7,11 @@ gives its group; ``{boefje_id}``, ``{organisation}``, ``{input_ooi}`` and ``{obj
 type in the object's primary key) are filled in. A rate of N per window is enforced as a
 spacing of window/N between two tasks of the group, so no window of that length ever holds
 more than N; with a cooldown too the larger spacing holds.
+
+The rules in force are a ``RuleSet``: the rules and their version (Redis's clock in µs when
+they were set). Redis holds the current set (``<p>:limits:rules``, queue/plans.py); each queue
+partition holds the version it follows and each rule's spec under the rule's key, and each
+group names its rule's key, so a replaced rule's limits reach its groups at once.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ class LimitRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"group template {self.group!r} names {sorted(unknown)}; it may use {list(FIELDS)}")
 
     @property
+    def key(self) -> str:
+        """What names the rule in the scripts: its boefje and its template (a rule replaced
+        with the same two keeps its groups; one with another template makes new groups)."""
+        return f"{self.boefje}\0{self.group}"
+
+    @property
     def spec(self) -> str:
         """"<spacing ms>,<concurrency>" as the scripts read it (0: no such limit)."""
         spacing = math.ceil((self.cooldown or 0) * 1000)
@@ -57,23 +68,93 @@ class LimitRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return f"{spacing},{self.concurrency or 0}"
 
 
-def parse_rules(raw: Any) -> tuple[LimitRule, ...]:
+def parse_rules(raw: Any, what: str = "REDISCHED_LIMITS") -> tuple[LimitRule, ...]:
     """Rules from JSON text or decoded JSON; ValueError naming what is wrong."""
-    if isinstance(raw, str):
-        raw = msgspec.json.decode(raw or "[]")
     try:
+        if isinstance(raw, (str, bytes)):
+            raw = msgspec.json.decode(raw or "[]")
         return tuple(msgspec.convert(raw or [], list[LimitRule]))
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"REDISCHED_LIMITS: {exc}") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
-def group_of(rules: tuple[LimitRule, ...], organisation: str, data: dict[str, Any]) -> tuple[str, str] | None:
-    """(group, spec) of a boefje task's data, or None: no rule, or its template cannot be
-    filled in (the task stays unlimited, with a warning)."""
+def as_json(rules: tuple[LimitRule, ...]) -> list[dict[str, Any]]:
+    """The rules as a JSON list, each without the limits it does not set."""
+    return [{k: v for k, v in msgspec.structs.asdict(rule).items() if v is not None} for rule in rules]
+
+
+class RuleSet(msgspec.Struct, frozen=True):
+    """The rules in force and their version ("0": not read from Redis yet); ``source``:
+    "env" (REDISCHED_LIMITS at start) or "admin" (PUT /limits)."""
+
+    rules: tuple[LimitRule, ...] = ()
+    version: str = "0"
+    source: str = "env"
+
+    @classmethod
+    def stored(cls, version: bytes | str, rules: bytes | str, source: bytes | str) -> RuleSet:
+        """As Redis holds them (the fields of <p>:limits:rules)."""
+        text = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
+        return cls(parse_rules(rules, "stored limit rules"), text(version), text(source))
+
+    @property
+    def specs(self) -> dict[str, str]:
+        """Each rule's spec by its key (the first rule of a key wins, as it does for a task)."""
+        specs: dict[str, str] = {}
+        for rule in self.rules:
+            specs.setdefault(rule.key, rule.spec)
+        return specs
+
+
+class RulesInForce:
+    """The rule set one process pushes with, moved on by each newer one it reads."""
+
+    def __init__(self, rules: tuple[LimitRule, ...] = ()) -> None:
+        self.current = RuleSet(rules)
+
+    def adopt(self, newer: RuleSet) -> None:
+        if int(newer.version) >= int(self.current.version):
+            self.current = newer
+
+
+class TaskGroup(msgspec.Struct, frozen=True):
+    """The limit group a task falls in, and the rule that puts it there."""
+
+    name: str
+    rule: LimitRule
+
+
+def group_of(
+    rules: tuple[LimitRule, ...], organisation: str, data: dict[str, Any], plugin_rule: LimitRule | None = None
+) -> TaskGroup | None:
+    """The limit group of a boefje task's data, or None: no rule, or its template cannot be
+    filled in (the task stays unlimited, with a warning). A rule naming the boefje beats the
+    plugin's own rate-limit group (``plugin_rule``, from Katalogus), which beats a ``*`` rule;
+    among rules of one kind the first wins."""
     boefje_id = (data.get("boefje") or {}).get("id")
-    rule = next((r for r in rules if r.boefje in ("*", boefje_id)), None)
+    rule = next((r for r in rules if r.boefje == boefje_id), None) or plugin_rule
+    rule = rule or next((r for r in rules if r.boefje == "*"), None)
     if rule is None:
         return None
+    return fill_in(rule, organisation, data)
+
+
+def plugin_rule(plugin_id: str, group: str | None, interval: float | None) -> LimitRule | None:
+    """The cooldown rule a boefje's Katalogus manifest asks for (``rate_limit_group`` and
+    ``rate_limit_interval`` in seconds), or None: none asked, or not usable (with a warning).
+    Its key is its own (``katalogus:<id>``), so it never shares a spec with an operator's rule."""
+    if not group or not interval:
+        return None
+    try:
+        return LimitRule(boefje=f"katalogus:{plugin_id}", group=group, cooldown=interval)
+    except ValueError as exc:
+        log.warning("rate-limit group of plugin %s not usable, its tasks left unlimited: %s", plugin_id, exc)
+        return None
+
+
+def fill_in(rule: LimitRule, organisation: str, data: dict[str, Any]) -> TaskGroup | None:
+    """The group ``rule`` names for this task, or None when its template cannot be filled in."""
+    boefje_id = (data.get("boefje") or {}).get("id")
     input_ooi = data.get("input_ooi")
     values = {
         "boefje_id": boefje_id,
@@ -90,4 +171,4 @@ def group_of(rules: tuple[LimitRule, ...], organisation: str, data: dict[str, An
     if "\0" in group or len(group.encode()) > MAX_GROUP_BYTES:
         log.warning("limit group %r of %s is not usable: task left unlimited", group[:80], boefje_id)
         return None
-    return group, rule.spec
+    return TaskGroup(group, rule)

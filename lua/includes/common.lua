@@ -313,10 +313,13 @@ end
 -- Limits per group (REDISCHED_LIMITS, redisched/limit_rules.py). A task of a limited group
 -- (rec.lg) waits in K_LIMQ as "<group>\0<order key>"; only the group's head is placed on
 -- the queue, and only while the group has room, so a pop never passes over the rest of a
--- group, and a group at its limit costs a pop nothing. K_LIMITS per group: "<g>\0spec"
--- "<spacing ms>,<concurrency>" (0 = none), "<g>\0n" its dispatched and running tasks,
--- "<g>\0at" the ms before which none of its tasks may go. K_LIMWAKE: groups closed until
--- a time, scored by it; pops reopen the due ones.
+-- group, and a group at its limit costs a pop nothing. K_LIMITS per group: "<g>\0rule" the
+-- key of the rule that made it, "<g>\0n" its dispatched and running tasks, "<g>\0at" the
+-- ms before which none of its tasks may go; per rule: "\0rule\0<key>" its spec
+-- "<spacing ms>,<concurrency>" (0 = none; no spec: the rule is gone, no limit), so a
+-- replaced rule holds for its groups from the next decision on (rules.lua); "\0version"
+-- the rules version the partition follows. K_LIMWAKE: groups closed until a time, scored
+-- by it; pops reopen the due ones.
 local function order_task_id(order)
   return string.sub(order, ORDER_PRIORITY_WIDTH + 17)
 end
@@ -327,8 +330,9 @@ local function group_head(group)
 end
 
 local function group_state(group)
-  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'spec', group .. NUL .. 'n', group .. NUL .. 'at')
-  local spacing, cap = string.match(v[1] or '0,0', '^(%d+),(%d+)$')
+  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'n', group .. NUL .. 'at')
+  local spec = v[1] and redis.call('HGET', K_LIMITS, NUL .. 'rule' .. NUL .. v[1])
+  local spacing, cap = string.match(spec or '0,0', '^(%d+),(%d+)$')
   return tonumber(spacing or 0), tonumber(cap or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
 end
 

@@ -8,9 +8,10 @@ operations over queues and partitions.
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -39,6 +40,11 @@ MALFORMED = "malformed item: "  # the contract's push refusal, then what is wron
 @dataclass(frozen=True)
 class QueueCommands:
     layout: QueueLayout
+    # The limit rules this process pushes with: the layout's until Redis holds newer ones.
+    rules: limit_rules.RulesInForce = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", limit_rules.RulesInForce(self.layout.limits))
 
     def keys(self, scheduler_id: str, partition: int = 0) -> QueueKeys:
         return self.layout.of(self.scheduler(scheduler_id).id)[partition]
@@ -68,11 +74,14 @@ class QueueCommands:
         item_scheduler_id: str | None = None,
         link_schedule: bool = True,
         refuse_live_twin: bool = False,
-    ) -> ScriptCall[TaskRecord]:
+        plugin_rule: limit_rules.LimitRule | None = None,
+    ) -> ScriptCall[TaskRecord | None]:
         """``link_schedule`` False: the task gets no schedule even on a queue that has them
         (boefjes that run only on object events, ``run_on``). ``refuse_live_twin``: a twin
         that is dispatched or running refuses the push too (the schedulers' rule; the API's
-        contract lets only a queued twin refuse)."""
+        contract lets only a queued twin refuse). ``plugin_rule``: the boefje's own
+        rate-limit group (Katalogus). The reply is None when the partition follows newer
+        limit rules than this process: read them (plans.push) and push again."""
         scheduler = self.scheduler(scheduler_id)
         if item_scheduler_id is not None and item_scheduler_id != scheduler_id:
             raise BadRequest("scheduler_id in item does not match the scheduler_id in the path")
@@ -101,9 +110,11 @@ class QueueCommands:
             pk=priority_key(priority),
             ix=_checked_index_values(indexes.values_of_payload, organisation, payload),
         )
-        group = limit_rules.group_of(self.layout.limits, organisation, data) if scheduler_id == "boefje" else None
+        rule_set = self.rules.current
+        limited = scheduler_id == "boefje"
+        group = limit_rules.group_of(rule_set.rules, organisation, data, plugin_rule) if limited else None
         if group is not None:
-            record.lg = group[0]
+            record.lg = group.name
         options = self.layout.options_of(scheduler_id)
         args = [
             limits.encode(record, "organisation", MALFORMED),
@@ -114,10 +125,23 @@ class QueueCommands:
             str(uuid.uuid4()),
             "1" if refuse_live_twin else "0",
             "1" if self.layout.one_task_per_schedule else "0",
-            group[1] if group is not None else "",
+            rule_set.version if limited else "",
+            group.rule.key if group is not None else "",
+            group.rule.spec if group is not None else "",
         ]
         keys = self.layout.for_hash(scheduler_id, record.hash)
         return ScriptCall(load("push"), keys.all, args, _parse_push)
+
+    def store_rules(self, rules: tuple[limit_rules.LimitRule, ...], source: str) -> ScriptCall[str]:
+        """Store the limit rules in force; the reply is the version they got (store_rules.lua)."""
+        args = [time.time_ns() // 1000, msgspec.json.encode(limit_rules.as_json(rules)), source]
+        parse = lambda r: r.decode() if isinstance(r, bytes) else str(r)  # noqa: E731
+        return ScriptCall(load("store_rules"), [self.layout.limit_rules_key], args, parse)
+
+    def replace_rules(self, rule_set: limit_rules.RuleSet, partition: int) -> ScriptCall[bool]:
+        """Make a partition of the boefje queue follow these rules (lua/rules.lua)."""
+        args = [rule_set.version, *(item for pair in rule_set.specs.items() for item in pair)]
+        return self._call("rules", "boefje", args, lambda r: r == 1, partition)
 
     # --- pop and peek ------------------------------------------------------------------------
 
@@ -391,7 +415,9 @@ def _raise_for_code(code: int) -> None:
     raise RuntimeError(f"unexpected script reply {code}")
 
 
-def _parse_push(reply: Any) -> TaskRecord:
+def _parse_push(reply: Any) -> TaskRecord | None:
+    if reply == ScriptError.STALE_RULES:
+        return None
     if isinstance(reply, int):
         _raise_for_code(reply)
     return decode_record(*reply)

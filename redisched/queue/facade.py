@@ -10,6 +10,7 @@ import itertools
 import uuid
 from typing import Any
 
+from redisched.limit_rules import LimitRule, RuleSet
 from redisched.queue import plans
 from redisched.queue.commands import QueueCommands
 from redisched.queue.driver import AsyncDriver, SyncDriver
@@ -104,6 +105,17 @@ class QueueFacade:
     def set_aside_counts(self) -> dict[str, tuple[int, int]]:
         """Per queue: (records moved to quarantine, stray members removed) by the scripts."""
         return self.run(plans.set_aside_counts(self.layout))
+
+    def limit_rules(self) -> RuleSet:
+        """The limit rules in force (read from Redis)."""
+        return self.run(plans.read_limits(self.commands))
+
+    def replace_limits(self, rules: tuple[LimitRule, ...]) -> RuleSet:
+        """Put these limit rules in force for every process (PUT /limits)."""
+        return self.run(plans.replace_limits(self.commands, rules))
+
+    def start_limits(self) -> RuleSet:
+        return self.run(plans.start_limits(self.commands))
 
     def load_functions(self) -> None:
         return self.run(plans.load_functions())

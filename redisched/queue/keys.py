@@ -45,6 +45,8 @@ Outside the queues, for the schedulers:
                          dashboard lists, the LIMIT_GROUPS_KEPT latest (push.lua trims it)
 
     <p>:layout                        STRING, how many partitions the queues were made with
+    <p>:limits:rules                  STRING, the limit rules in force, their version and source
+                                      (JSON, limit_rules.RuleSet; plans.replace_limits)
     <p>:scheduler:boefjes-seen:<org>  SET of boefje ids already swept for that organisation
     <p>:scheduler:handling:<sha1>     STRING, set while a message with that body is handled
 
@@ -147,6 +149,10 @@ def partition_keys(prefix: str, queue_id: str, partitions: int) -> list[QueueKey
 
 def layout_key(prefix: str) -> str:
     return f"{prefix}:layout"
+
+
+def limit_rules_key(prefix: str) -> str:
+    return f"{prefix}:limits:rules"
 
 
 def boefjes_seen_key(prefix: str, organisation: str) -> str:

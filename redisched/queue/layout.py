@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from redisched import config
 from redisched.limit_rules import LimitRule, parse_rules
 from redisched.models import SCHEDULERS
-from redisched.queue.keys import QueueKeys, layout_key, partition_keys, partition_of
+from redisched.queue.keys import QueueKeys, layout_key, limit_rules_key, partition_keys, partition_of
 
 QUEUE_IDS = tuple(SCHEDULERS)  # one queue per scheduler, same id
 
@@ -81,6 +81,10 @@ class QueueLayout:
     @property
     def layout_key(self) -> str:
         return layout_key(self.prefix)
+
+    @property
+    def limit_rules_key(self) -> str:
+        return limit_rules_key(self.prefix)
 
     def every(self, queue_ids: tuple[str, ...] | list[str] | None = None) -> list[QueueKeys]:
         """Every partition of the given queues (all of them by default), queue by queue."""

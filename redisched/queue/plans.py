@@ -15,6 +15,7 @@ import msgspec
 
 from redisched import filters
 from redisched.errors import NotFound
+from redisched.limit_rules import LimitRule, RuleSet
 from redisched.queue.calls import Command, Plan
 from redisched.queue.commands import QueueCommands, pops_one_batch
 from redisched.queue.keys import QueueKeys
@@ -33,9 +34,49 @@ def as_node(request: FilterArg) -> filters.Node | None:
 
 
 def push(commands: QueueCommands, scheduler_id: str, **task: Any) -> Plan[TaskRecord]:
-    """Into the partition of the task's hash (twins always meet in one script)."""
-    [record] = yield [commands.push(scheduler_id, **task)]
-    return record
+    """Into the partition of the task's hash (twins always meet in one script). A partition
+    that follows newer limit rules sends the push back: the rules are read and it goes again."""
+    for _ in range(PUSH_TRIES):
+        [record] = yield [commands.push(scheduler_id, **task)]
+        if record is not None:
+            return record
+        yield from read_limits(commands)
+    raise RuntimeError("the limit rules kept changing while a task was pushed")
+
+
+PUSH_TRIES = 3
+
+
+def read_limits(commands: QueueCommands) -> Plan[RuleSet]:
+    """The limit rules Redis holds (as this process adopts them), or the process's own."""
+    [stored] = yield [Command(("HMGET", commands.layout.limit_rules_key, "version", "rules", "source"))]
+    if stored[0] is not None:
+        commands.rules.adopt(RuleSet.stored(*stored))
+    return commands.rules.current
+
+
+def replace_limits(commands: QueueCommands, rules: tuple[LimitRule, ...], source: str = "admin") -> Plan[RuleSet]:
+    """Put these rules in force: stored under a new version (store_rules.lua: it only grows,
+    concurrent replaces are ordered there), then followed by every partition of the boefje
+    queue. A process pushing with older rules is sent back by the partition (push.lua) and
+    reads them."""
+    [version] = yield [commands.store_rules(rules, source)]
+    rule_set = RuleSet(rules, version, source)
+    yield [commands.replace_rules(rule_set, keys.partition) for keys in commands.layout.of("boefje")]
+    commands.rules.adopt(rule_set)
+    return rule_set
+
+
+def start_limits(commands: QueueCommands) -> Plan[RuleSet]:
+    """At start: REDISCHED_LIMITS (the layout's rules) is put in force unless Redis holds the
+    same, or rules set by an admin (those stay, and a differing REDISCHED_LIMITS is logged)."""
+    stored = yield from read_limits(commands)
+    mine = commands.layout.limits
+    if stored.version != "0" and (stored.rules == mine or stored.source == "admin"):
+        if stored.rules != mine:
+            log.warning("limit rules set by an admin are in force; REDISCHED_LIMITS is not applied")
+        return stored
+    return (yield from replace_limits(commands, mine, "env"))
 
 
 def pop(

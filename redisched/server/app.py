@@ -28,9 +28,9 @@ from redisched.server.dashboard.overview import Overview
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
 from redisched.server.request_checks import Origins, checked
-from redisched.server.responses import JSON, LeaseExtended, Paginated, PatchedAndPopped, PopResult, QuarantineRetried
-from redisched.server.responses import QuarantineRetry
-from redisched.server.routes import quarantine, schedulers, schedules, service, tasks
+from redisched.server.responses import JSON, LeaseExtended, LimitRule, LimitRules, Paginated, PatchedAndPopped, PopResult
+from redisched.server.responses import QuarantineRetried, QuarantineRetry
+from redisched.server.routes import limits, quarantine, schedulers, schedules, service, tasks
 from redisched.services import Services
 
 PAGE = {"offset": "count", "limit": "count"}
@@ -103,6 +103,10 @@ API = [
     Api("POST", "/history/quarantine/retry", quarantine.retry_quarantined, "admin",
         "Put quarantined events back on their queue's event stream (the given ids, or all)", QuarantineRetried,
         body=QuarantineRetry, body_required=False),  # fmt: skip
+    Api("GET", "/limits", limits.get_limits, "viewer", "The limit rules per boefje group in force", LimitRules),
+    Api("PUT", "/limits", limits.replace_limits, "admin",
+        "Replace the limit rules per boefje group (a list of rules, as REDISCHED_LIMITS; every API process follows)",
+        LimitRules, body=list[LimitRule]),  # fmt: skip
     Api("GET", "/dashboard/overview", dashboard.figures, "viewer", "The dashboard's figures (one Redis round trip)",
         Overview),  # fmt: skip
     Api("GET", "/dashboard/tasks/{task_id}/history", dashboard.task_history, "viewer",

@@ -70,6 +70,25 @@ class QuarantineRetried(msgspec.Struct):
     retried: int
 
 
+class LimitRule(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A limit rule as REDISCHED_LIMITS takes it (redisched/limit_rules.py)."""
+
+    boefje: str
+    group: str
+    cooldown: float | None = None
+    rate: str | None = None
+    concurrency: int | None = None
+
+
+class LimitRules(msgspec.Struct):
+    """The limit rules in force; ``version`` grows with each replacement, ``source`` says who
+    set them: ``env`` (REDISCHED_LIMITS at start) or ``admin`` (PUT /limits)."""
+
+    rules: list[LimitRule]
+    version: str
+    source: str
+
+
 class ErrorDetail(msgspec.Struct):
     detail: str
 

@@ -121,3 +121,30 @@ async def test_a_limited_task_matches_runner_filters(make_queues):
     assert popped.organisation == "org2"
     assert await queues.pop("boefje", only_org2, limit=1) == []  # org2 holds its one slot
     assert (await pop_one(queues)).organisation == "org1"
+
+
+async def test_replaced_rules_hold_for_groups_already_holding_tasks(make_queues):
+    one_at_a_time = parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 1}])
+    queues = make_queues(limits=one_at_a_time)
+    await push_all(queues, tasks_in_one_partition(queues, "nmap", 6), priority=1)
+    held = [await pop_one(queues)]
+    assert await pop_one(queues) is None  # the group's one slot is taken
+
+    await queues.replace_limits(parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 3}]))
+    held += [await pop_one(queues), await pop_one(queues)]  # the waiting group reopened at once
+    assert all(held) and await pop_one(queues) is None  # three held: the new cap, not more
+    assert (await queues.limit_rules()).rules[0].concurrency == 3
+
+    await queues.replace_limits(())  # the rule is gone: its group has no limit any more
+    rest = [await pop_one(queues) for _ in range(3)]
+    assert all(rest) and await queues.qsize("boefje") == 0
+
+
+async def test_a_process_pushing_with_older_rules_is_sent_back_to_read_the_new_ones(make_queues):
+    first, second = make_queues(), make_queues()  # two API processes, no rules at start
+    await first.replace_limits(parse_rules([{"boefje": "nmap", "group": "nmap:{organisation}", "cooldown": 60}]))
+    [a, b] = tasks_in_one_partition(second, "nmap", 2)
+    await push_all(second, [a, b], priority=1)  # second still holds the rules it started with
+    assert second.commands.rules.current.rules == first.commands.rules.current.rules
+    popped = await pop_one(second)
+    assert popped.lg == "nmap:org1" and await pop_one(first) is None  # the cooldown holds for both

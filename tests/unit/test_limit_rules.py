@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redisched.limit_rules import group_of, parse_rules
+from redisched.limit_rules import LimitRule, RuleSet, RulesInForce, group_of, parse_rules, plugin_rule
 
 RULES = parse_rules(
     '[{"boefje": "shodan", "group": "shodan", "cooldown": 1},'
@@ -17,10 +17,38 @@ def data(boefje_id: str, ooi: str | None = "Hostname|internet|a.example") -> dic
     return {"boefje": {"id": boefje_id}, "input_ooi": ooi, "organization": "o1"}
 
 
+def named(group) -> tuple[str, str]:
+    return group.name, group.rule.spec
+
+
 def test_the_first_matching_rule_gives_the_group_and_its_spacing_and_concurrency():
-    assert group_of(RULES, "o1", data("shodan")) == ("shodan", "1000,0")
-    assert group_of(RULES, "o1", data("nmap")) == ("nmap:Hostname:Hostname|internet|a.example", "6000,2")
-    assert group_of(RULES, "o1", data("dns-records")) == ("org:o1", "200,0")  # 5/s: 200 ms beats 100 ms
+    assert named(group_of(RULES, "o1", data("shodan"))) == ("shodan", "1000,0")
+    assert named(group_of(RULES, "o1", data("nmap"))) == ("nmap:Hostname:Hostname|internet|a.example", "6000,2")
+    assert named(group_of(RULES, "o1", data("dns-records"))) == ("org:o1", "200,0")  # 5/s: 200 ms beats 100 ms
+
+
+def test_a_rule_naming_the_boefje_beats_its_katalogus_group_which_beats_a_star_rule():
+    star_first = parse_rules([{"boefje": "*", "group": "all", "concurrency": 9}, {"boefje": "shodan", "group": "s", "cooldown": 2}])
+    manifest = plugin_rule("shodan", "shodan:{object_type}", 1)
+    assert named(group_of(star_first, "o1", data("shodan"), manifest)) == ("s", "2000,0")
+    assert named(group_of(star_first[:1], "o1", data("shodan"), manifest)) == ("shodan:Hostname", "1000,0")
+    assert named(group_of(star_first[:1], "o1", data("shodan"))) == ("all", "0,9")
+    assert manifest.key != LimitRule(boefje="shodan", group="shodan:{object_type}", cooldown=1).key  # specs kept apart
+
+
+def test_a_katalogus_group_without_an_interval_or_with_a_bad_template_limits_nothing(caplog):
+    assert plugin_rule("shodan", "shodan", None) is None and plugin_rule("shodan", None, 1) is None
+    assert plugin_rule("shodan", "{address}", 1) is None
+    assert "not usable" in caplog.text
+
+
+def test_a_process_moves_on_to_newer_rules_only():
+    held = RulesInForce(RULES)
+    newer = RuleSet(RULES[:1], "1700000000000000", "admin")
+    held.adopt(newer)
+    held.adopt(RuleSet((), "1600000000000000", "env"))
+    assert held.current == newer
+    assert newer.specs == {"shodan\0shodan": "1000,0"}
 
 
 def test_a_template_that_cannot_be_filled_in_leaves_the_task_unlimited(caplog):
