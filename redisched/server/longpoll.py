@@ -7,6 +7,12 @@ the pop, and if that is still empty blocks on ``XREAD`` for an entry after the o
 a push landing between the pop and the wait is never missed. No pub/sub, no state in the API
 process: any number of processes wait side by side, each waiter on its own short block.
 
+A task of a limited group (REDISCHED_LIMITS) may become eligible with no change at all: its
+group reopens when a cooldown ends. So a waiter also reads when the queue's next group
+reopens (each partition's ``limwake`` head, on Redis's clock) and blocks no longer than
+that: it pops again as the group reopens, not at the end of its slice. A group reopened by
+a freed slot needs nothing more: the finish that frees it is an event.
+
 On shutdown the HTTP server sets the ``stopping`` event (connections.py): every waiter answers
 at once with what it has (nothing), so the process can stop without waiting out the polls.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -28,6 +35,8 @@ from redisched.queue.records import TaskRecord
 
 MAX_WAIT_SECONDS = 30.0
 BLOCK_SLICE_SECONDS = 1.0  # one XREAD blocks at most this long (below any socket timeout)
+REOPEN_MARGIN_SECONDS = 0.002  # past a group's reopening time: the pop then finds it open
+MIN_BLOCK_SECONDS = 0.005  # a group due but not yet reopened (a pop reopens 100 at most) is retried this soon
 STOPPING = "redisched.stopping"  # the key of the shutdown event in the server's lifespan state
 
 
@@ -59,27 +68,45 @@ async def pop_or_wait(
     records = await queues.pop(scheduler_id, node, limit)
     if records or wait <= 0:
         return records
-    streams = [keys.events for keys in queues.layout.of(queues.commands.scheduler(scheduler_id).id)]
+    partitions = queues.layout.of(queues.commands.scheduler(scheduler_id).id)
+    streams = [keys.events for keys in partitions]
+    reopenings = [keys.limwake for keys in partitions] if scheduler_id == "boefje" else []  # limits: boefjes only
     # On a cluster one XREAD cannot span partitions' slots: watch one partition per slice.
     one_at_a_time = isinstance(queues.redis, RedisCluster) and len(streams) > 1
     deadline = time.monotonic() + min(wait, MAX_WAIT_SECONDS)
     turns = itertools.cycle([[stream] for stream in streams] if one_at_a_time else [streams])
     stopping = stopping or asyncio.Event()
     while (remaining := deadline - time.monotonic()) > 0 and not stopping.is_set() and not await client_gone():
-        seen = await _newest_events(queues.redis, next(turns))
+        seen, reopens_in = await _newest_events(queues.redis, next(turns), reopenings)
         if records := await queues.pop(scheduler_id, node, limit):
             return records
-        await _event_after(queues.redis, seen, min(remaining, BLOCK_SLICE_SECONDS), stopping)
+        await _event_after(queues.redis, seen, min(remaining, BLOCK_SLICE_SECONDS, reopens_in), stopping)
     return []
 
 
-async def _newest_events(redis: Redis | RedisCluster, streams: list[str]) -> dict[str, bytes | str]:
-    """Each stream's newest entry id ("0-0" for an empty one)."""
+async def _newest_events(
+    redis: Redis | RedisCluster, streams: list[str], reopenings: list[str]
+) -> tuple[dict[str, bytes | str], float]:
+    """Each stream's newest entry id ("0-0" for an empty one), and the seconds until the
+    first limit group of ``reopenings`` (limwake keys) reopens (inf: none waits for a time)."""
     async with redis.pipeline(transaction=False) as pipe:
         for stream in streams:
             pipe.xrevrange(stream, count=1)
-        newest = await pipe.execute()
-    return {stream: entries[0][0] if entries else "0-0" for stream, entries in zip(streams, newest)}
+        for key in reopenings:
+            pipe.zrange(key, 0, 0, withscores=True)
+        if reopenings and not isinstance(redis, RedisCluster):
+            pipe.time()
+        replies = await pipe.execute()
+    newest = {stream: entries[0][0] if entries else "0-0" for stream, entries in zip(streams, replies)}
+    firsts = [score for head in replies[len(streams) : len(streams) + len(reopenings)] for _, score in head]
+    if not firsts:
+        return newest, math.inf
+    if isinstance(redis, RedisCluster):  # a cluster pipeline refuses TIME: ask a shard holding one
+        seconds, micros = await redis.execute_command("TIME", target_nodes=redis.get_node_from_key(reopenings[0]))
+    else:
+        seconds, micros = replies[-1]
+    redis_now_ms = seconds * 1000 + micros / 1000
+    return newest, max(MIN_BLOCK_SECONDS, (min(firsts) - redis_now_ms) / 1000 + REOPEN_MARGIN_SECONDS)
 
 
 async def _event_after(

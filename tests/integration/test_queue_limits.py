@@ -148,3 +148,23 @@ async def test_a_process_pushing_with_older_rules_is_sent_back_to_read_the_new_o
     assert second.commands.rules.current.rules == first.commands.rules.current.rules
     popped = await pop_one(second)
     assert popped.lg == "nmap:org1" and await pop_one(first) is None  # the cooldown holds for both
+
+
+async def test_a_long_poll_gets_a_cooling_groups_task_as_the_group_reopens(backend_redis, queue_layout, monkeypatch):
+    from redisched.queue.queue import TaskQueues
+    from redisched.server import longpoll
+
+    queues = TaskQueues(backend_redis, queue_layout(limits=parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 1.5}])))
+    await push_all(queues, tasks_in_one_partition(queues, "shodan", 2), priority=1)
+    assert await pop_one(queues) is not None  # the group cools for 1.5 s; its other task is all the queue holds
+    monkeypatch.setattr(longpoll, "BLOCK_SLICE_SECONDS", 30.0)  # no slice ends early: only an event or the reopening
+
+    async def never_gone() -> bool:
+        return False
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    [record] = await longpoll.pop_or_wait(queues, "boefje", None, 1, 10.0, never_gone)
+    waited = loop.time() - started
+    assert boefje_of(record) == "shodan"
+    assert 1.3 < waited < 1.5 + 2.5, waited  # at the reopening (plus a loaded machine's delay), not after the 10 s wait
