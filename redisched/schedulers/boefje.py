@@ -20,6 +20,7 @@ from redisched.clients.amqp import MutationOperation, ScanProfileMutation
 from redisched.clients.http import OOI, ExternalServiceError, Plugin
 from redisched.history.scheduler_queries import TaskState
 from redisched.history.schedules import next_cron_run
+from redisched.limit_rules import plugin_rule
 from redisched.models import Boefje, BoefjeTask, Schedule, ScheduleCreate, TaskStatus
 from redisched.schedulers import rules
 from redisched.schedulers.context import SchedulerContext, gather_bounded
@@ -214,7 +215,11 @@ class BoefjeScheduler:
             await self._ensure_cron_schedule(task, plugin.cron)
         priority = rank(RankContext(SCHEDULER_ID, organisation, task, created_at=self.ctx.clock(), plugin=plugin))
         what = (task.boefje.id, task.input_ooi, organisation)
-        if await self.ctx.outlet.push(SCHEDULER_ID, organisation, task, priority, schedule=candidate.schedule):
+        limit = plugin_rule(plugin.id, plugin.rate_limit_group, plugin.rate_limit_interval)
+        pushed = await self.ctx.outlet.push(
+            SCHEDULER_ID, organisation, task, priority, schedule=candidate.schedule, plugin_rule=limit
+        )
+        if pushed:
             log.info("created boefje task %s: %s on %s in %s", task.id, *what)
         else:
             log.debug("boefje task %s on %s in %s is queued already", *what)

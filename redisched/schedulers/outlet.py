@@ -11,6 +11,7 @@ import msgspec
 from redisched import filters
 from redisched.clients.amqp import Retryable
 from redisched.errors import Conflict, QueueFull
+from redisched.limit_rules import LimitRule
 from redisched.models import Payload, TaskStatus
 from redisched.queue.queue import TaskQueues
 
@@ -22,11 +23,19 @@ class TaskOutlet:
         self.queues = queues
 
     async def push(
-        self, scheduler_id: str, organisation: str, payload: Payload, priority: int, *, schedule: bool = True
+        self,
+        scheduler_id: str,
+        organisation: str,
+        payload: Payload,
+        priority: int,
+        *,
+        schedule: bool = True,
+        plugin_rule: LimitRule | None = None,
     ) -> bool:
         """Queue the task; False when a twin with the same hash is live (queued, dispatched or
         running: Redis knows before the history does). A full queue raises Retryable: the
-        event (or the next round) tries again later."""
+        event (or the next round) tries again later. ``plugin_rule``: the boefje's own
+        rate-limit group (Katalogus)."""
         try:
             await self.queues.push(
                 scheduler_id,
@@ -36,6 +45,7 @@ class TaskOutlet:
                 task_id=getattr(payload, "id", None),
                 link_schedule=schedule,
                 refuse_live_twin=True,
+                plugin_rule=plugin_rule,
             )
         except Conflict:
             return False

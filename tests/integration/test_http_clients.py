@@ -86,7 +86,8 @@ ORGANISATIONS = {
 PLUGINS = [
     {"id": "dns-records", "type": "boefje", "enabled": True, "name": "DNS records", "scan_level": 1,
      "consumes": ["Hostname"], "produces": ["boefje/dns-records"], "interval": 60, "run_on": None,
-     "oci_image": None, "boefje_schema": {}, "static": True, "deduplicate": True},
+     "oci_image": None, "boefje_schema": {}, "static": True, "deduplicate": True,
+     "rate_limit_group": "dns:{object_type}", "rate_limit_interval": 0.5},
     {"id": "nmap", "type": "boefje", "enabled": False, "scan_level": 2, "consumes": ["IPAddressV4", "IPAddressV6"],
      "produces": [], "cron": "0 * * * *", "run_on": ["create", "update"], "oci_image": "ghcr.io/minvws/nmap:latest"},
     {"id": "kat_dns_normalize", "type": "normalizer", "enabled": True, "consumes": ["boefje/dns-records"],
@@ -297,6 +298,8 @@ async def test_plugin_fields_and_consumes_always_a_list(katalogus_client):
     nmap = plugins["nmap"]
     assert (nmap.cron, nmap.run_on, nmap.enabled) == ("0 * * * *", ["create", "update"], False)
     assert nmap.oci_image == "ghcr.io/minvws/nmap:latest"
+    assert (nmap.rate_limit_group, nmap.rate_limit_interval) == (None, None)
+    assert (plugins["dns-records"].rate_limit_group, plugins["dns-records"].rate_limit_interval) == ("dns:{object_type}", 0.5)
 
 
 async def test_plugins_of_unknown_organisation_are_empty(katalogus_client):

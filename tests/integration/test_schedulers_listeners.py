@@ -98,3 +98,16 @@ async def test_an_unreadable_message_is_dead_lettered_and_does_not_block_the_que
     await wait_for(running.queues, "boefje", 1)
     dead = running.broker.channel.queue_declare(f"{running.mutations_queue}.dead", durable=True, passive=True)
     assert dead.method.message_count == 1
+
+
+async def test_a_boefje_whose_katalogus_manifest_names_a_rate_limit_group_gets_its_cooldown(running, world):
+    world.add_plugin("org1", boefje("shodan", rate_limit_group="shodan:{object_type}", rate_limit_interval=60))
+    other = "Hostname|internet|other.example"
+    world.add_object("org1", other, 1)
+    running.broker.publish(running.mutations_queue, mutation(HOST, 1), mutation(other, 1))
+    await wait_for(running.queues, "boefje", 4)  # dns-records and shodan on each object
+    popped = [record for _ in range(5) for record in await running.queues.pop("boefje", limit=1)]
+    shodan = [record for record in popped if '"id":"shodan"' in record.data]
+    assert len(popped) == 3 and len(shodan) == 1, popped  # one shodan task a minute, whatever the object
+    assert shodan[0].lg == "shodan:Hostname"
+    assert await running.queues.qsize("boefje") == 1  # the other waits out the manifest's cooldown

@@ -51,7 +51,7 @@ class FakeOutlet:
     unlinked: list[tuple[uuid.UUID, list[tuple[str, str]]]] = field(default_factory=list)
     full: bool = False
 
-    async def push(self, scheduler_id, organisation, payload, priority, *, schedule=True) -> bool:
+    async def push(self, scheduler_id, organisation, payload, priority, *, schedule=True, plugin_rule=None) -> bool:
         if self.full:
             raise Retryable("queue is full")
         data = msgspec.to_builtins(payload)

@@ -29,7 +29,10 @@ class Plugin(msgspec.Struct, kw_only=True):
     """A boefje, normalizer or bit as Katalogus lists it; unknown fields are ignored.
 
     ``consumes`` is always a list (Katalogus sends a bare string for bits). ``interval`` is in
-    minutes. ``run_on`` holds ``create``/``update``. Shared by the cache: do not mutate."""
+    minutes. ``run_on`` holds ``create``/``update``. ``rate_limit_group`` (a template with
+    ``{input_ooi}``, ``{object_type}``, ...) and ``rate_limit_interval`` (seconds): the
+    manifest's shared cooldown of upstream PR #5313 (the interval's name is this service's
+    reading; see README, Limits per boefje group). Shared by the cache: do not mutate."""
 
     id: str
     type: str
@@ -44,6 +47,8 @@ class Plugin(msgspec.Struct, kw_only=True):
     run_on: list[str] | None = None
     oci_image: str | None = None
     deduplicate: bool = True
+    rate_limit_group: str | None = None
+    rate_limit_interval: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.consumes, str):
