@@ -27,6 +27,9 @@ local function names_queued(range, order, rec)
   if range.ix == nil then
     return true
   end
+  if range.ix == 'pair' then
+    return pair_of(rec) == range.value
+  end
   local value = rec.ix[range.ix]
   return value ~= nil and (range.value == nil or value == range.value)
 end
@@ -140,6 +143,45 @@ local function decoded_filter(text)
   return node
 end
 
+-- The pair index's ranges for ARGV[at] = n, n boefje ids, then the images: one per pair of
+-- B x I that has queued tasks, each starting at its head (K_HEADS, one HMGET for all of
+-- them). Until the pair index is ready (K_META pairs, common.lua), the boefje index's.
+local function pair_ranges(at)
+  local n, boefjes, images = tonumber(ARGV[at]), {}, {}
+  for i = at + 1, at + n do
+    boefjes[#boefjes + 1] = ARGV[i]
+  end
+  for i = at + n + 1, #ARGV do
+    images[#images + 1] = ARGV[i]
+  end
+  local ranges = {}
+  if redis.call('HGET', K_META, 'pairs') ~= 'ready' then
+    for _, boefje in ipairs(boefjes) do
+      ranges[#ranges + 1] = lex_range(IX.boefje, boefje, 'boefje')
+    end
+    return ranges
+  end
+  local names = {}
+  for _, boefje in ipairs(boefjes) do
+    for _, image in ipairs(images) do
+      names[#names + 1] = pair_name(boefje, image)
+    end
+  end
+  if #names == 0 then
+    return ranges
+  end
+  local heads = redis.call('HMGET', K_HEADS, unpack(names))
+  for i, pair in ipairs(names) do
+    if heads[i] then
+      local range = lex_range(K_PAIRS, pair, 'pair')
+      local member = pair .. NUL .. heads[i]
+      range.members, range.at, range.min, range.batch = {member}, 1, '(' .. member, 2
+      ranges[#ranges + 1] = range
+    end
+  end
+  return ranges
+end
+
 -- The search both pop and peek take, from ARGV[first] on: limit, filter (to_lua JSON or ""),
 -- scan budget, scan time limit in µs, the index that drives the search ("" = the queue
 -- itself) and its values.
@@ -152,7 +194,9 @@ local function search_args(first, now)
   clock_every = math.max(1, math.floor(16 * 256 / (256 + #filter)))
   filter = filter ~= '' and decoded_filter(filter) or nil
   local ranges = {lex_range(K_QUEUE)}
-  if index_name ~= '' then
+  if index_name == 'pair' then
+    ranges = pair_ranges(first + 5)
+  elseif index_name ~= '' then
     ranges = {}
     for i = first + 5, #ARGV do
       ranges[#ranges + 1] = lex_range(IX[index_name], ARGV[i], index_name)

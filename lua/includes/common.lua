@@ -26,7 +26,9 @@ local last_rev = nil
 per_call(function() last_rev = nil end)
 
 local function mark_birth(now)
-  redis.call('HSETNX', K_META, 'born', us_string(now))
+  if redis.call('HSETNX', K_META, 'born', us_string(now)) == 1 then
+    redis.call('HSET', K_META, 'pairs', 'ready')  -- no task here was placed without the pair index
+  end
 end
 
 local function next_rev(now)
@@ -118,6 +120,56 @@ local function record_problem(rec, id)
   return nil
 end
 
+-- The (boefje id, image) pair index answers the runners' filter, boefje in B and image in I,
+-- directly: K_PAIRS holds "<pair>\0<order key>" per placed task with a boefje id, K_HEADS
+-- maps each pair to the order key of its best placed task, so a pop reads the heads of
+-- every pair of B x I in one HMGET and walks only the pairs that have tasks (candidates.lua):
+-- a plugin whose image the runner lacks costs it nothing. pair = "<#boefje>:<boefje>", then
+-- "=<image>" when the task has an image (unambiguous for any index values).
+-- K_META pairs = "ready" once every placed task is in it (born so, or index_pairs.lua).
+local function pair_name(boefje, image)
+  return #boefje .. ':' .. boefje .. (image and ('=' .. image) or '')
+end
+
+local function pair_of(rec)
+  return rec.ix.boefje and pair_name(rec.ix.boefje, rec.ix.image)
+end
+
+-- The head of a pair after its head left: its best member still in K_PAIRS, if any.
+local function refresh_pair_head(pair)
+  local member = redis.call('ZRANGE', K_PAIRS, '[' .. pair .. NUL, '(' .. pair .. '\1', 'BYLEX', 'LIMIT', 0, 1)[1]
+  if member then
+    redis.call('HSET', K_HEADS, pair, string.sub(member, #pair + 2))
+  else
+    redis.call('HDEL', K_HEADS, pair)
+  end
+end
+
+local function place_pair(rec, order)
+  local pair = pair_of(rec)
+  if pair then
+    redis.call('ZADD', K_PAIRS, 0, pair .. NUL .. order)
+    local head = redis.call('HGET', K_HEADS, pair)
+    if not head or order < head then
+      redis.call('HSET', K_HEADS, pair, order)
+    end
+  end
+end
+
+-- `member`: a member of K_PAIRS that is gone (unplaced, or removed as a stray).
+local function pair_member_gone(pair, order)
+  if redis.call('HGET', K_HEADS, pair) == order then
+    refresh_pair_head(pair)
+  end
+end
+
+local function unplace_pair(rec, order)
+  local pair = pair_of(rec)
+  if pair and redis.call('ZREM', K_PAIRS, pair .. NUL .. order) == 1 then
+    pair_member_gone(pair, order)
+  end
+end
+
 -- Healing: what a script meets that names no live task, or a record that does not decode,
 -- is moved aside so the queue goes on: a record to K_QUARANTINE (id -> {reason, record,
 -- data}), a stray member out of its sorted set; counted in meta (quarantined,
@@ -165,6 +217,12 @@ local function flush_strays()
   for key, members in pairs(strays) do
     for i = 1, #members, 1000 do
       removed = removed + redis.call('ZREM', key, unpack(members, i, math.min(i + 999, #members)))
+    end
+    if key == K_PAIRS then
+      for _, member in ipairs(members) do
+        local at = string.find(member, NUL, 1, true)
+        pair_member_gone(string.sub(member, 1, at - 1), string.sub(member, at + 1))
+      end
     end
   end
   if removed > 0 then
@@ -292,6 +350,7 @@ local function place(rec)
   if rec.ix.dedup then
     redis.call('ZADD', K_DEDUPQ, 0, order)
   end
+  place_pair(rec, order)
   if is_set(rec.lg) then
     redis.call('HINCRBY', K_META, 'limited_placed', 1)
   end
@@ -308,6 +367,7 @@ local function unplace(rec)
   if rec.ix.dedup then
     redis.call('ZREM', K_DEDUPQ, order)
   end
+  unplace_pair(rec, order)
 end
 
 -- Limits per group (REDISCHED_LIMITS, redisched/limit_rules.py). A task of a limited group

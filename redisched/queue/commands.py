@@ -33,6 +33,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 UNLINK_BATCH = 500  # task ids per unlink script call
 MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Postgres can hold
 POP_MAX = 1000  # the most tasks one pop hands out (mula's page size)
+INDEX_PAIRS_BATCH = 1000  # boefje index members per index_pairs script call
 
 MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
 
@@ -282,6 +283,11 @@ class QueueCommands:
         """The snapshotter's: entries committed to Postgres are acked and trimmed."""
         parse = lambda r: r.decode() if isinstance(r, bytes) else r  # noqa: E731
         return self._call("ack", scheduler_id, [group, *entry_ids], parse, partition)
+
+    def index_pairs(self, scheduler_id: str, *, partition: int = 0) -> ScriptCall[bool]:
+        """One bounded step of building the pair index for tasks of an earlier version
+        (lua/index_pairs.lua); True once it is ready."""
+        return self._call("index_pairs", scheduler_id, [INDEX_PAIRS_BATCH], lambda r: bool(r), partition)
 
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
         """Put a task Postgres holds back live, in the partition of its hash."""

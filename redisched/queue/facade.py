@@ -123,6 +123,11 @@ class QueueFacade:
     def check_layout(self) -> None:
         return self.run(plans.check_layout(self.layout))
 
+    def index_pairs(self) -> int:
+        """Build the pair index for tasks queued by an earlier version (the service does it
+        at start); how many bounded steps it took."""
+        return self.run(plans.index_pairs(self.commands))
+
 
 class BoundQueue:
     """One queue of a facade: ``client.queue("boefje").pop(limit=1)``."""

@@ -22,6 +22,10 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
     <p>:{<q>}:ix:<name>  ZSET lex index, member = "<value>\\0<order key>" (organisation,
                          boefje id, oci image, dedup key)
     <p>:{<q>}:dedupq     ZSET like queue, only tasks with a deduplication_key
+    <p>:{<q>}:pairs      ZSET lex, member = "<pair>\\0<order key>" per queued task with a
+                         boefje id, pair = "<#id>:<id>[=<oci image>]": the (boefje id, image)
+                         index the runners' filter reads (common.lua, pair_name)
+    <p>:{<q>}:heads      HASH pair -> order key of its best queued task (common.lua)
     <p>:{<q>}:quarantine HASH task id -> {"reason", "record", "data"}: a record a script met
                          that does not decode (or its data), moved aside so the queue goes on
     <p>:{<q>}:events:dead  STREAM events Postgres refused, quarantined by the snapshotter
@@ -80,6 +84,7 @@ LIMIT_GROUPS_KEPT = 1000
 
 KEY_NAMES = (
     ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine")
+    + ("pairs", "heads")
     + ("limq", "limits", "limwake", "limgroups")
     + tuple(f"ix:{name}" for name in INDEXES)
 )

@@ -331,6 +331,18 @@ def load_functions() -> Plan[None]:
     yield [Command(library().load_command())]
 
 
+def index_pairs(commands: QueueCommands) -> Plan[int]:
+    """Build the (boefje id, image) pair index where queues of an earlier version lack it
+    (lua/index_pairs.lua): every partition at once, a bounded step each, until all are
+    ready. How many steps it took (1: all were ready)."""
+    waiting, steps = commands.layout.every(), 0
+    while waiting:
+        steps += 1
+        ready = yield [commands.index_pairs(keys.queue_id, partition=keys.partition) for keys in waiting]
+        waiting = [keys for keys, done in zip(waiting, ready) if not done]
+    return steps
+
+
 def check_layout(layout: QueueLayout) -> Plan[None]:
     """Record the partition count the queues are made with; refuse another one while the
     queues made with the old count still hold tasks (they would be out of sight)."""
