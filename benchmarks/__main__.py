@@ -31,6 +31,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "shards": ("benchmarks.bench_shards", "runner pops on a 1/2/3-master Redis Cluster, the queue in 1/2/3 partitions"),
     "otel": ("benchmarks.bench_otel", "HTTP push and pop with OpenTelemetry tracing on (exported over OTLP) against off"),
     "scripts": ("benchmarks.bench_scripts", "each queue script's Redis µs per op (INFO commandstats, private server)"),
+    "ab": ("benchmarks.bench_ab", "this tree against a baseline commit (REDISCHED_BENCH_BASELINE): direct pop, HTTP pop and push"),
     "profile": ("benchmarks.bench_profile", "where the direct-client pop and push time goes (Python vs Redis)"),
 }
 

@@ -63,12 +63,14 @@ PIDS: dict[int, int] = {}
 
 
 @contextlib.contextmanager
-def process(args: list[str], *, env: dict[str, str] | None = None, port: int, path: str, name: str) -> Iterator[int]:
-    """A server process in its own process group, its log in a temp file (shown on failure)."""
+def process(
+    args: list[str], *, env: dict[str, str] | None = None, port: int, path: str, name: str, root: Path = ROOT
+) -> Iterator[int]:
+    """A server process in its own process group, run from the source tree ``root``, its log in
+    a temp file (shown on failure)."""
     log = tempfile.NamedTemporaryFile(prefix=f"redisched-bench-{name}-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    env = {**os.environ, **(env or {})} if root == ROOT else {**os.environ, **(env or {}), "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
             wait_for_http(port, path, proc=proc)
@@ -95,17 +97,18 @@ def process(args: list[str], *, env: dict[str, str] | None = None, port: int, pa
 @contextlib.contextmanager
 def api_server(
     redis_url: str, db_dsn: str, *, workers: int = 1, prefix: str = "rs", access_log: bool = False,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, root: Path = ROOT,
 ) -> Iterator[int]:
     """``redisched api`` on a free port (``--workers`` processes behind one socket), its access
-    log off as the ceiling app's unless asked for (the default of a deployment is on)."""
+    log off as the ceiling app's unless asked for (the default of a deployment is on); ``root``:
+    another source tree's (benchmarks/bench_ab.py's baseline)."""
     port = free_port()
     args = [sys.executable, "-m", "redisched", "api", "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         args += ["--workers", str(workers)]
     env_base = {"REDISCHED_REDIS_URL": redis_url, "SCHEDULER_DB_URI": db_dsn, "REDISCHED_KEY_PREFIX": prefix,
                 "SCHEDULER_LOGGING_FORMAT": "text", "DEBUG": "false", "REDISCHED_ACCESS_LOG": str(access_log).lower()}
-    with process(args, env={**env_base, **(env or {})}, port=port, path="/health", name="api") as port:
+    with process(args, env={**env_base, **(env or {})}, port=port, path="/health", name="api", root=root) as port:
         yield port
 
 

@@ -177,14 +177,10 @@ class QueueCommands:
         """The ARGV tail both pop and peek read (lua/includes/candidates.lua, search_args);
         None when nothing can match, so no round trip is needed."""
         limit = self.limit_of(limit)
-        plan = _compiled(filters_node)
-        if limit == 0 or plan is None:
+        tail = _search_tail(filters_node, self.layout.scan_budget, self.layout.scan_time_us)
+        if limit == 0 or tail is None:
             return None
-        lua_filter, index_name, values = plan
-        budget = self.layout.scan_budget
-        if index_name:
-            budget = filters.indexed_scan_budget(filters_node, budget, self.layout.scan_time_us)
-        return [limit, lua_filter, budget, self.layout.scan_time_us, index_name, *values]
+        return [limit, *tail]
 
     @staticmethod
     def limit_of(limit: int | None) -> int:
@@ -352,23 +348,31 @@ def _checked_index_values(values_of: Callable[..., dict[str, Any]], *args: Any) 
         raise BadRequest("malformed item") from None
 
 
-_COMPILED: dict[int, tuple[filters.Node, tuple[bytes | str, str, list[str]] | None]] = {}
+_SEARCH_TAILS: dict[tuple[int, int, int], tuple[filters.Node | None, list[Any] | None]] = {}
 
 
-def _compiled(node: filters.Node | None) -> tuple[bytes | str, str, list[str]] | None:
-    """The filter's Lua form and index plan, computed once per filter tree (the API reuses
-    the tree of a body it has seen: runners send the same one on every pop)."""
-    if node is None:
-        return "", "", []
-    cached = _COMPILED.get(id(node))
+def _search_tail(node: filters.Node | None, scan_budget: int, scan_time_us: int) -> list[Any] | None:
+    """``_search``'s arguments after the limit: the filter's Lua form, the scan budget and time,
+    the index plan; None when nothing can match. Computed once per filter tree (the API and
+    the direct client reuse the tree of a filter they have seen: runners send the same one
+    on every pop)."""
+    key = (id(node), scan_budget, scan_time_us)
+    cached = _SEARCH_TAILS.get(key)
     if cached is not None and cached[0] is node:
         return cached[1]
-    plan = indexes.driving_index(node)
-    compiled = (filters.to_lua(node), *plan) if plan is not None else None
-    if len(_COMPILED) >= 256:
-        _COMPILED.pop(next(iter(_COMPILED)))
-    _COMPILED[id(node)] = (node, compiled)
-    return compiled
+    tail: list[Any] | None
+    if node is None:
+        tail = ["", scan_budget, scan_time_us, ""]
+    elif (plan := indexes.driving_index(node)) is None:
+        tail = None
+    else:
+        index_name, values = plan
+        budget = filters.indexed_scan_budget(node, scan_budget, scan_time_us) if index_name else scan_budget
+        tail = [filters.to_lua(node), budget, scan_time_us, index_name, *values]
+    if len(_SEARCH_TAILS) >= 256:
+        _SEARCH_TAILS.pop(next(iter(_SEARCH_TAILS)))
+    _SEARCH_TAILS[key] = (node, tail)
+    return tail
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:

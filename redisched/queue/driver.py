@@ -1,7 +1,8 @@
 """Sends a plan (queue/calls.py) to Redis: ``SyncDriver`` on redis-py, ``AsyncDriver`` on
 redis.asyncio (through the pipeliner on one Redis, so concurrent callers share round trips).
 
-Each batch a plan yields goes out at once: as one pipeline on one Redis; on a cluster, where
+Each batch a plan yields goes out at once: in one round trip on one Redis (queue/wire.py,
+redis-py's lowest layer); on a cluster, where
 redis-py's pipeline refuses scripts, call by call (concurrently on asyncio). Once every
 call of the batch has answered, the first error among them is raised in the caller.
 
@@ -22,8 +23,10 @@ import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
 from redisched.queue.calls import Batch, Call, Plan
+from redisched.queue import wire
 from redisched.queue.pipeliner import Pipeliner
 from redisched.queue.scripts import is_not_loaded, library, not_loaded
+from redisched.queue.wire import AsyncWire
 
 T = TypeVar("T")
 
@@ -92,19 +95,14 @@ class SyncDriver:
     def _execute(self, commands: Commands) -> list[Any]:
         if self._one_by_one:
             return [_reply_or_error(self.redis.execute_command, args, **routed(self.redis, args)) for args in commands]
-        if len(commands) == 1:
-            return [_reply_or_error(self.redis.execute_command, commands[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        return pipe.execute(raise_on_error=False)
+        return wire.execute(self.redis, commands)
 
 
 class AsyncDriver:
     def __init__(self, client: aredis.Redis | aredis.RedisCluster) -> None:
         self.redis = client
         # Concurrent calls share round trips on one Redis; a cluster client routes each call.
-        self._pipeliner = None if isinstance(client, aredis.RedisCluster) else Pipeliner(client, send_pipeline)
+        self._pipeliner = None if isinstance(client, aredis.RedisCluster) else Pipeliner(AsyncWire(client), send_pipeline)
 
     async def run(self, plan: Plan[T]) -> T:
         going, step = finish(plan, None)
@@ -139,16 +137,12 @@ class AsyncDriver:
         return commands[0]
 
 
-async def send_pipeline(client: aredis.Redis, calls: Sequence[Call]) -> list[Any]:
-    """The raw replies of ``calls``, sent as one pipeline (the pipeliner's round trip)."""
+async def send_pipeline(connection: AsyncWire, calls: Sequence[Call]) -> list[Any]:
+    """The raw replies of ``calls``, sent in one round trip (the pipeliner's)."""
     sending = sent(calls)
     going, commands = finish(sending, None)
     while going:
-        async with client.pipeline(transaction=False) as pipe:
-            for args in commands:
-                pipe.execute_command(*args)
-            replies = await pipe.execute(raise_on_error=False)
-        going, commands = finish(sending, replies)
+        going, commands = finish(sending, await connection.execute(commands))
     return commands
 
 

@@ -14,11 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from redis.asyncio import Redis
-
 from redisched.queue.calls import Call
+from redisched.queue.wire import AsyncWire
 
-SendPipeline = Callable[[Redis, Sequence[Call]], Awaitable[list[Any]]]
+SendPipeline = Callable[[AsyncWire, Sequence[Call]], Awaitable[list[Any]]]
 
 MAX_BATCH = 256
 
@@ -66,11 +65,12 @@ class _Waiting:
 
 
 class Pipeliner:
-    """``send_pipeline`` sends one round trip's calls and returns their raw replies (errors
-    in place): queue/driver.py's, the one script-call path."""
+    """``send_pipeline`` sends one round trip's calls on ``wire`` and returns their raw replies
+    (errors in place): queue/driver.py's, the one script-call path. Round trips go one at a
+    time, so one connection serves them all."""
 
-    def __init__(self, redis: Redis, send_pipeline: SendPipeline) -> None:
-        self.redis = redis
+    def __init__(self, wire: AsyncWire, send_pipeline: SendPipeline) -> None:
+        self.wire = wire
         self._send_pipeline = send_pipeline
         self._waiting: list[_Waiting] = []
         self._mergeable: dict[tuple[Any, ...], _Waiting] = {}
@@ -115,4 +115,4 @@ class Pipeliner:
             group.deliver(reply)
 
     async def _execute(self, calls: list[Call]) -> list[Any]:
-        return await self._send_pipeline(self.redis, calls)
+        return await self._send_pipeline(self.wire, calls)

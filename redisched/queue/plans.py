@@ -29,8 +29,29 @@ FilterArg = dict[str, Any] | filters.Node | None
 
 
 def as_node(request: FilterArg) -> filters.Node | None:
-    """A filter as the API parses it, from a FilterRequest dict or an already parsed tree."""
-    return filters.parse_filter_request(request) if isinstance(request, dict) else request
+    """A filter as the API parses it, from a FilterRequest dict or an already parsed tree. A
+    runner passes the same dict on every pop: its tree is parsed once (keyed by its JSON), so
+    the queue also reuses the tree's compiled form (commands.py)."""
+    if not isinstance(request, dict):
+        return request
+    try:
+        key = _encode(request)
+    except (TypeError, ValueError, OverflowError):  # not JSON: the parser says why
+        return filters.parse_filter_request(request)
+    node = _parsed.get(key)
+    if node is None:
+        node = filters.parse_filter_request(request)
+        if node is not None and len(key) <= MAX_CACHED_FILTER_BYTES:
+            if len(_parsed) >= MAX_CACHED_FILTERS:
+                _parsed.pop(next(iter(_parsed)))
+            _parsed[key] = node
+    return node
+
+
+MAX_CACHED_FILTERS = 256
+MAX_CACHED_FILTER_BYTES = 16_384
+_parsed: dict[bytes, filters.Node] = {}
+_encode = msgspec.json.Encoder().encode
 
 
 def push(commands: QueueCommands, scheduler_id: str, **task: Any) -> Plan[TaskRecord]:
