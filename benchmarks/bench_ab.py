@@ -61,7 +61,7 @@ def run(ctx: Context) -> None:
     pg_missing = postgres_available()
     with baseline_tree(revision) as before, private_redis() as url, _database(pg_missing) as dsn:
         commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        ctx.note(f"ab: baseline {revision} ({commit}) against this tree; load generator {loader.name}; rounds alternate the order")
+        ctx.note(f"baseline {revision} ({commit}) against this tree; load generator {loader.name}; rounds alternate the order")
         raw = redis.Redis.from_url(url)
         commands = QueueCommands(QueueLayout(prefix="rs"))
         queue_key = commands.keys("boefje").queue
