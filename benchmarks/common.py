@@ -252,7 +252,7 @@ def fast_boefje_push_args(n: int, rng: random.Random, options: QueueOptions | No
         ix={"org": org, "boefje": boefje, "image": image},
     )
     options = options or QueueOptions()
-    return [_encode(record), data.encode(), options.maxsize, options.twin_policy, "1", str(uuid.uuid4()), "0"]
+    return [_encode(record), data.encode(), options.maxsize, options.twin_policy, "1", str(uuid.uuid4()), "0", "1", "0", "", ""]
 
 
 def check_fast_fill() -> None:
@@ -263,8 +263,9 @@ def check_fast_fill() -> None:
     record = msgspec.json.decode(fast[0], type=TaskRecord)
     data["id"] = record.id
     call = QueueCommands(QueueLayout()).push("boefje", organisation=org, data=data, priority=int(record.priority), task_id=record.id)
-    if [bytes(a) if isinstance(a, (bytes, bytearray)) else a for a in call.args[:5]] != fast[:5]:
-        raise AssertionError(f"fast fill differs from QueueCommands.push:\n{call.args[:5]}\n{fast[:5]}")
+    same = [bytes(a) if isinstance(a, (bytes, bytearray)) else a for a in call.args[:5]] == fast[:5]
+    if not same or len(call.args) != len(fast) or call.args[6:] != fast[6:]:
+        raise AssertionError(f"fast fill differs from QueueCommands.push:\n{call.args}\n{fast}")
 
 
 def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start: int = 0, batch: int = 2000,
