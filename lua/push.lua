@@ -17,6 +17,10 @@
   ARGV[9] the limit rules version the push was made with ("" on a queue without limits)
   ARGV[10] for a task of a limited group (record field lg): its rule's key, ARGV[11] that
           rule's spec "<spacing ms>,<concurrency>"
+  ARGV[12] "": the schedule mirror is this partition's K_SCHEDULES; else the push is away
+          from its hash's partition (a limited task in its group's) and this is the mirror's
+          entry there, "<schedule id>|<1|0>" or "-" for none; K_SCHEDULES is then not
+          touched (the caller mirrors a schedule the push made)
 
   Returns: {record JSON, data JSON} as stored, or an error code
     E_CONFLICT when a twin is queued and the options do not allow the change (or is live
@@ -69,13 +73,22 @@ local function update_twin(twin_id)
   return {raw, twin_data}
 end
 
+local function mirror_entry()
+  if ARGV[12] == '' then
+    return redis.call('HGET', K_SCHEDULES, rec.hash)
+  end
+  return ARGV[12] ~= '-' and ARGV[12]
+end
+
 local function link_schedule()
   if ARGV[5] ~= '1' or not is_set(rec.hash) then
     return nil
   end
-  local mirror = redis.call('HGET', K_SCHEDULES, rec.hash)
+  local mirror = mirror_entry()
   if not mirror then
-    redis.call('HSET', K_SCHEDULES, rec.hash, ARGV[6] .. '|1')
+    if ARGV[12] == '' then
+      redis.call('HSET', K_SCHEDULES, rec.hash, ARGV[6] .. '|1')
+    end
     rec.schedule_id = ARGV[6]
     return 'new'
   end
@@ -94,7 +107,7 @@ local function schedule_is_busy(twin_id)
   if ARGV[8] ~= '1' or ARGV[5] ~= '1' then
     return false
   end
-  local mirror = redis.call('HGET', K_SCHEDULES, rec.hash)
+  local mirror = mirror_entry()
   if not mirror then
     return false
   end

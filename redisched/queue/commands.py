@@ -39,6 +39,15 @@ MALFORMED = "malformed item: "  # the contract's push refusal, then what is wron
 
 
 @dataclass(frozen=True)
+class MirrorElsewhere:
+    """A push's schedule mirror entry is in another partition than the push (``key``, field
+    ``hash``): read it, then build the push with it (plans.push)."""
+
+    key: str
+    hash: str
+
+
+@dataclass(frozen=True)
 class QueueCommands:
     layout: QueueLayout
     # The limit rules this process pushes with: the layout's until Redis holds newer ones.
@@ -76,13 +85,19 @@ class QueueCommands:
         link_schedule: bool = True,
         refuse_live_twin: bool = False,
         plugin_rule: limit_rules.LimitRule | None = None,
-    ) -> ScriptCall[TaskRecord | None]:
+        mirror: str | None = None,
+    ) -> ScriptCall[TaskRecord | None] | MirrorElsewhere:
         """``link_schedule`` False: the task gets no schedule even on a queue that has them
         (boefjes that run only on object events, ``run_on``). ``refuse_live_twin``: a twin
         that is dispatched or running refuses the push too (the schedulers' rule; the API's
         contract lets only a queued twin refuse). ``plugin_rule``: the boefje's own
         rate-limit group (Katalogus). The reply is None when the partition follows newer
-        limit rules than this process: read them (plans.push) and push again."""
+        limit rules than this process: read them (plans.push) and push again.
+
+        With partitions, a task of a limited group goes to its group's partition, so one
+        partition holds the group's state. The schedule mirror stays in the hash's partition:
+        when that is another one, the answer is ``MirrorElsewhere`` (where to read it) and
+        the push is built again with ``mirror``, that entry ("" for none)."""
         scheduler = self.scheduler(scheduler_id)
         if item_scheduler_id is not None and item_scheduler_id != scheduler_id:
             raise BadRequest("scheduler_id in item does not match the scheduler_id in the path")
@@ -116,6 +131,12 @@ class QueueCommands:
         group = limit_rules.group_of(rule_set.rules, organisation, data, plugin_rule) if limited else None
         if group is not None:
             record.lg = group.name
+        keys = self.layout.for_task(scheduler_id, record.hash, record.lg)
+        links = scheduler.has_schedules and link_schedule
+        mirror_keys = self.layout.for_hash(scheduler_id, record.hash)
+        elsewhere = keys.partition != mirror_keys.partition
+        if links and mirror is None and elsewhere:
+            return MirrorElsewhere(mirror_keys.schedules, record.hash)
         options = self.layout.options_of(scheduler_id)
         args = [
             limits.encode(record, "organisation", MALFORMED),
@@ -129,8 +150,8 @@ class QueueCommands:
             rule_set.version if limited else "",
             group.rule.key if group is not None else "",
             group.rule.spec if group is not None else "",
+            (mirror or "-") if links and elsewhere else "",
         ]
-        keys = self.layout.for_hash(scheduler_id, record.hash)
         return ScriptCall(load("push"), keys.all, args, _parse_push)
 
     def store_rules(self, rules: tuple[limit_rules.LimitRule, ...], source: str) -> ScriptCall[str]:

@@ -78,6 +78,14 @@ class QueueLayout:
     def for_hash(self, queue_id: str, task_hash: str | None) -> QueueKeys:
         return self.of(queue_id)[partition_of(task_hash, self.partitions)]
 
+    def for_task(self, queue_id: str, task_hash: str | None, group: str | None) -> QueueKeys:
+        """Where a task goes: a task of a limit group to its group's partition (one partition
+        holds the group's state), any other to its hash's. Twins share the hash, hence the
+        group under the same rules, hence the partition."""
+        if group is None:
+            return self.for_hash(queue_id, task_hash)
+        return self.of(queue_id)[partition_of(group, self.partitions)]
+
     @property
     def layout_key(self) -> str:
         return layout_key(self.prefix)

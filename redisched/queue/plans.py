@@ -17,7 +17,7 @@ from redisched import filters
 from redisched.errors import NotFound
 from redisched.limit_rules import LimitRule, RuleSet
 from redisched.queue.calls import Command, Plan
-from redisched.queue.commands import QueueCommands, pops_one_batch
+from redisched.queue.commands import MirrorElsewhere, QueueCommands, pops_one_batch
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, decode_record
@@ -58,10 +58,20 @@ def push(commands: QueueCommands, scheduler_id: str, **task: Any) -> Plan[TaskRe
     """Into the partition of the task's hash (twins always meet in one script). A partition
     that follows newer limit rules sends the push back: the rules are read and it goes again."""
     for _ in range(PUSH_TRIES):
-        [record] = yield [commands.push(scheduler_id, **task)]
-        if record is not None:
-            return record
-        yield from read_limits(commands)
+        call = commands.push(scheduler_id, **task)
+        mirror = None
+        if isinstance(call, MirrorElsewhere):  # a limited task away from its hash's partition
+            [entry] = yield [Command(("HGET", call.key, call.hash))]
+            mirror = (entry.decode() if isinstance(entry, bytes) else entry) or ""
+            call = commands.push(scheduler_id, mirror=mirror, **task)
+        [record] = yield [call]
+        if record is None:
+            yield from read_limits(commands)
+            continue
+        if mirror == "" and record.schedule_id is not None:  # the push made the schedule: mirror it
+            mirror_key = commands.layout.for_hash(scheduler_id, record.hash).schedules
+            yield [Command(("HSETNX", mirror_key, record.hash, f"{record.schedule_id}|1"))]
+        return record
     raise RuntimeError("the limit rules kept changing while a task was pushed")
 
 

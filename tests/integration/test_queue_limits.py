@@ -1,13 +1,18 @@
 """Limits per boefje group (REDISCHED_LIMITS), in the queue scripts: a group at its limit is
 passed over without delaying other tasks, a concurrency slot is freed on every way out, and a
-cooldown spaces the group's pops by Redis's own clock. Group state is kept per partition, so
-on the partitioned backend the tasks of a group are chosen to share a partition."""
+cooldown spaces the group's pops by Redis's own clock. With partitions every task of a group
+goes to its group's partition, so its limits hold across partitions (tested with tasks whose
+hashes spread over all of them); the older tests pick tasks of one partition by hash."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 
+import pytest
+
+from redisched.errors import Conflict
 from redisched.limit_rules import parse_rules
 from redisched.queue.keys import partition_of
 from tests.factories import boefje_data
@@ -25,6 +30,18 @@ def tasks_in_one_partition(queues, boefje_id: str, n: int, organization: str = "
         if partition_of(check_pushed_payload("boefje", data).hash(), queues.layout.partitions) == 0:
             found.append(data)
     return found
+
+
+async def redis_reply(queues, *command):
+    """A plain command on the facade's own client (asyncio or sync)."""
+    reply = queues.redis.execute_command(*command)
+    return await reply if inspect.isawaitable(reply) else reply
+
+
+def task_hash(data: dict) -> str:
+    from redisched.models import check_pushed_payload
+
+    return check_pushed_payload("boefje", data).hash()
 
 
 async def push_all(queues, tasks: list[dict], priority: int) -> None:
@@ -168,3 +185,61 @@ async def test_a_long_poll_gets_a_cooling_groups_task_as_the_group_reopens(backe
     waited = loop.time() - started
     assert boefje_of(record) == "shodan"
     assert 1.3 < waited < 1.5 + 2.5, waited  # at the reopening (plus a loaded machine's delay), not after the 10 s wait
+
+
+async def test_a_groups_limits_hold_across_partitions_its_tasks_all_in_its_groups_one(make_queues):
+    rules = parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 0.2}, {"boefje": "whois", "group": "whois", "concurrency": 2}])
+    queues = make_queues(limits=rules)
+    spread = [boefje_data(boefje_id, ooi=f"Hostname|internet|x{next(_seq)}.example") for boefje_id in ("shodan", "whois") for _ in range(12)]
+    await push_all(queues, spread, priority=1)
+    await push_all(queues, [boefje_data("dns-records") for _ in range(60)], priority=50)
+    hashes = {partition_of(record.hash, queues.layout.partitions) for record in await queues.peek("boefje", limit=100)}
+    assert len(hashes) == queues.layout.partitions  # by hash the tasks would spread over every partition
+    shodan_at, whois_held, others = [], [], 0
+
+    async def whois_in_use() -> int:
+        return sum([int(await redis_reply(queues, "HGET", keys.limits, "whois\0n") or 0) for keys in queues.layout.of("boefje")])
+
+    async def popper() -> None:
+        nonlocal others
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + 1.0
+        while loop.time() < stop:
+            record = await pop_one(queues)
+            if record is None:
+                await asyncio.sleep(0.005)
+                continue
+            if boefje_of(record) == "shodan":
+                shodan_at.append(int(record.modified_at))
+            elif boefje_of(record) == "whois":
+                whois_held.append(await whois_in_use())
+                await asyncio.sleep(0.02)
+            else:
+                others += 1
+            await queues.patch(record.id, {"status": "completed"})
+
+    await asyncio.gather(*(popper() for _ in range(10)))
+    shodan_at.sort()
+    gaps_ms = [(b - a) / 1000 for a, b in zip(shodan_at, shodan_at[1:])]
+    assert len(shodan_at) >= 3 and all(gap >= 200 for gap in gaps_ms), gaps_ms
+    assert len(whois_held) >= 4 and max(whois_held) <= 2 and 2 in whois_held, whois_held
+    assert others > 10
+
+
+async def test_a_limited_task_away_from_its_hashs_partition_still_meets_its_twin_and_schedule(make_queues):
+    queues = make_queues(limits=parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 0.001}]))
+    layout = queues.layout
+    away = next(
+        data for data in (boefje_data("shodan") for _ in range(100))
+        if layout.partitions == 1 or layout.for_task("boefje", task_hash(data), "shodan").partition != layout.for_hash("boefje", task_hash(data)).partition
+    )  # fmt: skip
+    first = await queues.push("boefje", organisation="org1", data=away, priority=3)
+    assert first.schedule_id is not None
+    mirror = await redis_reply(queues, "HGET", layout.for_hash("boefje", first.hash).schedules, first.hash)
+    assert mirror.decode() == f"{first.schedule_id}|1"  # mirrored where the schedules' store looks
+    with pytest.raises(Conflict):
+        await queues.push("boefje", organisation="org1", data=away, priority=3, refuse_live_twin=True)
+    popped = await pop_one(queues)
+    await queues.patch(popped.id, {"status": "completed"})
+    again = await queues.push("boefje", organisation="org1", data=away, priority=3)
+    assert again.schedule_id == first.schedule_id  # linked to the schedule, not a new one
