@@ -253,7 +253,7 @@ def fast_boefje_push_args(n: int, rng: random.Random, options: QueueOptions | No
         ix={"org": org, "boefje": boefje, "image": image},
     )
     options = options or QueueOptions()
-    return [_encode(record), data.encode(), options.maxsize, options.twin_policy, "1", str(uuid.uuid4()), "0", "1", "", "", ""]
+    return [_encode(record), data.encode(), options.maxsize, options.twin_policy, "1", str(uuid.uuid4()), "0", "1", "", "", "", ""]
 
 
 def check_fast_fill() -> None:
