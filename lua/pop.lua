@@ -22,11 +22,12 @@
 --- @include "common"
 --- @include "filter"
 --- @include "candidates"
+--- @include "fair"
 
 local dedup_batches, lease_ms = ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_us()
 wake_groups()
-local request_limit, matches, budget, ranges = search_args(4, now)
+local request_limit, matches, budget, ranges, filter = search_args(4, now)
 local replies, token, limit, taken = {}, nil, nil, 0
 
 local function dispatch(rec)
@@ -62,11 +63,24 @@ local function pop_dedup_batch()
   return true
 end
 
+-- With fairness on (fair.lua); tasks its structures do not hold (queued before it was turned
+-- on) are still found by the plain search when it finds nothing.
+local function serve_fairly()
+  fair_pop({
+    filter = filter, ranges = ranges, matches = matches,
+    budget = budget, dedup = dedup_batches, limit = limit, dispatch = dispatch,
+    taken = function() return taken end,
+  })
+  return taken > 0
+end
+
 local function serve(request_token)
   token, limit, taken = request_token, request_limit, 0
   local count_at = #replies + 1
   replies[count_at] = 0
-  if not (dedup_batches and pop_dedup_batch()) then
+  if FAIR and serve_fairly() then
+    -- served
+  elseif not (dedup_batches and pop_dedup_batch()) then
     if dedup_batches then
       limit = 1
     end

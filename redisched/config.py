@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,7 @@ MAX_TRIES = 3
 SCAN_BUDGET = 2000
 SCAN_TIME_US = 1000
 ONE_TASK_PER_SCHEDULE = True
+FAIRNESS = "none"
 
 
 def _env(*names: str) -> AliasChoices:
@@ -73,6 +75,13 @@ class Settings(BaseSettings):
     # Limits per boefje group: a JSON list of rules (redisched/limit_rules.py); none by default.
     limits: list[dict] = Field(default_factory=list, validation_alias=_env("REDISCHED_LIMITS"))
     one_task_per_schedule: bool = Field(ONE_TASK_PER_SCHEDULE, validation_alias=_env("REDISCHED_ONE_TASK_PER_SCHEDULE"))
+    # Fair pop across organisations: "none" (mula's order) or "organisation" (weighted fair
+    # queueing by organisation; README "Fair pop across organisations").
+    fairness: Literal["none", "organisation"] = Field(FAIRNESS, validation_alias=_env("REDISCHED_FAIRNESS"))
+    # organisation -> weight (> 0) for the fair pop; an organisation not named weighs 1.
+    organisation_weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, validation_alias=_env("REDISCHED_ORGANISATION_WEIGHTS")
+    )
     # Bearer tokens; empty = auth off (mula has none).
     admin_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_ADMIN_TOKENS"))
     runner_tokens: list[str] = Field(default_factory=list, validation_alias=_env("REDISCHED_RUNNER_TOKENS"))

@@ -21,7 +21,7 @@ end
 -- Whether a member names this live record as it is queued now: a member left behind (a raw
 -- write, a record moved aside) names no task, another place, or another index value.
 local function names_queued(range, order, rec)
-  if rec.status ~= 'queued' or order_of(rec) ~= order then
+  if rec.status ~= 'queued' or order_of(rec) ~= order or (range.org ~= nil and rec.organisation ~= range.org) then
     return false
   end
   if range.ix == nil then
@@ -87,12 +87,12 @@ end
 
 -- Hands each matching candidate to take(rec) in queue order until take returns false, the
 -- ranges run dry, `budget` candidates have been passed over, or (walking the queue itself,
--- not an index's slice) the call's scan time is up.
+-- not an index's slice) the call's scan time is up. Returns the budget left.
 local function scan_ranges(ranges, matches, budget, take)
   while true do
     local order, range = best_head(ranges)
     if not order then
-      return
+      return budget
     end
     local member = range.members[range.at]
     advance(range)
@@ -100,11 +100,11 @@ local function scan_ranges(ranges, matches, budget, take)
     if not rec or not names_queued(range, order, rec) then
       drop_stray_member(range.key, member)  -- not charged to the budget; to the time, yes
       if out_of_time() then
-        return
+        return 0
       end
     elseif matches(rec) and not like_overspent then
       if not take(rec) then
-        return
+        return budget
       end
     else
       -- Passing over an index's slice is bounded by the budget alone, which the caller sizes
@@ -112,15 +112,16 @@ local function scan_ranges(ranges, matches, budget, take)
       -- an indexed match. Only a walk over the queue itself stops on time as well.
       budget = budget - 1
       if budget <= 0 or (range.value == nil and out_of_time()) then
-        return
+        return 0
       end
     end
   end
 end
 
 local function scan(ranges, matches, budget, take)
-  scan_ranges(ranges, matches, budget, take)
+  local left = scan_ranges(ranges, matches, budget, take)
   flush_strays()
+  return left
 end
 
 -- Decoded filters, kept across calls (runners send the same one on every pop): what the
@@ -184,7 +185,8 @@ end
 
 -- The search both pop and peek take, from ARGV[first] on: limit, filter (to_lua JSON or ""),
 -- scan budget, scan time limit in µs, the index that drives the search ("" = the queue
--- itself) and its values.
+-- itself) and its values. Returns limit, matches(rec), budget, the driving ranges and the
+-- decoded filter (the fair pop's, fair.lua).
 local function search_args(first, now)
   local limit, filter, budget, index_name = tonumber(ARGV[first]), ARGV[first + 1], tonumber(ARGV[first + 2]), ARGV[first + 4]
   scan_deadline_us, passed_over, scan_expired = now + tonumber(ARGV[first + 3]), 0, false
@@ -205,5 +207,5 @@ local function search_args(first, now)
   local function matches(rec)
     return filter == nil or (filter_match(filter, rec) and not data_unreadable(rec))
   end
-  return limit, matches, budget, ranges
+  return limit, matches, budget, ranges, filter
 end

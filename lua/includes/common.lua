@@ -5,6 +5,8 @@
 -- This code runs once per library load (queue/scripts.py), not per call: a local here that
 -- a call changes keeps its value into the next call unless per_call resets it.
 
+--- @include "fair_index"
+
 local NUL = '\0'
 local ORDER_PRIORITY_WIDTH = 20
 
@@ -339,7 +341,8 @@ local function claim_hash_if_free(rec)
   end
 end
 
--- The queue membership of a task: the queue itself, its secondary indexes, the dedup queue.
+-- The queue membership of a task: the queue itself, its secondary indexes, the dedup queue
+-- (and, with fairness on, its fair structures: fair_index.lua).
 -- A placed task of a limited group is its group's head; K_META limited_placed counts them.
 local function place(rec)
   local order = order_of(rec)
@@ -353,6 +356,9 @@ local function place(rec)
   place_pair(rec, order)
   if is_set(rec.lg) then
     redis.call('HINCRBY', K_META, 'limited_placed', 1)
+  end
+  if FAIR then
+    fair_place(rec, order, pair_of(rec))
   end
 end
 
@@ -368,6 +374,9 @@ local function unplace(rec)
     redis.call('ZREM', K_DEDUPQ, order)
   end
   unplace_pair(rec, order)
+  if FAIR then
+    fair_unplace(rec, order, pair_of(rec))
+  end
 end
 
 -- Limits per group (REDISCHED_LIMITS, redisched/limit_rules.py). A task of a limited group

@@ -117,6 +117,21 @@ class QueueFacade:
     def start_limits(self) -> RuleSet:
         return self.run(plans.start_limits(self.commands))
 
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Organisations' weights for the fair pop (every queue, every partition)."""
+        return self.run(plans.set_weights(self.layout, weights))
+
+    def reset_weight(self, organisation: str) -> None:
+        return self.run(plans.reset_weight(self.layout, organisation))
+
+    def weights(self) -> dict[str, float]:
+        """The weights set; an organisation not named weighs 1."""
+        return self.run(plans.weights(self.layout))
+
+    def organisation_shares(self, scheduler_id: str, max_orgs: int = 1000) -> list[plans.OrganisationShare]:
+        """Per organisation: depth, tasks served with fairness on, share, weight, virtual time."""
+        return self.run(plans.organisation_shares(self.commands, scheduler_id, max_orgs))
+
     def load_functions(self) -> None:
         return self.run(plans.load_functions())
 

@@ -48,6 +48,21 @@ Outside the queues, for the schedulers:
     <p>:{<q>}:limgroups  ZSET group scored by the ms of its latest push: the groups the
                          dashboard lists, the LIMIT_GROUPS_KEPT latest (push.lua trims it)
 
+Fair pop across organisations (REDISCHED_FAIRNESS=organisation, lua/includes/fair_index.lua).
+A *range* is where a pop's search is driven from: "q" the queue, "d" the dedup queue,
+"b:<boefje id>" and "i:<oci image>" the slices of those indexes.
+
+    <p>:{<q>}:fair:tasks   ZSET lex, member = "<range>\0<organisation>\0<order key>": each
+                           range's queued tasks by organisation, so one organisation's best
+                           task in a range is one ZRANGE
+    <p>:{<q>}:fair:orgs    ZSET lex, member = "<range>\0<vt key>\0<organisation>": the
+                           organisations with tasks in each range, by virtual time
+    <p>:{<q>}:fair:vt      HASH "<organisation>" -> its virtual time (tasks served / weight);
+                           "<range>\0<organisation>" -> the vt key it is listed under there;
+                           "\0" -> the system virtual time
+    <p>:{<q>}:fair:weights HASH organisation -> weight (absent: 1)
+    <p>:{<q>}:fair:served  HASH organisation -> tasks handed out with fairness on
+
     <p>:layout                        STRING, how many partitions the queues were made with
     <p>:limits:rules                  STRING, the limit rules in force, their version and source
                                       (JSON, limit_rules.RuleSet; plans.replace_limits)
@@ -88,6 +103,9 @@ KEY_NAMES = (
     + ("limq", "limits", "limwake", "limgroups")
     + tuple(f"ix:{name}" for name in INDEXES)
 )
+# Handed to the scripts (last, after KEY_NAMES) only with fairness on: a script knows
+# fairness is off by their absence (K_FAIR_TASKS nil), so `none` costs no command at all.
+FAIR_KEY_NAMES = ("fair:tasks", "fair:orgs", "fair:vt", "fair:weights", "fair:served")
 
 
 @dataclass(frozen=True)
@@ -98,10 +116,12 @@ class QueueKeys:
     queue_id: str
     partition: int = 0
     partitions: int = 1
+    fair: bool = False  # REDISCHED_FAIRNESS=organisation: the scripts get FAIR_KEY_NAMES too
     all: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "all", [self.key(name) for name in KEY_NAMES])
+        names = KEY_NAMES + FAIR_KEY_NAMES if self.fair else KEY_NAMES
+        object.__setattr__(self, "all", [self.key(name) for name in names])
 
     @property
     def tag(self) -> str:
@@ -114,6 +134,10 @@ class QueueKeys:
         if name in KEY_NAMES:
             return self.key(name)
         raise AttributeError(name)
+
+    def fair_key(self, name: str) -> str:
+        """``keys.fair_key("vt")``: a key of the fair pop (FAIR_KEY_NAMES), fairness on or off."""
+        return self.key(f"fair:{name}")
 
     @property
     def dead_events(self) -> str:
@@ -147,9 +171,9 @@ def partition_of(task_hash: str | None, partitions: int) -> int:
 
 
 @cache
-def partition_keys(prefix: str, queue_id: str, partitions: int) -> list[QueueKeys]:
+def partition_keys(prefix: str, queue_id: str, partitions: int, fair: bool = False) -> list[QueueKeys]:
     """The keys of each partition of a queue (queue/layout.py hands them out)."""
-    return [QueueKeys(prefix, queue_id, i, partitions) for i in range(partitions)]
+    return [QueueKeys(prefix, queue_id, i, partitions, fair) for i in range(partitions)]
 
 
 def layout_key(prefix: str) -> str:

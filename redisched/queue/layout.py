@@ -35,7 +35,8 @@ class QueueLayout:
     """``partitions`` per queue under ``prefix``; leases of ``dispatch_lease_ms`` after a pop and
     ``running_lease_ms`` once running; a task fails after ``max_tries`` expired leases; a pop
     examines at most ``scan_budget`` candidates, for at most ``scan_time_us``, for a filter
-    no index serves; ``one_task_per_schedule``: a schedule's live task refuses its pushes."""
+    no index serves; ``one_task_per_schedule``: a schedule's live task refuses its pushes;
+    ``fairness``: "organisation" for the fair pop across organisations."""
 
     prefix: str = config.KEY_PREFIX
     partitions: int = config.PARTITIONS
@@ -45,6 +46,7 @@ class QueueLayout:
     scan_budget: int = config.SCAN_BUDGET
     scan_time_us: int = config.SCAN_TIME_US
     one_task_per_schedule: bool = config.ONE_TASK_PER_SCHEDULE
+    fairness: str = config.FAIRNESS
     limits: tuple[LimitRule, ...] = ()
     options: dict[str, QueueOptions] = field(default_factory=dict)
     queue_ids: tuple[str, ...] = QUEUE_IDS
@@ -52,6 +54,8 @@ class QueueLayout:
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ValueError("a queue needs at least one partition")
+        if self.fairness not in ("none", "organisation"):
+            raise ValueError("fairness is 'none' or 'organisation'")
 
     @classmethod
     def from_settings(cls, settings: config.Settings) -> QueueLayout:
@@ -64,6 +68,7 @@ class QueueLayout:
             scan_budget=settings.scan_budget,
             scan_time_us=settings.scan_time_us,
             one_task_per_schedule=settings.one_task_per_schedule,
+            fairness=settings.fairness,
             limits=parse_rules(settings.limits),
             options={queue_id: QueueOptions(maxsize=settings.pq_maxsize) for queue_id in QUEUE_IDS},
         )
@@ -73,7 +78,12 @@ class QueueLayout:
 
     def of(self, queue_id: str) -> list[QueueKeys]:
         """The keys of each partition of the queue, partition 0 first."""
-        return partition_keys(self.prefix, queue_id, self.partitions)
+        return partition_keys(self.prefix, queue_id, self.partitions, self.fair)
+
+    @property
+    def fair(self) -> bool:
+        """REDISCHED_FAIRNESS=organisation: the scripts keep and use the fair structures."""
+        return self.fairness == "organisation"
 
     def for_hash(self, queue_id: str, task_hash: str | None) -> QueueKeys:
         return self.of(queue_id)[partition_of(task_hash, self.partitions)]

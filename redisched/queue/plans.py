@@ -356,6 +356,98 @@ def last_activity_us(commands: QueueCommands, scheduler_id: str) -> Plan[int | N
     return max((int(value) for value in values if value is not None), default=None)
 
 
+# --- fair pop across organisations (lua/includes/fair.lua) ---------------------------------
+
+
+class OrganisationShare(msgspec.Struct):
+    """One organisation's place in the fair pop of a queue (all its partitions)."""
+
+    organisation: str
+    depth: int  # tasks on the queue (a limited group's waiting tasks past its head not counted)
+    served: int  # tasks handed out with fairness on
+    share_served: float | None  # of every organisation's served tasks (None: none served yet)
+    weight: float
+    virtual_time: float  # tasks served / weight, largest over the partitions
+
+
+def set_weights(layout: QueueLayout, weights: dict[str, float]) -> Plan[None]:
+    """Organisations' weights, in every partition of every queue (where the scripts read them)."""
+    if weights:
+        pairs = [value for org, weight in weights.items() for value in (org, repr(float(weight)))]
+        yield [Command(("HSET", keys.fair_key("weights"), *pairs)) for keys in layout.every()]
+
+
+def reset_weight(layout: QueueLayout, organisation: str) -> Plan[None]:
+    """Back to the default weight (1) in every partition of every queue."""
+    yield [Command(("HDEL", keys.fair_key("weights"), organisation)) for keys in layout.every()]
+
+
+def weights(layout: QueueLayout) -> Plan[dict[str, float]]:
+    """The weights set (an organisation not named weighs 1), as the first queue's first
+    partition holds them (set_weights writes them all alike)."""
+    [stored] = yield [Command(("HGETALL", layout.every()[0].fair_key("weights")))]
+    return {_text(org): float(weight) for org, weight in stored.items()}
+
+
+def organisation_shares(commands: QueueCommands, scheduler_id: str, max_orgs: int = 1000) -> Plan[list[OrganisationShare]]:
+    """Per organisation with work (the first ``max_orgs`` by virtual time in each partition)
+    or served: depth, served, share, weight, virtual time. Two round trips."""
+    partitions = _queue(commands, scheduler_id)
+    first = yield [
+        command
+        for keys in partitions
+        for command in (
+            Command(("ZRANGE", keys.fair_key("orgs"), "[q\0", "(q\1", "BYLEX", "LIMIT", 0, max_orgs)),
+            Command(("HGETALL", keys.fair_key("served"))),
+        )
+    ] + [Command(("HGETALL", partitions[0].fair_key("weights")))]
+    weights = {_text(org): float(w) for org, w in first[-1].items()}
+    served: dict[str, int] = {}
+    active: list[set[str]] = []
+    for i in range(len(partitions)):
+        listed, served_here = first[2 * i], first[2 * i + 1]
+        active.append({_text(member).split("\0", 2)[2] for member in listed})
+        for org, n in served_here.items():
+            served[_text(org)] = served.get(_text(org), 0) + int(n)
+    orgs = sorted(set().union(*active) | set(served))
+    if not orgs:
+        return []
+    second = yield [
+        command
+        for keys, here in zip(partitions, active)
+        for command in (
+            *(Command(("ZLEXCOUNT", keys.fair_key("tasks"), f"[q\0{org}\0", f"(q\0{org}\1")) for org in sorted(here)),
+            Command(("HMGET", keys.fair_key("vt"), *orgs)),
+        )
+    ]
+    depth: dict[str, int] = {}
+    vt: dict[str, float] = {}
+    at = 0
+    for here in active:
+        for org in sorted(here):
+            depth[org] = depth.get(org, 0) + int(second[at])
+            at += 1
+        for org, value in zip(orgs, second[at]):
+            vt[org] = max(vt.get(org, 0.0), float(value or 0))
+        at += 1
+    total = sum(served.values())
+    return [
+        OrganisationShare(
+            organisation=org,
+            depth=depth.get(org, 0),
+            served=served.get(org, 0),
+            share_served=served.get(org, 0) / total if total else None,
+            weight=weights.get(org, 1.0),
+            virtual_time=vt.get(org, 0.0),
+        )
+        for org in orgs
+    ]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def load_functions() -> Plan[None]:
     """FUNCTION LOAD REPLACE of this version's library (queue/scripts.py): the service's own
     connection does it at start; the direct client's ACL user may not, and relies on it."""

@@ -33,7 +33,8 @@ from redis.exceptions import ResponseError
 
 from redisched.errors import ScriptError
 from redisched.queue.indexes import INDEXES, VERBATIM_INDEXES
-from redisched.queue.keys import KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_SLOTS
+from redisched.queue.keys import FAIR_KEY_NAMES, KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_SLOTS
+from redisched.queue.records import priority_key
 
 _DIRECTIVE = re.compile(r'^--- @(include|operation) "([\w-]+)"$', re.MULTILINE)
 
@@ -53,12 +54,16 @@ def _shared() -> str:
     the includes' ~140 functions and tables cost each call ~9 µs): the key locals, assigned
     per call by ``begin``, the constants, and the includes in dependency order. An include's
     state that must start afresh in each call is reset by what it hands to ``per_call``."""
-    keys = [f"K_{name.upper()}" for name in KEY_NAMES if not name.startswith("ix:")]
-    positions = [position for position, name in enumerate(KEY_NAMES, start=1) if not name.startswith("ix:")]
-    indexes = [(name[3:], position) for position, name in enumerate(KEY_NAMES, start=1) if name.startswith("ix:")]
+    # The fair keys come last: a call without them (fairness off) finds them nil.
+    names = KEY_NAMES + FAIR_KEY_NAMES
+    keys = [f"K_{name.upper().replace(':', '_')}" for name in names if not name.startswith("ix:")]
+    positions = [position for position, name in enumerate(names, start=1) if not name.startswith("ix:")]
+    indexes = [(name[3:], position) for position, name in enumerate(names, start=1) if name.startswith("ix:")]
     lines = ["local ARGV, SCRIPT_WRITES", f"local {', '.join(keys)}", "local IX = {}"]
     lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
     lines.append(f"local LIMIT_GROUPS_KEPT = {LIMIT_GROUPS_KEPT}")
+    # Order keys below this one are tasks of priority <= 1 (a person's scan): they pass fairness.
+    lines.append(f"local MANUAL_ORDER_END = '{priority_key(2)}'")
     lines += [f"local E_{code.name} = {code.value}" for code in ScriptError]
     lines.append(verbatim_index_paths())
     lines.append("local CALL_RESETS = {}")

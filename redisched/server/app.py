@@ -28,9 +28,10 @@ from redisched.server.dashboard.overview import Overview
 from redisched.server.errors import HANDLERS
 from redisched.history.quarantine import Quarantined
 from redisched.server.request_checks import Origins, checked
-from redisched.server.responses import JSON, LeaseExtended, LimitRule, LimitRules, Paginated, PatchedAndPopped, PopResult
-from redisched.server.responses import QuarantineRetried, QuarantineRetry
-from redisched.server.routes import limits, quarantine, schedulers, schedules, service, tasks
+from redisched.server.responses import JSON, LeaseExtended, LimitRule, LimitRules, OrganisationWeight, Paginated
+from redisched.server.responses import PatchedAndPopped, PopResult, QuarantineRetried, QuarantineRetry, WeightChange
+from redisched.queue.plans import OrganisationShare
+from redisched.server.routes import limits, organisations, quarantine, schedulers, schedules, service, tasks
 from redisched.services import Services
 
 PAGE = {"offset": "count", "limit": "count"}
@@ -107,6 +108,16 @@ API = [
     Api("PUT", "/limits", limits.replace_limits, "admin",
         "Replace the limit rules per boefje group (a list of rules, as REDISCHED_LIMITS; every API process follows)",
         LimitRules, body=list[LimitRule]),  # fmt: skip
+    Api("GET", "/organisations/weights", organisations.list_weights, "viewer",
+        "Organisations' weights in the fair pop (REDISCHED_FAIRNESS); one not listed weighs 1", list[OrganisationWeight]),
+    Api("GET", "/organisations/{organisation}/weight", organisations.get_weight, "viewer",
+        "An organisation's weight in the fair pop", OrganisationWeight),
+    Api("PUT", "/organisations/{organisation}/weight", organisations.set_weight, "admin",
+        "Set an organisation's weight in the fair pop (every queue, at once)", OrganisationWeight, body=WeightChange),
+    Api("DELETE", "/organisations/{organisation}/weight", organisations.reset_weight, "admin",
+        "Put an organisation's weight back to 1", status=204),
+    Api("GET", "/schedulers/{scheduler_id}/organisations", organisations.shares, "viewer",
+        "Per organisation: queued tasks, tasks served with fairness on and their share, weight", list[OrganisationShare]),
     Api("GET", "/dashboard/overview", dashboard.figures, "viewer", "The dashboard's figures (one Redis round trip)",
         Overview),  # fmt: skip
     Api("GET", "/dashboard/tasks/{task_id}/history", dashboard.task_history, "viewer",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -87,6 +87,16 @@ class LimitRules(msgspec.Struct):
     rules: list[LimitRule]
     version: str
     source: str
+
+class WeightChange(msgspec.Struct, forbid_unknown_fields=True):
+    """An organisation's weight in the fair pop: above 0 (1 is everyone's default)."""
+
+    weight: Annotated[float, msgspec.Meta(gt=0)]
+
+
+class OrganisationWeight(msgspec.Struct):
+    organisation: str
+    weight: float
 
 
 class ErrorDetail(msgspec.Struct):

@@ -72,7 +72,7 @@ async def test_openapi_describes_every_route(api):
     pop = document["paths"]["/schedulers/{scheduler_id}/pop"]["post"]
     assert pop["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PopResult"}
     assert {"Task", "TaskPush", "TaskPatch", "Schedule", "ScheduleCreate", "FilterRequest"} <= set(document["components"]["schemas"])
-    assert len([op for path in document["paths"].values() for op in path]) == 26  # mula's 19, the quarantine's 2, the dashboard's 2, finish and fetch, the limits' 2
+    assert len([op for path in document["paths"].values() for op in path]) == 31  # mula's 19, the quarantine's 2, the dashboard's 2, finish and fetch, the limits' 2, the fair pop's 5
     assert {"get", "put"} == set(document["paths"]["/limits"])
     assert {"get", "post"} == {*document["paths"]["/history/quarantine"], *document["paths"]["/history/quarantine/retry"]}
 

@@ -50,7 +50,7 @@ class OrganisationFigures(msgspec.Struct):
     depth_by_scheduler: dict[str, int]
     served: int | None  # tasks handed out so far (Postgres); None when it did not answer
     share_served: float | None  # of the tasks handed out to the organisations shown
-    weight: float | None = None  # fair dispatch's weight, once there is such a thing
+    weight: float | None = None  # its weight in the fair pop; None with REDISCHED_FAIRNESS=none
 
 
 class LimitGroupFigures(msgspec.Struct):
@@ -95,13 +95,14 @@ async def overview(services: Services, role: str) -> Overview:
     )
     organisations = sorted({org for stats in snapshot.queues.values() for org in stats.organisations})
     statuses, served, error = await _history(services, organisations)
+    weights = await services.queues.weights() if services.queues.layout.fair else None
     return Overview(
         now=us_to_datetime(max(stats.now_us for stats in snapshot.queues.values())),
         role=role,
         refresh_seconds=settings.dashboard_refresh_seconds,
         bucket_seconds=RATE_BUCKET_SECONDS,
         schedulers=[_scheduler(snapshot.queues[sid], statuses) for sid in SCHEDULERS if sid in snapshot.queues],
-        organisations=_organisations(snapshot, organisations, served),
+        organisations=_organisations(snapshot, organisations, served, weights),
         organisations_capped=any(stats.organisations_capped for stats in snapshot.queues.values()),
         limits=_limits(snapshot) if settings.limits else None,
         limits_capped=any(stats.groups_capped for stats in snapshot.queues.values()),
@@ -156,7 +157,10 @@ def _scheduler(stats: QueueStats, statuses: dict[tuple[str, str], int] | None) -
 
 
 def _organisations(
-    snapshot: RedisSnapshot, organisations: list[str], served: dict[tuple[str, str], int] | None
+    snapshot: RedisSnapshot,
+    organisations: list[str],
+    served: dict[tuple[str, str], int] | None,
+    weights: dict[str, float] | None,
 ) -> list[OrganisationFigures]:
     served_by_org = None
     if served is not None:
@@ -167,7 +171,8 @@ def _organisations(
         by_scheduler = {sid: stats.organisations[org] for sid, stats in snapshot.queues.items() if org in stats.organisations}
         served_n = served_by_org.get(org, 0) if served_by_org is not None else None
         share = served_n / total_served if served_n is not None and total_served else None
-        figures.append(OrganisationFigures(org, sum(by_scheduler.values()), by_scheduler, served_n, share))
+        weight = weights.get(org, 1.0) if weights is not None else None
+        figures.append(OrganisationFigures(org, sum(by_scheduler.values()), by_scheduler, served_n, share, weight))
     figures.sort(key=lambda figure: (-figure.depth, figure.organisation))
     return figures
 

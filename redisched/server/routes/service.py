@@ -65,6 +65,7 @@ async def metrics(request: Request) -> Response:
             "redisched_history_quarantined", "Events Postgres refused, set aside (GET /history/quarantine)", quarantined
         ),
         _set_aside_metric(set_aside),
+        *(await _fairness_metrics(svc) if layout.fair else []),
     ]
     body = generate_latest(REGISTRY) + generate_latest(_Scrape(families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -101,6 +102,39 @@ def _set_aside_metric(set_aside: dict[str, tuple[int, int]]) -> Metric:
         healed.add_metric([scheduler_id, "record"], records)
         healed.add_metric([scheduler_id, "member"], members)
     return healed
+
+
+FAIR_METRICS_MAX_ORGANISATIONS = 1000  # per queue partition, least virtual time first
+
+
+async def _fairness_metrics(svc: Services) -> list[Metric]:
+    """Per organisation and queue (REDISCHED_FAIRNESS=organisation): queued tasks, tasks
+    served with fairness on, and the weight."""
+    per_queue = await asyncio.gather(
+        *(svc.queues.organisation_shares(sid, FAIR_METRICS_MAX_ORGANISATIONS) for sid in SCHEDULERS)
+    )
+    queued = GaugeMetricFamily(
+        "redisched_organisation_queued", "Tasks queued per organisation (fair pop)", labels=["scheduler_id", "organisation"]
+    )
+    served = CounterMetricFamily(
+        "redisched_organisation_served", "Tasks handed out per organisation with fairness on",
+        labels=["scheduler_id", "organisation"],
+    )
+    share = GaugeMetricFamily(
+        "redisched_organisation_share_served", "An organisation's share of the tasks handed out with fairness on",
+        labels=["scheduler_id", "organisation"],
+    )
+    weights: dict[str, float] = {}
+    for scheduler_id, shares in zip(SCHEDULERS, per_queue):
+        for figure in shares:
+            queued.add_metric([scheduler_id, figure.organisation], figure.depth)
+            served.add_metric([scheduler_id, figure.organisation], figure.served)
+            share.add_metric([scheduler_id, figure.organisation], figure.share_served or 0.0)
+            weights[figure.organisation] = figure.weight
+    weight = GaugeMetricFamily("redisched_organisation_weight", "An organisation's weight in the fair pop", labels=["organisation"])
+    for organisation, value in sorted(weights.items()):
+        weight.add_metric([organisation], value)
+    return [queued, served, share, weight]
 
 
 class _Scrape:

@@ -303,7 +303,7 @@ function renderOrganisations(data) {
     ...SCHEDULERS.map((sid) => el("td", { class: "num" }, count(o.depth_by_scheduler[sid] || 0))),
     el("td", { class: "num" }, count(o.served)),
     el("td", {}, shareBar(o.share_served)),
-    // Fair dispatch (issue 14) puts each organisation's weight here; none is configured yet.
+    // The fair pop's weight (REDISCHED_FAIRNESS=organisation); "–" without fairness.
     el("td", { class: "num muted" }, o.weight === null || o.weight === undefined ? "–" : String(o.weight))));
   if (!rows.length) rows.push(el("tr", {}, el("td", { class: "empty", colspan: 8 }, "No organisation has queued tasks.")));
   $("orgs").tBodies[0].replaceChildren(...rows);

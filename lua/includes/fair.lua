@@ -1,0 +1,292 @@
+--- @include "common"
+--- @include "candidates"
+
+-- The fair pop (REDISCHED_FAIRNESS=organisation; the structures: fair_index.lua). Among the
+-- organisations with a task matching the pop's filter, the one with the least virtual time
+-- (tasks served / weight: start-time fair queueing) goes next; within it, queue order.
+-- Tasks of priority <= 1 (a person's scan) pass fairness: they go first, as they pass maxsize.
+--
+-- Cost: O(log N + log K) per task handed out. The organisations come from the driving
+-- ranges' listings, merged by listed vt, one ZRANGE per step; a listing found stale (the org
+-- was served through another range since) is re-listed, at most FAIR_RESCORE_MAX per task,
+-- then the head is taken as it is. An organisation whose tasks all fail the filter is passed
+-- over at the cost of one candidate of the scan budget.
+local FAIR_RESCORE_MAX = 32
+
+-- The organisations a filter names in a top-level eq/in on organisation (nil: any).
+local function filter_orgs(filter)
+  if filter == nil then
+    return nil
+  end
+  local leaves = filter.op and {filter} or filter['and'] or {}
+  local orgs = nil
+  for _, leaf in ipairs(leaves) do
+    if leaf.col == 'organisation' and leaf.path == nil and (leaf.op == 'eq' or leaf.op == 'in') then
+      local named, values = {}, leaf.op == 'eq' and {leaf.val} or leaf.val
+      for _, value in ipairs(values) do
+        if type(value) == 'string' and (orgs == nil or orgs[value]) then
+          named[value] = true
+        end
+      end
+      orgs = named
+    end
+  end
+  return orgs
+end
+
+-- The fair range id of each of the pop's driving ranges (candidates.lua): 'q', 'b:<id>', ...
+local FAIR_RANGE_PREFIX = {boefje = 'b:', image = 'i:', pair = 'p:'}
+
+local function fair_range_id(range)
+  if range.value == nil then
+    return 'q'
+  end
+  return FAIR_RANGE_PREFIX[range.ix] .. range.value
+end
+
+-- One organisation's slice of a fair range, walked by scan() as any range (candidates.lua).
+local function org_range(id, org, ix, value)
+  local prefix = id .. NUL .. org .. NUL
+  return {key = K_FAIR_TASKS, min = '[' .. prefix, max = '(' .. id .. NUL .. org .. '\1', skip = #prefix,
+          batch = 1, ix = ix, value = value, org = org, id = id}
+end
+
+-- The pop's driving ranges restricted to one organisation.
+local function ranges_of_org(org, ranges)
+  if ranges[1] and ranges[1].ix == 'org' then
+    return {lex_range(IX.org, org, 'org')}  -- driven by the organisation index: its own slice
+  end
+  local cut = {}
+  for i, range in ipairs(ranges) do
+    cut[i] = org_range(fair_range_id(range), org, range.ix, range.value)
+  end
+  return cut
+end
+
+-- A cursor over one range's listing (K_FAIR_ORGS), in vt order, one member per step.
+local function org_cursor(id)
+  return {id = id, min = '[' .. id .. NUL, max = '(' .. id .. '\1', skip = #id + 1}
+end
+
+local function cursor_head(c)
+  if c.head == nil then
+    local member = redis.call('ZRANGE', K_FAIR_ORGS, c.min, c.max, 'BYLEX', 'LIMIT', 0, 1)[1]
+    c.head, c.member = false, member
+    if member then
+      local rest = string.sub(member, c.skip + 1)
+      local at = string.find(rest, NUL, 1, true)
+      c.head, c.key, c.org = rest, string.sub(rest, 1, at - 1), string.sub(rest, at + 1)
+    end
+  end
+  return c.head
+end
+
+local function cursor_next(c)
+  c.min, c.head = '(' .. c.member, nil
+end
+
+-- The org's virtual time and the system's: {vt, system}.
+local function vt_state(org)
+  local got = redis.call('HMGET', K_FAIR_VT, org, NUL)
+  return {vt = tonumber(got[1] or '0'), system = tonumber(got[2] or '0')}
+end
+
+-- Moves the org's listing in a range to a later vt key; its field in K_FAIR_VT is the
+-- caller's to write (`fields`), or written here.
+local function relist(id, org, old_key, new_key, fields)
+  redis.call('ZREM', K_FAIR_ORGS, id .. NUL .. old_key .. NUL .. org)
+  fair_list(id, org, new_key)
+  if fields then
+    fields[#fields + 1], fields[#fields + 2] = id .. NUL .. org, new_key
+  else
+    redis.call('HSET', K_FAIR_VT, id .. NUL .. org, new_key)
+  end
+end
+
+-- The next organisation in vt order over the cursors (nil: none left); `tried` the orgs this
+-- pop has looked at already. Returns the org and the cursors it heads (to re-list it there).
+local function next_org(cursors, tried)
+  local rescored = 0
+  while true do
+    local best = nil
+    for _, c in ipairs(cursors) do
+      local head = cursor_head(c)
+      if head and (best == nil or head < best.head) then
+        best = c
+      end
+    end
+    if best == nil then
+      return nil
+    end
+    local org = best.org
+    if tried[org] then
+      cursor_next(best)
+    else
+      local state = vt_state(org)
+      local key = vt_key(state.vt)
+      if key > best.key and rescored < FAIR_RESCORE_MAX then
+        relist(best.id, org, best.key, key)
+        rescored = rescored + 1
+        cursor_next(best)
+      else
+        tried[org] = true
+        local heads = {}
+        for _, c in ipairs(cursors) do
+          if c.head and c.org == org then
+            heads[#heads + 1] = c
+          end
+        end
+        return org, heads, state
+      end
+    end
+  end
+end
+
+-- A task handed out: its organisation's virtual time grows by 1 / weight. `advance`: the
+-- system virtual time follows (not for a pop restricted to some organisations, whose
+-- choice says nothing of the others'). `heads`: the listings it was chosen from, re-listed;
+-- `state`: its vt_state when the caller has it.
+local function fair_charge(org, advance, heads, state)
+  redis.call('HINCRBY', K_FAIR_SERVED, org, 1)
+  state = state or vt_state(org)
+  local weight = tonumber(redis.call('HGET', K_FAIR_WEIGHTS, org) or '1')
+  if not weight or weight <= 0 then
+    weight = 1
+  end
+  local new_vt = state.vt + 1 / weight
+  local fields = {org, string.format('%.17g', new_vt)}
+  if advance and state.vt > state.system then
+    fields[3], fields[4] = NUL, string.format('%.17g', state.vt)
+    state.system = state.vt
+  end
+  local key = vt_key(new_vt)
+  for _, c in ipairs(heads or {}) do
+    if not fair_emptied[c.id .. NUL .. org] and c.key < key then
+      relist(c.id, org, c.key, key, fields)
+      c.key = key
+    end
+  end
+  redis.call('HSET', K_FAIR_VT, unpack(fields))
+  state.vt = new_vt
+end
+
+-- The driving ranges cut to the tasks of priority <= 1 (order keys below MANUAL_ORDER_END).
+local function manual_ranges(ranges)
+  local cut = {}
+  for i, r in ipairs(ranges) do
+    local prefix = r.value and (r.value .. NUL) or ''
+    local min = r.value and ('[' .. prefix) or '-'
+    cut[i] = {key = r.key, min = min, max = '(' .. prefix .. MANUAL_ORDER_END, skip = r.skip, batch = 1, ix = r.ix, value = r.value}
+  end
+  return cut
+end
+
+-- The organisations to try, for a pop restricted to `named` ones: those, by true vt.
+local function named_in_vt_order(named)
+  local orgs, vts = {}, {}
+  for org in pairs(named) do
+    orgs[#orgs + 1] = org
+  end
+  if #orgs == 0 then
+    return orgs
+  end
+  table.sort(orgs)
+  local got = redis.call('HMGET', K_FAIR_VT, unpack(orgs))
+  for i, org in ipairs(orgs) do
+    vts[org] = tonumber(got[i] or '0')
+  end
+  table.sort(orgs, function(a, b)
+    return vts[a] < vts[b] or (vts[a] == vts[b] and a < b)
+  end)
+  return orgs
+end
+
+-- The pop, fair: `s` = {filter, ranges (the driving ranges, candidates.lua), matches,
+-- budget, dedup (the boefje rule), limit, dispatch (pop.lua's: hands a task out, false once
+-- the request has enough), taken() (how many it has handed out)}.
+local function fair_pop(s)
+  local budget, done = s.budget, false
+  local function handed(rec)
+    local before = s.taken()
+    done = not s.dispatch(rec)
+    return s.taken() > before
+  end
+  -- a person's scans first, in queue order; counted as served, not charged to the vt
+  local manual_limit = s.dedup and 1 or s.limit
+  budget = scan(manual_ranges(s.ranges), s.matches, budget, function(rec)
+    if handed(rec) then
+      redis.call('HINCRBY', K_FAIR_SERVED, rec.organisation, 1)
+      return not done and s.taken() < manual_limit
+    end
+    return true
+  end)
+  if done or (s.dedup and s.taken() > 0) then
+    return
+  end
+  local named = filter_orgs(s.filter)
+  local advance = named == nil
+  local function charge(heads, state)
+    return function(rec)
+      if not handed(rec) then
+        return true  -- moved aside: on to the next
+      end
+      fair_charge(rec.organisation, advance, heads, state)
+      return false
+    end
+  end
+  while not done and budget > 0 do
+    local tried, cursors, candidates, at = {}, nil, nil, 0
+    if named then
+      candidates = named_in_vt_order(named)
+    else
+      cursors = {}
+      for i, range in ipairs(s.ranges) do
+        cursors[i] = org_cursor(fair_range_id(range))
+      end
+    end
+    local before = s.taken()
+    while s.taken() == before and not done and budget > 0 do
+      local org, heads, state
+      if named then
+        at = at + 1
+        org = candidates[at]
+      else
+        org, heads, state = next_org(cursors, tried)
+      end
+      if org == nil then
+        return
+      end
+      local batch_key = nil
+      if s.dedup then
+        -- the boefje rule within the organisation: its best matching task with a key brings its batch
+        budget = scan({org_range('d', org, 'dedup')}, s.matches, budget, function(rec)
+          batch_key = rec.ix.dedup
+          return false
+        end)
+      end
+      if batch_key then
+        budget = scan({lex_range(IX.dedup, batch_key, 'dedup')}, s.matches, budget, function(rec)
+          if handed(rec) then
+            local own = rec.organisation == org
+            fair_charge(rec.organisation, advance, own and heads or nil, own and state or nil)
+          end
+          return not done
+        end)
+      else
+        local ranges = ranges_of_org(org, s.ranges)
+        budget = scan(ranges, s.matches, budget, charge(heads, state))
+        if s.taken() == before then
+          budget = budget - 1  -- an organisation passed over
+          for _, range in ipairs(ranges) do
+            if range.id and range.min == '[' .. range.id .. NUL .. org .. NUL and range.done then
+              fair_delist(range.id, org)  -- listed, but no task left there (healed members)
+            end
+          end
+        end
+      end
+    end
+    if s.dedup then
+      return
+    end
+  end
+end

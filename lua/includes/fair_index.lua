@@ -1,0 +1,99 @@
+-- Fair pop across organisations (REDISCHED_FAIRNESS=organisation): the structures, kept in
+-- step with the queue by place/unplace (common.lua), so limits (only a group's head is
+-- placed) and every way on and off the queue keep them for free. The keys (keys.py) are
+-- handed to the scripts only with fairness on: FAIR is false, and none of this runs, without.
+--
+-- A *range* is where a pop's search is driven from: 'q' the queue, 'd' the dedup queue,
+-- 'b:<boefje id>', 'i:<oci image>' and 'p:<pair>' those indexes' slices (the pair of
+-- common.lua's pair index, handed in by place/unplace). Per range:
+--   K_FAIR_TASKS "<range>\0<org>\0<order key>": its tasks by organisation (an org's best task
+--                in a range is one ZRANGE);
+--   K_FAIR_ORGS  "<range>\0<vt key>\0<org>": its organisations by virtual time, listed while
+--                they have tasks there (taken off eagerly when the last one leaves);
+--   K_FAIR_VT    "<range>\0<org>" -> the vt key the org is listed under there; "<org>" -> its
+--                virtual time (tasks served / weight); "\0" -> the system virtual time.
+-- An org's listed vt is never above its true one (virtual times only grow); the pop re-lists
+-- the ones it finds stale (fair.lua).
+-- Defined before common.lua (which calls it from place/unplace): self-contained.
+local NUL = '\0'
+local FAIR, fair_emptied = false, {}  -- fair_emptied: "<range>\0<org>" taken off its listing by this call
+per_call(function()
+  FAIR, fair_emptied = K_FAIR_TASKS ~= nil, {}
+end)
+
+local function vt_key(vt)
+  return string.format('%024.6f', vt)
+end
+
+local function fair_ranges_of(rec, pair)
+  local ids = {'q'}
+  if rec.ix.boefje then
+    ids[#ids + 1] = 'b:' .. rec.ix.boefje
+  end
+  if rec.ix.image then
+    ids[#ids + 1] = 'i:' .. rec.ix.image
+  end
+  if pair then
+    ids[#ids + 1] = 'p:' .. pair
+  end
+  if rec.ix.dedup then
+    ids[#ids + 1] = 'd'
+  end
+  return ids
+end
+
+local function fair_list(id, org, key)
+  redis.call('ZADD', K_FAIR_ORGS, 0, id .. NUL .. key .. NUL .. org)
+  fair_emptied[id .. NUL .. org] = nil
+end
+
+local function fair_delist(id, org)
+  local field = id .. NUL .. org
+  local key = redis.call('HGET', K_FAIR_VT, field)
+  if key then
+    redis.call('ZREM', K_FAIR_ORGS, id .. NUL .. key .. NUL .. org)
+    redis.call('HDEL', K_FAIR_VT, field)
+  end
+  fair_emptied[field] = true
+end
+
+local function fair_place(rec, order, pair)
+  local org, ids = rec.organisation, fair_ranges_of(rec, pair)
+  local fields = {org, NUL}
+  for i, id in ipairs(ids) do
+    redis.call('ZADD', K_FAIR_TASKS, 0, id .. NUL .. org .. NUL .. order)
+    fields[i + 2] = id .. NUL .. org
+  end
+  local got = redis.call('HMGET', K_FAIR_VT, unpack(fields))
+  local vt, changes = tonumber(got[1] or '0'), {}
+  if not got[3] then
+    -- it becomes active: it starts at the system virtual time, so an idle org banks no credit
+    local system_vt = tonumber(got[2] or '0')
+    if system_vt > vt then
+      vt = system_vt
+      changes[#changes + 1], changes[#changes + 2] = org, string.format('%.17g', vt)
+    end
+  end
+  local key = vt_key(vt)
+  for i, id in ipairs(ids) do
+    if not got[i + 2] then
+      fair_list(id, org, key)
+      changes[#changes + 1], changes[#changes + 2] = fields[i + 2], key
+    end
+  end
+  if #changes > 0 then
+    redis.call('HSET', K_FAIR_VT, unpack(changes))
+  end
+end
+
+local function fair_unplace(rec, order, pair)
+  local org = rec.organisation
+  for _, id in ipairs(fair_ranges_of(rec, pair)) do
+    local prefix = id .. NUL .. org
+    if redis.call('ZREM', K_FAIR_TASKS, prefix .. NUL .. order) == 1 then
+      if not redis.call('ZRANGE', K_FAIR_TASKS, '[' .. prefix .. NUL, '(' .. prefix .. '\1', 'BYLEX', 'LIMIT', 0, 1)[1] then
+        fair_delist(id, org)
+      end
+    end
+  end
+end
