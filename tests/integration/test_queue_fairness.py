@@ -112,6 +112,14 @@ async def test_fairness_with_runner_filters_serves_only_what_matches(make_queues
     image = {"filters": [{"column": "data", "field": "boefje__oci_image", "operator": "eq", "value": "img"}]}
     await push_boefjes(queues, "d", 3, priority=50, boefje_id="x", oci_image="img")
     assert await pop_orgs(queues, 4, image) == ["d"] * 3
+    # the runners' filter, boefje ids and images (the pair index drives it)
+    await push_boefjes(queues, "e", 6, priority=5, boefje_id="y", oci_image="img-y")
+    await push_boefjes(queues, "f", 2, priority=50, boefje_id="y", oci_image="img-y")
+    await push_boefjes(queues, "g", 2, priority=50, boefje_id="y", oci_image="other")
+    runner = {"filters": [{"column": "data", "field": "boefje__id", "operator": "in", "value": ["y", "x"]},
+                          {"column": "data", "field": "boefje__oci_image", "operator": "in", "value": ["img-y", "img"]}]}
+    assert await pop_orgs(queues, 4, runner) == ["e", "f", "e", "f"]
+    assert await pop_orgs(queues, 5, runner) == ["e"] * 4
     on_org = {"filters": [{"column": "organisation", "operator": "eq", "value": "a"}]}
     assert await pop_orgs(queues, 2, on_org) == ["a", "a"]
 
@@ -183,4 +191,4 @@ async def test_tasks_leave_the_fair_structures_on_every_way_off_the_queue(make_q
     assert [f for f in await backend_redis.hkeys(keys.fair_key("vt")) if b"\0" in f[1:]] == []
     await asyncio.sleep(0.01)
     await queues.reap("boefje")  # back on the queue: listed again
-    assert await backend_redis.zcard(keys.fair_key("tasks")) == 2 * 4
+    assert await backend_redis.zcard(keys.fair_key("tasks")) == 2 * 5  # q, b:, i:, p:, d

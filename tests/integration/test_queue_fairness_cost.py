@@ -66,7 +66,8 @@ def test_fair_pop_commands_do_not_grow_with_organisations():
     for filters in (None, RUNNER_FILTER):
         few, many = _measure("organisation", 10, filters), _measure("organisation", 10_000, filters)
         plain = _measure("none", 10_000, filters)
-        assert many == few, (filters, few, many)
+        # (within one: the pair index's head upkeep depends on which task of a pair leaves)
+        assert abs(many - few) <= 1, (filters, few, many)
         # the fair structures' upkeep and the choice of organisation: a bounded number of commands
         assert many <= plain + 20, (filters, plain, many)
         print(f"commands per pop, filter {filters is not None}: none {plain}, fair at 10 orgs {few}, at 10,000 {many}")
