@@ -480,8 +480,16 @@ local function queued_count()
 end
 
 -- Puts a task on its queue (a limited one in its group) and in the dedup map.
+-- A queued task of a limited group is also in K_LIMOBJ by its organisation and object.
+local function object_entry(rec)
+  return rec.organisation .. NUL .. rec.lo .. NUL .. rec.id
+end
+
 local function enqueue(rec)
   if is_set(rec.lg) then
+    if is_set(rec.lo) then
+      redis.call('ZADD', K_LIMOBJ, 0, object_entry(rec))
+    end
     local order = order_of(rec)
     local old_head = group_head(rec.lg)
     redis.call('ZADD', K_LIMQ, 0, rec.lg .. NUL .. order)
@@ -500,6 +508,9 @@ local function dequeue(rec)
   unplace(rec)
   if is_set(rec.lg) then
     redis.call('ZREM', K_LIMQ, rec.lg .. NUL .. order_of(rec))
+    if is_set(rec.lo) then
+      redis.call('ZREM', K_LIMOBJ, object_entry(rec))
+    end
     refresh_group(rec.lg)
   end
 end

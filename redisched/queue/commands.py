@@ -131,6 +131,8 @@ class QueueCommands:
         group = limit_rules.group_of(rule_set.rules, organisation, data, plugin_rule) if limited else None
         if group is not None:
             record.lg = group.name
+            input_ooi = data.get("input_ooi")
+            record.lo = input_ooi if isinstance(input_ooi, str) and "\0" not in input_ooi else None
         keys = self.layout.for_task(scheduler_id, record.hash, record.lg)
         links = scheduler.has_schedules and link_schedule
         mirror_keys = self.layout.for_hash(scheduler_id, record.hash)

@@ -106,6 +106,10 @@ class QueueFacade:
         """Per queue: (records moved to quarantine, stray members removed) by the scripts."""
         return self.run(plans.set_aside_counts(self.layout))
 
+    def waiting_on_object(self, scheduler_id: str, organisation: str, input_ooi: str, limit: int = 1000) -> list[str]:
+        """Ids of the queued tasks of limit groups on this object, waiting ones included."""
+        return self.run(plans.waiting_on_object(self.commands, scheduler_id, organisation, input_ooi, limit))
+
     def limit_rules(self) -> RuleSet:
         """The limit rules in force (read from Redis)."""
         return self.run(plans.read_limits(self.commands))

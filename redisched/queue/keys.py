@@ -45,6 +45,9 @@ Outside the queues, for the schedulers:
     <p>:{<q>}:limits     HASH "<group>\\0spec|n|at": a group's limits, leased tasks, and the
                          ms before which none of its tasks may go (common.lua)
     <p>:{<q>}:limwake    ZSET group scored by the ms it may have room again
+    <p>:{<q>}:limobj     ZSET lex, member = "<organisation>\\0<input_ooi>\\0<task id>": queued
+                         tasks of limited groups by object, so the cancel on an object's
+                         deletion reaches those waiting past their group's head
     <p>:{<q>}:limgroups  ZSET group scored by the ms of its latest push: the groups the
                          dashboard lists, the LIMIT_GROUPS_KEPT latest (push.lua trims it)
 
@@ -100,7 +103,7 @@ LIMIT_GROUPS_KEPT = 1000
 KEY_NAMES = (
     ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine")
     + ("pairs", "heads")
-    + ("limq", "limits", "limwake", "limgroups")
+    + ("limq", "limits", "limwake", "limgroups", "limobj")
     + tuple(f"ix:{name}" for name in INDEXES)
 )
 # Handed to the scripts (last, after KEY_NAMES) only with fairness on: a script knows

@@ -78,6 +78,21 @@ def push(commands: QueueCommands, scheduler_id: str, **task: Any) -> Plan[TaskRe
 PUSH_TRIES = 3
 
 
+def waiting_on_object(
+    commands: QueueCommands, scheduler_id: str, organisation: str, input_ooi: str, limit: int
+) -> Plan[list[str]]:
+    """Ids of queued tasks of limit groups on this organisation's object (at most ``limit``
+    per partition), those waiting past their group's head included (limobj, keys.py)."""
+    prefix = f"{organisation}\0{input_ooi}\0"
+    calls = [
+        Command(("ZRANGE", keys.limobj, f"[{prefix}", f"({organisation}\0{input_ooi}\1", "BYLEX", "LIMIT", 0, limit))
+        for keys in _queue(commands, scheduler_id)
+    ]
+    found = yield calls
+    members = (member.decode() if isinstance(member, bytes) else member for part in found for member in part)
+    return [member[len(prefix) :] for member in members]
+
+
 def read_limits(commands: QueueCommands) -> Plan[RuleSet]:
     """The limit rules Redis holds (as this process adopts them), or the process's own."""
     [stored] = yield [Command(("HMGET", commands.layout.limit_rules_key, "version", "rules", "source"))]

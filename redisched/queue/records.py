@@ -43,6 +43,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     tries: int = 0  # leases that expired
     lg: str | None = None  # its limit group (REDISCHED_LIMITS), see common.lua
     lc: int = 0  # 1 while it counts against its group (dispatched or running)
+    lo: str | None = None  # a limited boefje task's object (input_ooi): its entry in limobj
     rev: str = "0"
 
     @property

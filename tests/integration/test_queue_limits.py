@@ -243,3 +243,21 @@ async def test_a_limited_task_away_from_its_hashs_partition_still_meets_its_twin
     await queues.patch(popped.id, {"status": "completed"})
     again = await queues.push("boefje", organisation="org1", data=away, priority=3)
     assert again.schedule_id == first.schedule_id  # linked to the schedule, not a new one
+
+
+async def test_the_cancel_on_an_objects_deletion_reaches_tasks_waiting_past_their_groups_head(backend_redis, queue_layout):
+    from redisched.queue.queue import TaskQueues
+    from redisched.schedulers.outlet import TaskOutlet
+
+    one_at_a_time = parse_rules([{"boefje": "*", "group": "org:{organisation}", "concurrency": 1}])
+    outlet = TaskOutlet(TaskQueues(backend_redis, queue_layout(limits=one_at_a_time)))
+    gone, kept = "Hostname|internet|gone.example", "Hostname|internet|kept.example"
+    doomed = [boefje_data(boefje_id, ooi=gone) for boefje_id in ("dns-records", "nmap", "shodan")]
+    pushed = []
+    for data in doomed + [boefje_data("nmap", ooi=kept), boefje_data("nmap", ooi=gone, organization="org2")]:
+        pushed.append(await outlet.queues.push("boefje", organisation=data["organization"], data=data, priority=5))
+    assert len(await outlet.queues.peek("boefje")) == 2  # one head per group: the rest wait unseen
+    assert await outlet.cancel_queued("boefje", "org1", gone) == 3
+    assert [await outlet.live_status(record.id) for record in pushed] == ["cancelled"] * 3 + ["queued"] * 2
+    assert await outlet.queues.qsize("boefje") == 2  # the other object's and the other organisation's
+    assert await outlet.queues.waiting_on_object("boefje", "org1", gone) == []
