@@ -19,7 +19,8 @@ event (longpoll.py) is set, so long-polls answer at once instead of holding up t
 
 uvicorn's internals are touched here and only here: its httptools protocol's parser callbacks
 (``on_headers_complete``, ``on_message_complete``), ``on_response_complete``, ``shutdown()``,
-and its ``app``, ``url``, ``headers`` and ``cycle``. tests/integration/test_http_connections.py
+its ``app``, ``url``, ``headers`` and ``cycle``, and its ``transport``, which is wrapped so
+that a response's headers and body leave in one write (``CoalescedWrites``). tests/integration/test_http_connections.py
 pins each behaviour against a real ``redisched api`` process, tests/unit/test_connections.py
 the deadlines' bookkeeping.
 """
@@ -91,6 +92,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CoalescedWrites(transport, self.loop)  # type: ignore[assignment]
         stopping_event(self.app_state)  # made now, before any request copies the state
         self._arm(self.limits.header_timeout)
 
@@ -199,6 +201,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if answer:
             self.transport.write(raw_response(exc))
         self.transport.close()
+
+
+class CoalescedWrites:
+    """A connection's transport whose writes within one turn of the event loop leave as one.
+    uvicorn writes a response's status line and headers, then its body, each with its own
+    ``write`` (a send syscall each: on the pop route, ~15 % of an API process's CPU); here the
+    two meet in one buffer and one send, at the end of the turn. The order of bytes on the
+    connection is kept: every write of the protocol goes through here, and closing sends
+    what is held first."""
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(data)
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        if not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the transport's
+        return getattr(self._transport, name)
 
 
 def _refusing(refusal: SchedulerError) -> Any:
