@@ -25,7 +25,7 @@ import redis
 
 from benchmarks.bench_http import PUSH_TEMPLATE, Loader
 from benchmarks.common import RUNNER_FILTER, Context, fill_boefje, median, poppable_numbers, progress
-from benchmarks.servers import ROOT, api_server, ceiling_server, postgres_available, private_database, private_redis
+from benchmarks.servers import PIDS, ROOT, api_server, ceiling_server, postgres_available, private_database, private_redis
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
 
@@ -91,9 +91,10 @@ def run(ctx: Context) -> None:
                 for name in ports if r % 2 == 0 else reversed(ports):
                     top_up()
                     base = f"http://127.0.0.1:{ports[name]}/schedulers/boefje"
-                    http[name]["pop"].append(loader.run(f"{base}/pop?limit=1", 50, body=body))
+                    http[name]["pop"].append(_with_cpu(ports[name], lambda: loader.run(f"{base}/pop?limit=1", 50, body=body)))
                     if name != "ceiling":
-                        http[name]["push"].append(loader.run(f"{base}/push", 50, template=PUSH_TEMPLATE))
+                        push = lambda: loader.run(f"{base}/push", 50, template=PUSH_TEMPLATE)  # noqa: E731
+                        http[name]["push"].append(_with_cpu(ports[name], push))
                 progress(f"ab: http round {r + 1}/{rounds}: " + ", ".join(
                     f"{n} pop {http[n]['pop'][-1]['rps']:,.0f}/s" for n in ports))
         ctx.detail("direct_ns", direct)
@@ -119,13 +120,29 @@ def _report(ctx: Context, direct: dict[str, list[list[int]]], http: dict[str, di
         ctx.row(f"HTTP pop / ceiling (same round), {name}", 100 * median(shares), "%", ">= 60" if mine else "")
         ctx.row(f"HTTP push 50 conc, {name}", median([p["rps"] for p in pushes]), "tasks/s", ">= 4000" if mine else "")
         ctx.row(f"HTTP push 50 conc p99, {name}", median([p["p99_us"] for p in pushes]) / 1000, "ms")
+        ctx.row(f"API CPU per pop, {name}", median([p["cpu_us"] for p in pops]), "µs")
+        ctx.row(f"API CPU per push, {name}", median([p["cpu_us"] for p in pushes]), "µs")
         bad = sum(p["non2xx"] + p["errors"] for p in pops + pushes)
         if bad:
             ctx.note(f"ab: {name}: {bad} non-2xx answers or errors")
     ctx.row("HTTP constant route 50 conc (ceiling)", median([c["rps"] for c in ceiling]), "req/s")
+    ctx.row("ceiling CPU per request", median([c["cpu_us"] for c in ceiling]), "µs")
     for kind in ("pop", "push"):
-        pairs = zip(http["after"][kind], http["before"][kind])
+        pairs = list(zip(http["after"][kind], http["before"][kind]))
         ctx.row(f"HTTP {kind} after / before (per round, median)", median([a["rps"] / b["rps"] for a, b in pairs]), "x")
+        ctx.row(f"API CPU per {kind} after / before (per round, median)", median([a["cpu_us"] / b["cpu_us"] for a, b in pairs]), "x")
+
+
+def _with_cpu(port: int, load: Any) -> dict[str, Any]:
+    """``load()``'s result, with the server process's CPU (user + system) per request in µs:
+    it moves less with the machine's other load than the rate does."""
+    import psutil
+
+    server = psutil.Process(PIDS[port])
+    before = sum(server.cpu_times()[:2])
+    result = load()
+    result["cpu_us"] = 1e6 * (sum(server.cpu_times()[:2]) - before) / max(1, result["requests"])
+    return result
 
 
 def _direct_pops(tree: Path, url: str) -> list[int]:
