@@ -4,7 +4,8 @@
   boefje index from where the last call stopped (K_META pairs_cursor) and adds each placed
   task to K_PAIRS and K_HEADS. Tasks placed, popped or changed meanwhile keep the index
   right themselves (place/unplace), so the walk may meet them or not. Once the walk is
-  through, K_META pairs = "ready" and searches use the index (candidates.lua, pair_ranges).
+  through, K_META pairs = "ready", searches use the index (candidates.lua, pair_ranges) and
+  the boefje and image indexes, which it replaces, are dropped.
 
   KEYS: the queue's keys (redisched/queue/keys.py)
   ARGV[1] the most members of the boefje index to look at in this call
@@ -31,6 +32,7 @@ end
 if #members < batch then
   redis.call('HSET', K_META, 'pairs', 'ready')
   redis.call('HDEL', K_META, 'pairs_cursor')
+  redis.call('UNLINK', IX.boefje, IX.image)  -- the pair index serves their filters now; freed off the main thread
   return 1
 end
 redis.call('HSET', K_META, 'pairs_cursor', '(' .. members[#members])

@@ -144,9 +144,49 @@ local function decoded_filter(text)
   return node
 end
 
--- The pair index's ranges for ARGV[at] = n, n boefje ids, then the images: one per pair of
--- B x I that has queued tasks, each starting at its head (K_HEADS, one HMGET for all of
--- them). Until the pair index is ready (K_META pairs, common.lua), the boefje index's.
+-- A range of the pair index from its head (K_HEADS).
+local function pair_range(pair, head)
+  local range = lex_range(K_PAIRS, pair, 'pair')
+  local member = pair .. NUL .. head
+  range.members, range.at, range.min, range.batch = {member}, 1, '(' .. member, 2
+  return range
+end
+
+-- The boefje id and image (nil: none) a pair names (common.lua, pair_name); nil for a
+-- field K_HEADS should not hold.
+local function pair_parts(pair)
+  local digits = string.match(pair, '^%d+:')
+  if not digits then
+    return nil
+  end
+  local cut = #digits + tonumber(string.sub(digits, 1, -2))
+  local rest = string.sub(pair, cut + 1)
+  return string.sub(pair, #digits + 1, cut), rest ~= '' and string.sub(rest, 2) or nil
+end
+
+-- Every pair with tasks whose boefje id is in `boefjes` and image in `images` (a nil set:
+-- any), from all of K_HEADS: at most PAIRS_LISTED of them, else nil.
+local PAIRS_LISTED = 1024
+
+local function listed_pair_ranges(boefjes, images)
+  if redis.call('HLEN', K_HEADS) > PAIRS_LISTED then
+    return nil
+  end
+  local heads, ranges = redis.call('HGETALL', K_HEADS), {}
+  for i = 1, #heads, 2 do
+    local boefje, image = pair_parts(heads[i])
+    if boefje and (not boefjes or boefjes[boefje]) and (not images or (image and images[image])) then
+      ranges[#ranges + 1] = pair_range(heads[i], heads[i + 1])
+    end
+  end
+  return ranges
+end
+
+-- The pair index's ranges for ARGV[at] = n, n boefje ids, then the images (either list may
+-- be empty, not both): with both, one per pair of B x I that has tasks, their heads in one
+-- HMGET; with one, every pair of those values that has tasks, listed from K_HEADS (past
+-- PAIRS_LISTED pairs, the queue itself is walked). Until the pair index is ready
+-- (common.lua, pairs_ready), the boefje index's ranges, or the image index's.
 local function pair_ranges(at)
   local n, boefjes, images = tonumber(ARGV[at]), {}, {}
   for i = at + 1, at + n do
@@ -156,11 +196,22 @@ local function pair_ranges(at)
     images[#images + 1] = ARGV[i]
   end
   local ranges = {}
-  if redis.call('HGET', K_META, 'pairs') ~= 'ready' then
-    for _, boefje in ipairs(boefjes) do
-      ranges[#ranges + 1] = lex_range(IX.boefje, boefje, 'boefje')
+  if not pairs_ready() then
+    local name, values = n > 0 and 'boefje' or 'image', n > 0 and boefjes or images
+    for _, value in ipairs(values) do
+      ranges[#ranges + 1] = lex_range(IX[name], value, name)
     end
     return ranges
+  end
+  if n == 0 or #images == 0 then
+    local function set_of(list)
+      local set = {}
+      for _, value in ipairs(list) do
+        set[value] = true
+      end
+      return #list > 0 and set or nil
+    end
+    return listed_pair_ranges(set_of(boefjes), set_of(images)) or {lex_range(K_QUEUE)}
   end
   local names = {}
   for _, boefje in ipairs(boefjes) do
@@ -168,16 +219,10 @@ local function pair_ranges(at)
       names[#names + 1] = pair_name(boefje, image)
     end
   end
-  if #names == 0 then
-    return ranges
-  end
   local heads = redis.call('HMGET', K_HEADS, unpack(names))
   for i, pair in ipairs(names) do
     if heads[i] then
-      local range = lex_range(K_PAIRS, pair, 'pair')
-      local member = pair .. NUL .. heads[i]
-      range.members, range.at, range.min, range.batch = {member}, 1, '(' .. member, 2
-      ranges[#ranges + 1] = range
+      ranges[#ranges + 1] = pair_range(pair, heads[i])
     end
   end
   return ranges

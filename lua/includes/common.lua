@@ -27,10 +27,30 @@ end
 local last_rev = nil
 per_call(function() last_rev = nil end)
 
+-- Once the pair index is ready (K_META pairs, below), the boefje and image indexes are not
+-- kept: the pair index serves a filter on either alone too (candidates.lua, pair_ranges).
+local IX_IN_PAIRS = {boefje = true, image = true}
+local pairs_state = nil
+per_call(function() pairs_state = nil end)
+
 local function mark_birth(now)
   if redis.call('HSETNX', K_META, 'born', us_string(now)) == 1 then
     redis.call('HSET', K_META, 'pairs', 'ready')  -- no task here was placed without the pair index
+    pairs_state = true
   end
+end
+
+-- Read once per call. A partition no script has written to yet is born now (by a script
+-- that may write), its pair index ready.
+local function pairs_ready()
+  if pairs_state == nil then
+    local v = redis.call('HMGET', K_META, 'pairs', 'born')
+    pairs_state = v[1] == 'ready' or not v[2]
+    if not v[2] and SCRIPT_WRITES then
+      mark_birth(now_us())
+    end
+  end
+  return pairs_state
 end
 
 local function next_rev(now)
@@ -128,7 +148,8 @@ end
 -- every pair of B x I in one HMGET and walks only the pairs that have tasks (candidates.lua):
 -- a plugin whose image the runner lacks costs it nothing. pair = "<#boefje>:<boefje>", then
 -- "=<image>" when the task has an image (unambiguous for any index values).
--- K_META pairs = "ready" once every placed task is in it (born so, or index_pairs.lua).
+-- K_META pairs = "ready" once every placed task is in it (born so, or index_pairs.lua);
+-- from then on the boefje and image indexes are gone (IX_IN_PAIRS).
 local function pair_name(boefje, image)
   return #boefje .. ':' .. boefje .. (image and ('=' .. image) or '')
 end
@@ -348,7 +369,9 @@ local function place(rec)
   local order = order_of(rec)
   redis.call('ZADD', K_QUEUE, 0, order)
   for name, value in pairs(rec.ix) do
-    redis.call('ZADD', IX[name], 0, value .. NUL .. order)
+    if not (IX_IN_PAIRS[name] and pairs_ready()) then
+      redis.call('ZADD', IX[name], 0, value .. NUL .. order)
+    end
   end
   if rec.ix.dedup then
     redis.call('ZADD', K_DEDUPQ, 0, order)
@@ -368,7 +391,9 @@ local function unplace(rec)
     redis.call('HINCRBY', K_META, 'limited_placed', -1)
   end
   for name, value in pairs(rec.ix) do
-    redis.call('ZREM', IX[name], value .. NUL .. order)
+    if not (IX_IN_PAIRS[name] and pairs_ready()) then
+      redis.call('ZREM', IX[name], value .. NUL .. order)
+    end
   end
   if rec.ix.dedup then
     redis.call('ZREM', K_DEDUPQ, order)

@@ -19,7 +19,7 @@ from __future__ import annotations
 # Commands the functions the direct client runs (push, pop, peek, patch, extend, requeue) call;
 # the snapshotter's (ack: XACK, XPENDING, XINFO, XTRIM) are left out.
 SCRIPT_COMMANDS = (
-    "time", "hget", "hmget", "hset", "hsetnx", "hdel", "hexists", "hincrby",
+    "time", "hget", "hmget", "hset", "hsetnx", "hdel", "hexists", "hincrby", "hlen", "hgetall",
     "zadd", "zrem", "zrange", "zcard", "zscore", "xadd",
 )  # fmt: skip
 # Commands the client sends itself: the functions, and the O(1) reads (qsize, get, locate).

@@ -24,7 +24,7 @@ INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
 # the record's ix instead of decoding the data (lua/includes/filter.lua, indexed_leaf).
 VERBATIM_INDEXES = ("boefje", "image")
 # The most (boefje id, image) pairs a search reads the heads of (one HMGET); a filter that
-# names more is driven by the boefje index.
+# names more is driven by its boefje ids' pairs alone.
 PAIRS_MAX = 1024
 # Most selective first. The dedup index serves the boefje batch rule (pop.lua), not searches.
 DRIVING_INDEXES = ("boefje", "image", "org")
@@ -89,23 +89,23 @@ def terms(node: filters.Node | None) -> list[tuple[str, str | None, str, tuple[s
 
 
 def driving_index(node: filters.Node | None) -> tuple[str, list[str]] | None:
-    """Which index drives the search, and for which values: with both a boefje id and an
-    image constrained (the runners' filter), the pair index, ``("pair", [n, n boefje ids,
-    images])`` (lua/includes/common.lua: a runner pays nothing for a plugin whose image it
-    lacks); else the most selective index the filter constrains (a boefje id names its image,
-    not the other way round: driving from the image would pass over every task of the image's
-    other boefjes on each pop). ``("", [])``: none, the search walks the queue. None:
-    nothing can match."""
+    """Which index drives the search, and for which values: with a boefje id or an image
+    constrained, the pair index, ``("pair", [n, n boefje ids, the images])`` (either list
+    may be empty; lua/includes/candidates.lua, pair_ranges: with both, as the runners send
+    them, one HMGET of the heads of B x I, so a runner pays nothing for a plugin whose image
+    it lacks); else the organisation index. ``("", [])``: none, the search walks the queue.
+    None: nothing can match."""
     wanted: dict[str, set[str]] = {}
     for column, field, _op, values in terms(node):
         name = _DRIVING_BY_FIELD[(column, tuple(field.split("__")) if field else ())]
         wanted[name] = wanted[name] & set(values) if name in wanted else set(values)
     if any(name in wanted and not wanted[name] for name in DRIVING_INDEXES):
         return None
-    if "boefje" in wanted and "image" in wanted and len(wanted["boefje"]) * len(wanted["image"]) <= PAIRS_MAX:
-        boefjes = sorted(wanted["boefje"])
-        return "pair", [str(len(boefjes)), *boefjes, *sorted(wanted["image"])]
-    for name in DRIVING_INDEXES:
-        if name in wanted:
-            return name, sorted(wanted[name])
+    if "boefje" in wanted or "image" in wanted:
+        boefjes, images = sorted(wanted.get("boefje", ())), sorted(wanted.get("image", ()))
+        if boefjes and len(boefjes) * len(images) > PAIRS_MAX:
+            images = []  # the pairs of those boefjes, whatever their image
+        return "pair", [str(len(boefjes)), *boefjes, *images]
+    if "org" in wanted:
+        return "org", sorted(wanted["org"])
     return "", []

@@ -70,9 +70,13 @@ async def test_an_earlier_versions_queue_is_served_then_indexed_in_bounded_steps
         await queues.push("boefje", organisation="o", data=boefje_data(b, oci_image=image), priority=10 + i)
         for i, (b, image) in enumerate([("nmap-tcp", IMAGE), ("nmap-udp", OTHER_IMAGE), ("dns-records", IMAGE)] * 8)
     ]
-    for keys in queues.layout.of("boefje"):  # as an earlier version left it: no pair index
-        backend_sync_redis.delete(keys.pairs, keys.heads)
+    for keys in queues.layout.of("boefje"):  # as an earlier version left it: no pair index,
+        backend_sync_redis.delete(keys.pairs, keys.heads)  # a boefje and an image index
         backend_sync_redis.hdel(keys.meta, "pairs")
+    for task in pushed:
+        keys = queues.layout.for_hash("boefje", task.hash)
+        backend_sync_redis.zadd(keys.index("boefje"), {f"{task.ix['boefje']}\0{task.order}": 0})
+        backend_sync_redis.zadd(keys.index("image"), {f"{task.ix['image']}\0{task.order}": 0})
     runnable = [t.id for t in pushed if t.ix["image"] == IMAGE]
 
     first = await queues.pop("boefje", MISMATCHED, limit=1)  # the boefje index serves it meanwhile
@@ -80,8 +84,9 @@ async def test_an_earlier_versions_queue_is_served_then_indexed_in_bounded_steps
     monkeypatch.setattr(queue_commands, "INDEX_PAIRS_BATCH", 5)
     steps = await queues.index_pairs()
     assert steps >= 2  # 24 boefje index members, 5 a step
-    for keys in queues.layout.of("boefje"):
+    for keys in queues.layout.of("boefje"):  # the pair index replaces the other two
         assert backend_sync_redis.hget(keys.meta, "pairs") == b"ready"
+        assert backend_sync_redis.exists(keys.index("boefje"), keys.index("image")) == 0
     assert await queues.index_pairs() == 1  # ready: nothing left to do
 
     rest = []
@@ -106,3 +111,43 @@ async def test_a_head_that_names_no_live_task_is_passed_over_and_moved_on(queues
     assert head.decode() == tasks[2].order
     assert backend_sync_redis.zcard(keys.pairs) == 1
     assert int(backend_sync_redis.hget(keys.meta, "stray_members")) >= 1
+
+
+def _only(field: str, values: list[str]) -> dict:
+    return {"filters": [{"column": "data", "field": field, "operator": "in", "value": values}]}
+
+
+async def test_a_filter_on_the_boefje_id_or_the_image_alone_is_served_by_the_pairs_in_queue_order(queues, one_partition):
+    kinds = [("nmap-tcp", IMAGE), ("nmap-udp", OTHER_IMAGE), ("dns-records", None), ("nmap-tcp", OTHER_IMAGE)]
+    pushed = [
+        await queues.push("boefje", organisation="o", data=boefje_data(b, oci_image=image), priority=50 - i)
+        for i, (b, image) in enumerate(kinds * 5)
+    ]
+    by_queue_order = sorted(pushed, key=lambda t: t.order)
+    for body, wanted in (
+        (_only("boefje__id", ["nmap-tcp", "dns-records"]), lambda t: t.ix["boefje"] in ("nmap-tcp", "dns-records")),
+        (_only("boefje__oci_image", [OTHER_IMAGE]), lambda t: t.ix.get("image") == OTHER_IMAGE),
+    ):
+        found = await queues.peek("boefje", body, limit=100)
+        assert [t.id for t in found] == [t.id for t in by_queue_order if wanted(t)]
+    popped = []
+    while batch := await queues.pop("boefje", _only("boefje__oci_image", [IMAGE, OTHER_IMAGE]), limit=1):
+        popped += batch
+    assert [t.id for t in popped] == [t.id for t in by_queue_order if t.ix.get("image")]
+    [left] = {t.ix["boefje"] for t in await queues.peek("boefje", limit=100)}
+    assert left == "dns-records"  # no image: no image filter takes it
+
+
+def test_past_the_pairs_a_search_may_list_the_queue_itself_is_walked():
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        direct = Client(client, QueueLayout(prefix="many"))
+        direct.load_functions()
+        pipe = client.pipeline(transaction=False)
+        for i in range(1_100):  # more pairs than a search lists (candidates.lua, PAIRS_LISTED)
+            call = direct.commands.push("boefje", organisation="o", data=boefje_data(f"b{i}", oci_image=IMAGE), priority=10)
+            pipe.execute_command(*call.command())
+        pipe.execute()
+        best = direct.queue("boefje").push(organisation="o", data=boefje_data("b7", oci_image=IMAGE), priority=1)
+        assert [t.id for t in direct.queue("boefje").pop(_only("boefje__id", ["b7"]), limit=1)] == [best.id]
+        client.close()
