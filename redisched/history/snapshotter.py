@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -350,37 +351,115 @@ class Snapshotter:
                 return
 
 
+CATCH_UP_POLL_SECONDS = 0.005
+
+
+class _Waiter:
+    """One wait_caught_up call: the streams (events key -> meta key) it still waits on, each
+    with the position to reach once known, and its deadline."""
+
+    def __init__(self, streams: list[QueueKeys], deadline: float) -> None:
+        self.unknown = {keys.events: keys.meta for keys in streams}  # target not read yet
+        self.targets: dict[str, tuple[int, int]] = {}  # meta key -> the position to reach
+        self.deadline = deadline
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+
+class _CatchUpWatch:
+    """Every wait_caught_up on one Redis client shares one poll per round: one pipeline
+    reading the newest entry of the streams new waiters named and the applied position of
+    every stream waited on, however many wait. Each call polling on its own made the Redis
+    calls grow with the readers in flight (a listener's 100 prefetched messages each ask the
+    history): they crowded the event loop the snapshotter shares in the worker, so it fell
+    further behind and yet more readers waited."""
+
+    def __init__(self, redis: aredis.Redis) -> None:
+        self.redis = redis
+        self.loop = asyncio.get_running_loop()
+        self.waiters: list[_Waiter] = []
+        self.rounds = 0  # for tests: the poll's pipelines so far
+        self._poller: asyncio.Task | None = None
+
+    async def wait(self, streams: list[QueueKeys], timeout: float) -> bool:
+        waiter = _Waiter(streams, time.monotonic() + timeout)
+        self.waiters.append(waiter)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll(), name="wait_caught_up poll")
+        try:
+            return await waiter.done
+        finally:
+            if waiter in self.waiters:  # its caller was cancelled
+                self.waiters.remove(waiter)
+
+    async def _poll(self) -> None:
+        while self.waiters:
+            waiters = list(self.waiters)
+            try:
+                await self._round(waiters)
+            except Exception as exc:  # Redis away: every waiter of the round hears it
+                for waiter in waiters:
+                    self._finish(waiter, exc)
+            if self.waiters:
+                await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+
+    async def _round(self, waiters: list[_Waiter]) -> None:
+        # Targets are read in a round that starts after the waiter came: at or past the
+        # newest entry written before its call.
+        unknown = sorted({events for waiter in waiters for events in waiter.unknown})
+        metas = sorted({meta for waiter in waiters for meta in (*waiter.unknown.values(), *waiter.targets)})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for events in unknown:
+                pipe.xrevrange(events, count=1)
+            for meta in metas:
+                pipe.hget(meta, "applied")
+            replies = await pipe.execute()
+        self.rounds += 1
+        newest = {events: stream_id(entries[0][0]) for events, entries in zip(unknown, replies) if entries}
+        applied = {meta: stream_id(position) for meta, position in zip(metas, replies[len(unknown):]) if position is not None}
+        now = time.monotonic()
+        for waiter in waiters:
+            for events, meta in waiter.unknown.items():
+                if events in newest:  # an empty stream has nothing to wait for
+                    waiter.targets[meta] = newest[events]
+            waiter.unknown = {}
+            waiter.targets = {meta: target for meta, target in waiter.targets.items() if applied.get(meta, (-1, -1)) < target}
+            if not waiter.targets:
+                self._finish(waiter, True)
+            elif now >= waiter.deadline:
+                self._finish(waiter, False)
+
+    def _finish(self, waiter: _Waiter, outcome: bool | Exception) -> None:
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+        if waiter.done.done():
+            return
+        if isinstance(outcome, Exception):
+            waiter.done.set_exception(outcome)
+        else:
+            waiter.done.set_result(outcome)
+
+
+_watches: weakref.WeakKeyDictionary[aredis.Redis, _CatchUpWatch] = weakref.WeakKeyDictionary()
+
+
+def catch_up_watch(redis: aredis.Redis) -> _CatchUpWatch:
+    """The shared poll of this Redis client (on the running loop)."""
+    watch = _watches.get(redis)
+    if watch is None or watch.loop is not asyncio.get_running_loop():
+        watch = _watches[redis] = _CatchUpWatch(redis)
+    return watch
+
+
 async def wait_caught_up(
     redis: aredis.Redis,
     layout: QueueLayout,
     queues: Iterable[str] = QUEUES,
     timeout: float = 1.0,
-    poll: float = 0.005,
 ) -> bool:
     """Wait until Postgres holds every event written to the queues' streams before this call
-    (at most ``timeout`` seconds); False when it does not in time."""
-    streams = layout.every(tuple(queues))
-    async with redis.pipeline(transaction=False) as pipe:
-        for keys in streams:
-            pipe.xrevrange(keys.events, count=1)
-        newest = await pipe.execute()
-    waiting = {keys.meta: stream_id(entries[0][0]) for keys, entries in zip(streams, newest) if entries}
-    deadline = time.monotonic() + timeout
-    while waiting:
-        async with redis.pipeline(transaction=False) as pipe:
-            for meta in waiting:
-                pipe.hget(meta, "applied")
-            applied = await pipe.execute()
-        waiting = {
-            meta: target
-            for (meta, target), position in zip(waiting.items(), applied)
-            if position is None or stream_id(position) < target
-        }
-        if waiting and time.monotonic() >= deadline:
-            return False
-        if waiting:
-            await asyncio.sleep(poll)
-    return True
+    (at most ``timeout`` seconds, after at least one look); False when it does not in time.
+    Concurrent calls on one Redis client share their Redis calls (``_CatchUpWatch``)."""
+    return await catch_up_watch(redis).wait(layout.every(tuple(queues)), timeout)
 
 
 async def backlog_seconds(

@@ -9,6 +9,7 @@ import uuid
 
 import msgspec
 import pytest
+import redis.asyncio as aredis
 from psycopg_pool import AsyncConnectionPool
 
 from redisched.queue.layout import QueueLayout
@@ -250,3 +251,51 @@ async def test_applied_stays_below_an_entry_another_consumer_still_holds(pool, a
         assert not await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=0.1)
     finally:
         runner.cancel()
+
+
+class CountingConnection(aredis.Connection):
+    """Counts what it writes to Redis: one command, or one whole pipeline, is one round trip."""
+
+    round_trips = 0
+
+    async def send_packed_command(self, command, check_health: bool = True) -> None:
+        type(self).round_trips += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+async def counted_redis(redis_url):
+    connection_class = type("Counted", (CountingConnection,), {"round_trips": 0})
+    pool = aredis.BlockingConnectionPool.from_url(redis_url, connection_class=connection_class, max_connections=50)
+    client = aredis.Redis(connection_pool=pool)
+    yield client, connection_class
+    await client.aclose()
+
+
+async def test_concurrent_waits_for_the_history_share_their_redis_round_trips(counted_redis, async_redis, key_prefix):
+    """A listener's prefetched messages each wait for the history: 200 readers waiting
+    cost about one pipeline per poll between them, not one each per poll (that crowded the
+    loop the snapshotter shares in the worker)."""
+    client, counted = counted_redis
+    pusher = Pusher(async_redis, key_prefix, "report")
+    await pusher.emit("push", pusher.new())  # nothing applies it: every reader times out
+    readers = 200
+    outcomes = await asyncio.gather(*(wait_caught_up(client, QueueLayout(key_prefix), timeout=0.1) for _ in range(readers)))
+    assert outcomes == [False] * readers
+    assert counted.round_trips < readers / 2  # each polling alone: at least 2 each
+
+
+async def test_a_wait_ends_when_its_own_streams_are_caught_up_while_others_still_wait(async_redis, key_prefix):
+    report, normalizer = Pusher(async_redis, key_prefix, "report"), Pusher(async_redis, key_prefix, "normalizer")
+    await report.emit("push", report.new())
+    await normalizer.emit("push", normalizer.new())
+    layout = QueueLayout(key_prefix)
+    behind = asyncio.create_task(wait_caught_up(async_redis, layout, ("normalizer",), timeout=5))
+    on_report = asyncio.create_task(wait_caught_up(async_redis, layout, ("report",), timeout=5))
+    [(newest, _)] = await async_redis.xrevrange(report.keys.events, count=1)
+    await async_redis.hset(report.keys.meta, "applied", newest)
+    assert await asyncio.wait_for(on_report, 2)
+    assert not behind.done()
+    [(newest, _)] = await async_redis.xrevrange(normalizer.keys.events, count=1)
+    await async_redis.hset(normalizer.keys.meta, "applied", newest)
+    assert await asyncio.wait_for(behind, 2)
