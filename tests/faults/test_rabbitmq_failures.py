@@ -138,12 +138,6 @@ FAULTS = {  # name -> (inject(listener connection names) -> faults injected, how
 }
 
 
-# Known regression (2026-12-01, open): since 51e278e the snapshotter under this scenario's 2 s
-# leases falls > 5 s behind in some runs, the listeners' history check backs off, and the
-# scenario does not drain in its 30 s (or no message is in flight when the fault hits). It
-# passes in other runs; nothing lost or doubled was ever reported. Tracked in the closing note
-# of that day; remove this mark with the fix.
-@pytest.mark.xfail(strict=False, reason="snapshotter falls behind under this scenario's load (open regression)")
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_rabbitmq_failure_loses_no_message_and_doubles_none(private_redis_server, dsn, prefix, fault):
     inject, expected_faults = FAULTS[fault]
