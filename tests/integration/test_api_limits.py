@@ -1,5 +1,5 @@
 """Limits per boefje group over HTTP, on two real ``redisched api`` processes sharing one
-Redis: 20 runners popping through both never see a cooldown or rate group go faster than its
+Redis (and on the 3-master cluster with 3 partitions): 20 runners popping through both never see a cooldown or rate group go faster than its
 rule or a concurrency group hold more than its cap, while the rest of the queue flows; the
 rules are read and replaced at run time (admin), and a replacement made through one process
 holds for pushes through the other."""
@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 import pytest
 import redis
 
+from redisched.queue.layout import QueueLayout
 from tests.acceptance.harness import boefje_push
-from tests.integration.http_server import api_process, backends, template_db  # noqa: F401
+from tests.integration.http_server import backends, template_db  # noqa: F401
+from tests.support.api import ApiProcess, backend_env, running_api
 
 RULES = [
     {"boefje": "shodan", "group": "shodan", "cooldown": 0.3},
@@ -27,11 +30,29 @@ ADMIN, RUNNER = {"authorization": "Bearer adm"}, {"authorization": "Bearer run"}
 TOKENS = {"REDISCHED_ADMIN_TOKENS": '["adm"]', "REDISCHED_RUNNER_TOKENS": '["run"]'}
 
 
-@pytest.fixture(scope="module")
-def two_apis(backends):  # noqa: F811
-    with api_process(backends, REDISCHED_LIMITS=json.dumps(RULES), **TOKENS) as first:
-        with api_process(backends, REDISCHED_LIMITS=json.dumps(RULES), **TOKENS) as second:
-            yield first, second
+@dataclass(frozen=True)
+class TwoApis:
+    first: ApiProcess
+    second: ApiProcess
+    layout: QueueLayout
+    redis: redis.Redis | redis.RedisCluster  # to read the groups' state
+
+
+@pytest.fixture(scope="module", params=["redis", "cluster-3-partitions"])
+def two_apis(request, backends):  # noqa: F811
+    """Two API processes on one Redis, or on the 3-master cluster with 3 partitions."""
+    env = {"REDISCHED_LIMITS": json.dumps(RULES), **TOKENS}
+    prefix = f"{backends.key_prefix}{request.param[0]}"
+    if request.param == "redis":
+        sampler, partitions = redis.Redis.from_url(backends.redis_url), 1
+        env |= backend_env(backends.redis_url, backends.db_dsn, prefix)
+    else:
+        url, partitions = request.getfixturevalue("cluster_url"), 3
+        sampler = redis.RedisCluster.from_url(url)
+        env |= backend_env(url, backends.db_dsn, prefix, cluster=True) | {"REDISCHED_PARTITIONS": "3"}
+    with running_api(env) as first, running_api(env) as second:
+        yield TwoApis(first, second, QueueLayout(prefix=prefix, partitions=partitions), sampler)
+    sampler.close()
 
 
 def push_body(boefje_id: str, n: int, priority: int = 5, org: str = "org1") -> dict:
@@ -50,8 +71,8 @@ def most_in_any_window(times: list[float], window: float) -> int:
     return max((sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times)), default=0)
 
 
-async def test_limits_hold_across_two_api_processes_and_twenty_runners(two_apis, backends):  # noqa: F811
-    first, second = two_apis
+async def test_limits_hold_across_two_api_processes_and_twenty_runners(two_apis):
+    first, second = two_apis.first, two_apis.second
     async with httpx.AsyncClient(base_url=first.url, timeout=15) as a, httpx.AsyncClient(base_url=second.url, timeout=15) as b:
         for boefje_id, count in (("shodan", 6), ("nmap", 8), ("whois", 12), ("dns-records", 150)):
             for n in range(count):
@@ -60,8 +81,6 @@ async def test_limits_hold_across_two_api_processes_and_twenty_runners(two_apis,
                 assert pushed.status_code == 201, pushed.text
         popped: dict[str, list[float]] = {"shodan": [], "nmap": [], "whois": [], "dns-records": []}
         whois_held = []
-        layout_key = f"{backends.key_prefix}:{{boefje}}:limits"
-        sampler = redis.Redis.from_url(backends.redis_url)
         stop = time.monotonic() + 2.6
 
         async def runner(client: httpx.AsyncClient) -> None:
@@ -75,13 +94,13 @@ async def test_limits_hold_across_two_api_processes_and_twenty_runners(two_apis,
                 boefje_id = task["data"]["boefje"]["id"]
                 popped[boefje_id].append(popped_at(task))
                 if boefje_id == "whois":
-                    whois_held.append(int(sampler.hget(layout_key, "whois\0n") or 0))
+                    in_use = [int(two_apis.redis.hget(keys.limits, "whois\0n") or 0) for keys in two_apis.layout.of("boefje")]
+                    whois_held.append(sum(in_use))
                     await asyncio.sleep(0.05)  # runs a while, holding its slot
                 done = await client.patch(f"/tasks/{task['id']}", json={"status": "completed"}, headers=RUNNER)
                 assert done.status_code == 200, done.text
 
         await asyncio.gather(*(runner(a if i % 2 else b) for i in range(20)))
-        sampler.close()
 
     shodan_gaps = [later - earlier for earlier, later in zip(sorted(popped["shodan"]), sorted(popped["shodan"])[1:])]
     assert len(popped["shodan"]) >= 3 and min(shodan_gaps) >= 0.3 - 1e-6, shodan_gaps  # cooldown, to the µs
@@ -92,7 +111,7 @@ async def test_limits_hold_across_two_api_processes_and_twenty_runners(two_apis,
 
 
 async def test_rules_are_read_and_replaced_at_run_time_and_reach_the_other_process(two_apis):
-    first, second = two_apis
+    first, second = two_apis.first, two_apis.second
     with httpx.Client(base_url=first.url, timeout=10) as a, httpx.Client(base_url=second.url, timeout=10) as b:
         in_force = a.get("/limits", headers=ADMIN).json()
         assert in_force["rules"] == RULES and in_force["source"] == "env"
