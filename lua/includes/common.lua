@@ -436,9 +436,30 @@ end
 
 -- Places the group's head when the group has room, takes it off when not. `rec`: the task
 -- in hand (maybe not saved yet), used when it is the head.
-local function refresh_group(group, rec)
+-- A group with no task left, queued or leased, is forgotten (its rule and cooldown end)
+-- when its last lease ends or its cooldown does (free_group, wake_groups: not in the middle
+-- of a pop or a twin's update, which take a task off and go on with its group), so K_LIMITS
+-- holds live groups, not every group ever pushed; one still cooling is kept until its
+-- cooldown ends (K_LIMWAKE brings it back here then).
+local function forget_idle_group(group)
+  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'n', group .. NUL .. 'at')
+  if v[1] then
+    return
+  end
+  local at = tonumber(v[2] or 0)
+  if at > now_ms() then
+    redis.call('ZADD', K_LIMWAKE, at, group)
+  else
+    redis.call('HDEL', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'at')
+  end
+end
+
+local function refresh_group(group, rec, may_forget)
   local head = group_head(group)
   if not head then
+    if may_forget then
+      forget_idle_group(group)
+    end
     return
   end
   local _, cap, active, at = group_state(group)
@@ -485,7 +506,7 @@ local function free_group(rec)
   if redis.call('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', -1) <= 0 then
     redis.call('HDEL', K_LIMITS, rec.lg .. NUL .. 'n')
   end
-  refresh_group(rec.lg)
+  refresh_group(rec.lg, nil, true)
 end
 
 local WAKE_PER_CALL = 100
@@ -494,7 +515,7 @@ local function wake_groups()
   local due = redis.call('ZRANGE', K_LIMWAKE, '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, WAKE_PER_CALL)
   for _, group in ipairs(due) do
     redis.call('ZREM', K_LIMWAKE, group)
-    refresh_group(group)
+    refresh_group(group, nil, true)
   end
 end
 

@@ -261,3 +261,22 @@ async def test_the_cancel_on_an_objects_deletion_reaches_tasks_waiting_past_thei
     assert [await outlet.live_status(record.id) for record in pushed] == ["cancelled"] * 3 + ["queued"] * 2
     assert await outlet.queues.qsize("boefje") == 2  # the other object's and the other organisation's
     assert await outlet.queues.waiting_on_object("boefje", "org1", gone) == []
+
+
+async def test_a_group_with_no_task_left_is_forgotten_once_its_cooldown_ends(make_queues):
+    queues = make_queues(limits=parse_rules([{"boefje": "shodan", "group": "shodan:{input_ooi}", "cooldown": 0.05}]))
+    data = boefje_data("shodan")
+    record = await queues.push("boefje", organisation="org1", data=data, priority=1)
+    limits_key = queues.layout.for_task("boefje", record.hash, record.lg).limits
+
+    async def fields() -> list[str]:
+        found = await redis_reply(queues, "HKEYS", limits_key)
+        return sorted(f.decode() if isinstance(f, bytes) else f for f in found if (f.decode() if isinstance(f, bytes) else f).startswith(record.lg))
+
+    popped = await pop_one(queues)
+    assert await fields() == [f"{record.lg}\0{name}" for name in ("at", "n", "rule")]
+    await queues.patch(popped.id, {"status": "completed"})
+    assert await fields() == [f"{record.lg}\0{name}" for name in ("at", "rule")]  # still cooling
+    await asyncio.sleep(0.08)
+    assert await pop_one(queues) is None  # this pop reopens the groups due, and finds it empty
+    assert await fields() == []  # one group per object would otherwise stay for good
