@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from typing import Any
 
 from redisched.client import Client
 from redisched.errors import Conflict
@@ -33,7 +34,7 @@ LIMITED_TASKS = 1200  # boefje pops hand out one task each: a pop and a PATCH pe
 LIMITS = [{"boefje": "*", "group": "org:{organisation}", "concurrency": 2}]
 
 
-def _pop_and_finish_limited(prefix: str, out: mp.Queue) -> None:
+def _pop_and_finish_limited(prefix: str, out: mp.Queue, ready: Any) -> None:
     import redis
 
     from redisched.limit_rules import parse_rules
@@ -41,6 +42,7 @@ def _pop_and_finish_limited(prefix: str, out: mp.Queue) -> None:
     layout = make_layout(prefix, limits=parse_rules(LIMITS))
     client = redis.Redis.from_url(REDIS_URL)
     queue = Client(client, layout).queue("boefje")
+    ready.wait(timeout=60)  # all start together: a process slow to spawn on a busy machine still pops
     ids, over, deadline, empty_in_a_row = [], 0, time.monotonic() + 60, 0
     while time.monotonic() < deadline and empty_in_a_row < 20:
         popped = queue.pop(limit=1)
@@ -100,7 +102,8 @@ def test_eight_processes_with_limits_on_get_each_task_once_and_no_group_over_its
               for i in range(LIMITED_TASKS)}  # fmt: skip
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    workers = [ctx.Process(target=_pop_and_finish_limited, args=(key_prefix, out)) for _ in range(POPPERS)]
+    ready = ctx.Barrier(POPPERS)
+    workers = [ctx.Process(target=_pop_and_finish_limited, args=(key_prefix, out, ready)) for _ in range(POPPERS)]
     for worker in workers:
         worker.start()
     results = [out.get(timeout=120) for _ in workers]
