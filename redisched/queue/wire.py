@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
@@ -29,7 +30,7 @@ def execute(client: redis.Redis, commands: Commands) -> list[Any]:
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        connection.send_packed_command(_packed(connection, commands), check_health=False)
         return [_reply(connection) for _ in commands]
     except BaseException:
         connection.disconnect()
@@ -51,7 +52,7 @@ class AsyncWire:
         connection = self._connection or await self._connect()
         try:
             async with asyncio.timeout(self.timeout):
-                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                await connection.send_packed_command(_packed(connection, commands), check_health=False)
                 return [await _async_reply(connection) for _ in commands]
         except TimeoutError:  # the round trip's deadline
             await connection.disconnect(nowait=True)
@@ -67,6 +68,16 @@ class AsyncWire:
         connection.socket_timeout = None
         self._connection = connection
         return connection
+
+
+def _packed(connection: Any, commands: Commands) -> list[bytes]:
+    """The commands in RESP, packed by hiredis itself: a third of the cost of redis-py's
+    ``pack_commands`` (which checks and converts each argument first; a pop with the runners'
+    filter has 44). Arguments hiredis does not take go through redis-py's, to fail as it does."""
+    try:
+        return [hiredis.pack_command(command) for command in commands]
+    except TypeError:
+        return connection.pack_commands(commands)
 
 
 def _reply(connection: Any) -> Any:
