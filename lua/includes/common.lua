@@ -408,8 +408,9 @@ end
 -- (rec.lg) waits in K_LIMQ as "<group>\0<order key>"; only the group's head is placed on
 -- the queue, and only while the group has room, so a pop never passes over the rest of a
 -- group, and a group at its limit costs a pop nothing. K_LIMITS per group: "<g>\0rule" the
--- key of the rule that made it, "<g>\0n" its dispatched and running tasks, "<g>\0at" the
--- ms before which none of its tasks may go; per rule: "\0rule\0<key>" its spec
+-- key of the rule that made it, "<g>\0n" its dispatched and running tasks, "<g>\0last" the
+-- ms (rounded up) its latest task left the queue, so the spacing in force now, not the one
+-- when it left, says when the next may go; per rule: "\0rule\0<key>" its spec
 -- "<spacing ms>,<concurrency>" (0 = none; no spec: the rule is gone, no limit), so a
 -- replaced rule holds for its groups from the next decision on (rules.lua); "\0version"
 -- the rules version the partition follows. K_LIMWAKE: groups closed until a time, scored
@@ -423,37 +424,39 @@ local function group_head(group)
   return member and string.sub(member, #group + 2) or nil
 end
 
+-- spacing ms, concurrency (0: none), dispatched and running, ms before which none may go (0: none)
 local function group_state(group)
-  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'n', group .. NUL .. 'at')
+  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'n', group .. NUL .. 'last')
   local spec = v[1] and redis.call('HGET', K_LIMITS, NUL .. 'rule' .. NUL .. v[1])
   local spacing, cap = string.match(spec or '0,0', '^(%d+),(%d+)$')
-  return tonumber(spacing or 0), tonumber(cap or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
+  spacing = tonumber(spacing or 0)
+  local at = (spacing > 0 and v[3]) and tonumber(v[3]) + spacing or 0
+  return spacing, tonumber(cap or 0), tonumber(v[2] or 0), at
 end
 
 local function now_ms()
   return math.floor(now_us() / 1000)
 end
 
--- Places the group's head when the group has room, takes it off when not. `rec`: the task
--- in hand (maybe not saved yet), used when it is the head.
 -- A group with no task left, queued or leased, is forgotten (its rule and cooldown end)
 -- when its last lease ends or its cooldown does (free_group, wake_groups: not in the middle
 -- of a pop or a twin's update, which take a task off and go on with its group), so K_LIMITS
 -- holds live groups, not every group ever pushed; one still cooling is kept until its
 -- cooldown ends (K_LIMWAKE brings it back here then).
 local function forget_idle_group(group)
-  local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'n', group .. NUL .. 'at')
-  if v[1] then
+  local _, _, active, at = group_state(group)
+  if active > 0 then
     return
   end
-  local at = tonumber(v[2] or 0)
   if at > now_ms() then
     redis.call('ZADD', K_LIMWAKE, at, group)
   else
-    redis.call('HDEL', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'at')
+    redis.call('HDEL', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'last')
   end
 end
 
+-- Places the group's head when the group has room, takes it off when not. `rec`: the task
+-- in hand (maybe not saved yet), used when it is the head.
 local function refresh_group(group, rec, may_forget)
   local head = group_head(group)
   if not head then
@@ -487,12 +490,9 @@ local function spend_group(rec)
   if not is_set(rec.lg) or rec.lc then
     return
   end
-  local spacing = group_state(rec.lg)
   redis.call('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', 1)
-  if spacing > 0 then
-    -- rounded up: the next may go once a full spacing has passed, to the µs
-    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'at', string.format('%d', math.ceil(now_us() / 1000) + spacing))
-  end
+  -- rounded up: the next may go once a full spacing has passed, to the µs
+  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'last', string.format('%d', math.ceil(now_us() / 1000)))
   rec.lc = 1
   refresh_group(rec.lg)
 end

@@ -42,8 +42,9 @@ Outside the queues, for the schedulers:
 
     <p>:{<q>}:limq       ZSET lex, member = "<group>\\0<order key>": queued tasks of limited
                          groups (REDISCHED_LIMITS); only each group's head is on the queue
-    <p>:{<q>}:limits     HASH "<group>\\0spec|n|at": a group's limits, leased tasks, and the
-                         ms before which none of its tasks may go (common.lua)
+    <p>:{<q>}:limits     HASH "<group>\\0rule|n|last": a group's rule key, leased tasks, and
+                         the ms its latest task left; "\\0rule\\0<rule key>" each rule's spec,
+                         "\\0version"/"\\0rules" the rules followed (common.lua, rules.lua)
     <p>:{<q>}:limwake    ZSET group scored by the ms it may have room again
     <p>:{<q>}:limobj     ZSET lex, member = "<organisation>\\0<input_ooi>\\0<task id>": queued
                          tasks of limited groups by object, so the cancel on an object's

@@ -274,9 +274,22 @@ async def test_a_group_with_no_task_left_is_forgotten_once_its_cooldown_ends(mak
         return sorted(f.decode() if isinstance(f, bytes) else f for f in found if (f.decode() if isinstance(f, bytes) else f).startswith(record.lg))
 
     popped = await pop_one(queues)
-    assert await fields() == [f"{record.lg}\0{name}" for name in ("at", "n", "rule")]
+    assert await fields() == [f"{record.lg}\0{name}" for name in ("last", "n", "rule")]
     await queues.patch(popped.id, {"status": "completed"})
-    assert await fields() == [f"{record.lg}\0{name}" for name in ("at", "rule")]  # still cooling
+    assert await fields() == [f"{record.lg}\0{name}" for name in ("last", "rule")]  # still cooling
     await asyncio.sleep(0.08)
     assert await pop_one(queues) is None  # this pop reopens the groups due, and finds it empty
     assert await fields() == []  # one group per object would otherwise stay for good
+
+
+async def test_a_replaced_cooldown_holds_for_one_already_running(make_queues):
+    hourly = parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 3600}])
+    queues = make_queues(limits=hourly)
+    await push_all(queues, [boefje_data("shodan") for _ in range(3)], priority=1)
+    assert await pop_one(queues) is not None and await pop_one(queues) is None  # an hour to wait
+    await queues.replace_limits(parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 0.05}]))
+    await asyncio.sleep(0.08)
+    assert await pop_one(queues) is not None  # the new cooldown, counted from the last pop, has run out
+    await queues.replace_limits(hourly)
+    await asyncio.sleep(0.08)
+    assert await pop_one(queues) is None  # lengthened again: the hour counts from that pop
