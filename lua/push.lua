@@ -103,7 +103,7 @@ end
 
 -- A schedule's tasks share its hash, so its live task (if any) is the one the hash map
 -- points at: one lookup, in the same partition as the mirror.
-local function schedule_is_busy(twin_id)
+local function schedule_is_busy(twin)
   if ARGV[8] ~= '1' or ARGV[5] ~= '1' then
     return false
   end
@@ -112,14 +112,16 @@ local function schedule_is_busy(twin_id)
     return false
   end
   local schedule_id, enabled = string.match(mirror, '^(.*)|(%d)$')
-  return enabled == '1' and load_record(twin_id).schedule_id == schedule_id
+  return enabled == '1' and twin.schedule_id == schedule_id
 end
 
 -- The very task pushed again while it is queued (same id, same hash) is its own twin, as
 -- mula finds twins by hash alone.
+-- Also whether a live task has this id at all (what is left of it when its record was
+-- moved aside is not one).
 local function queued_self()
   local stored = load_record(rec.id)
-  return stored ~= nil and stored.status == 'queued' and stored.hash == rec.hash
+  return stored ~= nil and stored.status == 'queued' and stored.hash == rec.hash, stored ~= nil
 end
 
 -- The partition follows the newest rules version any push or replace brought it: a push
@@ -141,18 +143,21 @@ end
 if rules_are_stale() then
   return E_STALE_RULES
 end
-local twin_id = queued_twin(rec) or (queued_self() and rec.id)
+-- queued_twin(rec), with the live twin looked up once
+local live = live_twin(rec)
+local live_rec = live and load_record(live)
+local is_self, id_taken = queued_self()
+local twin_id = (live_rec and live_rec.status == 'queued' and live) or (is_self and rec.id)
 if twin_id then
   return update_twin(twin_id)
 end
-local live = live_twin(rec)
-if live and (ARGV[7] == '1' or schedule_is_busy(live)) then
+if live_rec and (ARGV[7] == '1' or schedule_is_busy(live_rec)) then
   return E_CONFLICT
 end
 if maxsize > 0 and tonumber(rec.priority) > 1 and queued_count() >= maxsize then
   return E_QUEUE_FULL
 end
-if redis.call('HEXISTS', K_TASKS, rec.id) == 1 then
+if id_taken then
   return E_ID_EXISTS
 end
 

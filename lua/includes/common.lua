@@ -30,8 +30,8 @@ per_call(function() last_rev = nil end)
 -- Once the pair index is ready (K_META pairs, below), the boefje and image indexes are not
 -- kept: the pair index serves a filter on either alone too (candidates.lua, pair_ranges).
 local IX_IN_PAIRS = {boefje = true, image = true}
-local pairs_state = nil
-per_call(function() pairs_state = nil end)
+local pairs_state, stored_rev = nil, nil  -- stored_rev: K_META rev as read with it (false: none)
+per_call(function() pairs_state, stored_rev = nil, nil end)
 
 local function mark_birth(now)
   if redis.call('HSETNX', K_META, 'born', us_string(now)) == 1 then
@@ -40,12 +40,12 @@ local function mark_birth(now)
   end
 end
 
--- Read once per call. A partition no script has written to yet is born now (by a script
--- that may write), its pair index ready.
+-- Read once per call, with the rev (next_rev needs it too: one read of K_META). A partition
+-- no script has written to yet is born now (by a script that may write), its pair index ready.
 local function pairs_ready()
   if pairs_state == nil then
-    local v = redis.call('HMGET', K_META, 'pairs', 'born')
-    pairs_state = v[1] == 'ready' or not v[2]
+    local v = redis.call('HMGET', K_META, 'pairs', 'born', 'rev')
+    pairs_state, stored_rev = v[1] == 'ready' or not v[2], v[3]
     if not v[2] and SCRIPT_WRITES then
       mark_birth(now_us())
     end
@@ -55,7 +55,10 @@ end
 
 local function next_rev(now)
   if last_rev == nil then
-    local stored = redis.call('HGET', K_META, 'rev')
+    local stored = stored_rev
+    if stored == nil then
+      stored = redis.call('HGET', K_META, 'rev')
+    end
     if not stored then
       mark_birth(now)
     end
