@@ -7,6 +7,12 @@
 --       never on it, because the scripts save rec back as it is.
 -- Lua 5.1 + cjson, no globals: this text is prepended to the scripts that use it.
 
+-- What the scripts use of this file; the rest lives in the block below, so its locals do not
+-- count against the 200 a Lua function may hold (the library's main chunk holds every
+-- include: queue/scripts.py).
+local filter_match, data_unreadable, like_reset
+local like_overspent = false
+do
 local FILTER_NUMERIC_COLUMNS = {priority = true, created_at = true, modified_at = true}
 local FILTER_UTF8_CHAR = '[%z\1-\127\194-\244][\128-\191]*'
 -- cjson decodes [] and {} to the same empty table. Where that matters (leaf.exact), data is
@@ -107,7 +113,7 @@ local function record_data(rec, exact)
 end
 
 -- Whether the record's data could not be read: it matches no filter then.
-local function data_unreadable(rec)
+function data_unreadable(rec)
   local cache = filter_decoded[rec]
   return cache ~= nil and cache.bad == true
 end
@@ -220,10 +226,10 @@ end
 -- per pattern item of the segment, so one leaf over a long field could stall Redis. Before
 -- each match the steps it may take are charged; a match that would overspend the call's
 -- budget is not run and ends the scan (like_overspent), as the scan budget would.
-local like_steps_left, like_overspent = 0, false
+local like_steps_left = 0
 per_call(function() like_steps_left, like_overspent = 0, false end)
 
-local function like_reset(steps)
+function like_reset(steps)
   like_steps_left, like_overspent = steps, false
 end
 
@@ -469,7 +475,7 @@ local function leaf_match(leaf, rec)
   return not hit
 end
 
-local function filter_match(node, rec)
+function filter_match(node, rec)
   if node.op then
     return leaf_match(node, rec)
   end
@@ -490,4 +496,5 @@ local function filter_match(node, rec)
     return false
   end
   return not filter_match(node['not'], rec)
+end
 end

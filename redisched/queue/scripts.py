@@ -9,7 +9,9 @@ function of the library, ``function(keys, argv) begin(keys, argv, writes) <body>
 ``begin`` points the key locals at this call's KEYS and resets what the includes keep per
 call (``per_call`` in an include: its state that must start afresh, a cache keyed by this
 call's tables, a counter). Redis runs one call at a time, so no two calls share that state.
-``Script.source`` is the same text as one EVAL script.
+``Script.source`` is the same text as one EVAL script. The library's main chunk holds the
+top-level locals of every include, and a Lua function may hold at most 200: an include keeps
+what only it uses inside a ``do ... end`` block (filter.lua does).
 
 The library's name carries a digest of its source (``redisched_<digest>``, each function
 ``redisched_<digest>_<script>``), so two versions of the service side by side each run their
