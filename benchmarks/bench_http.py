@@ -155,7 +155,7 @@ def run(ctx: Context) -> None:
             label = f"{procs} proc, {c:>2} conc"
             push, pops, ceilings = r["push"], r["pop"], r["ceiling"]
             bad = push["non2xx"] + push["errors"]
-            ctx.row(f"push {label}", push["rps"], "tasks/s", ">= 3000" if key else "",
+            ctx.row(f"push {label}", push["rps"], "tasks/s", ">= 4000" if key else "",
                     note=f"{bad} non-2xx/errors" if bad else "")
             pop_rps = median([p["rps"] for p in pops])
             ctx.row(f"pop {label}", pop_rps, "pops/s", ">= 4000" if key else "")

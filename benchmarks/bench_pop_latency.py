@@ -76,9 +76,9 @@ def run(ctx: Context) -> None:
             for key in ("p50", "p90", "p99", "max"):
                 target = ""
                 if depth == 100_000 and key == "p50":
-                    target = "< 200"
+                    target = "< 150"
                 elif depth == 100_000 and key == "p99":
-                    target = "< 500"
+                    target = "< 400"
                 ctx.row(f"pop {key} @{label} queued (runner filters)", s[key], "µs", target)
         deep = max(depths)
         ratios = [a / b for a, b in zip(round_p50[deep], round_p50[1_000])]
