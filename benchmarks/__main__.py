@@ -30,6 +30,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "snapshot": ("benchmarks.bench_snapshot", "snapshot lag to Postgres at a steady 2,000 pushes/s"),
     "shards": ("benchmarks.bench_shards", "runner pops on a 1/2/3-master Redis Cluster, the queue in 1/2/3 partitions"),
     "otel": ("benchmarks.bench_otel", "HTTP push and pop with OpenTelemetry tracing on (exported over OTLP) against off"),
+    "fairness": ("benchmarks.bench_fairness", "fair pop over HTTP: shares of the first 1,000 pops against weights, cost against none"),
     "scripts": ("benchmarks.bench_scripts", "each queue script's Redis µs per op (INFO commandstats, private server)"),
     "ab": ("benchmarks.bench_ab", "this tree against a baseline commit (REDISCHED_BENCH_BASELINE): direct pop, HTTP pop and push"),
     "profile": ("benchmarks.bench_profile", "where the direct-client pop and push time goes (Python vs Redis)"),

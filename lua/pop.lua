@@ -97,5 +97,8 @@ end
 if served > 0 then
   count_bucket('pop', served, now)
 end
+if FAIR then
+  fair_flush()
+end
 finish(now, served > 0)
 return replies

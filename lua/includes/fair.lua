@@ -85,10 +85,47 @@ local function cursor_next(c)
   c.min, c.head = '(' .. c.member, nil
 end
 
--- The org's virtual time and the system's: {vt, system}.
+-- Per call (a merged pop serves many requests): weights read, served counts to add (written
+-- once, by fair_flush), and whether the call's ranges hold no task of priority <= 1.
+local fair_weights, fair_served, fair_no_manual, fair_system = {}, {}, false, nil
+per_call(function()
+  fair_weights, fair_served, fair_no_manual, fair_system = {}, {}, false, nil
+end)
+
+-- The org's virtual time, {vt = ...}; the system's is read with the first (fair_system).
 local function vt_state(org)
-  local got = redis.call('HMGET', K_FAIR_VT, org, NUL)
-  return {vt = tonumber(got[1] or '0'), system = tonumber(got[2] or '0')}
+  local state = fair_vts[org]
+  if state == nil then
+    local got = redis.call('HMGET', K_FAIR_VT, org, NUL)
+    state = {vt = tonumber(got[1] or '0')}
+    fair_system = fair_system or tonumber(got[2] or '0')
+    fair_vts[org] = state
+  end
+  return state
+end
+
+local function weight_of(org)
+  local weight = fair_weights[org]
+  if weight == nil then
+    weight = tonumber(redis.call('HGET', K_FAIR_WEIGHTS, org) or '1')
+    if not weight or weight <= 0 then
+      weight = 1
+    end
+    fair_weights[org] = weight
+  end
+  return weight
+end
+
+local function count_served(org)
+  fair_served[org] = (fair_served[org] or 0) + 1
+end
+
+-- The end of a pop: the served counts of its call, one HINCRBY per organisation.
+local function fair_flush()
+  for org, n in pairs(fair_served) do
+    redis.call('HINCRBY', K_FAIR_SERVED, org, n)
+  end
+  fair_served = {}
 end
 
 -- Moves the org's listing in a range to a later vt key; its field in K_FAIR_VT is the
@@ -147,17 +184,13 @@ end
 -- choice says nothing of the others'). `heads`: the listings it was chosen from, re-listed;
 -- `state`: its vt_state when the caller has it.
 local function fair_charge(org, advance, heads, state)
-  redis.call('HINCRBY', K_FAIR_SERVED, org, 1)
+  count_served(org)
   state = state or vt_state(org)
-  local weight = tonumber(redis.call('HGET', K_FAIR_WEIGHTS, org) or '1')
-  if not weight or weight <= 0 then
-    weight = 1
-  end
-  local new_vt = state.vt + 1 / weight
+  local new_vt = state.vt + 1 / weight_of(org)
   local fields = {org, string.format('%.17g', new_vt)}
-  if advance and state.vt > state.system then
+  if advance and state.vt > fair_system then
     fields[3], fields[4] = NUL, string.format('%.17g', state.vt)
-    state.system = state.vt
+    fair_system = state.vt
   end
   local key = vt_key(new_vt)
   for _, c in ipairs(heads or {}) do
@@ -212,14 +245,19 @@ local function fair_pop(s)
     return s.taken() > before
   end
   -- a person's scans first, in queue order; counted as served, not charged to the vt
-  local manual_limit = s.dedup and 1 or s.limit
-  budget = scan(manual_ranges(s.ranges), s.matches, budget, function(rec)
-    if handed(rec) then
-      redis.call('HINCRBY', K_FAIR_SERVED, rec.organisation, 1)
-      return not done and s.taken() < manual_limit
-    end
-    return true
-  end)
+  local manual_limit, stopped = s.dedup and 1 or s.limit, false
+  if not fair_no_manual then
+    budget = scan(manual_ranges(s.ranges), s.matches, budget, function(rec)
+      if handed(rec) then
+        count_served(rec.organisation)
+        stopped = done or s.taken() >= manual_limit
+        return not stopped
+      end
+      return true
+    end)
+    -- none left (or none that matches within the budget): the call's next requests skip this
+    fair_no_manual = not stopped
+  end
   if done or (s.dedup and s.taken() > 0) then
     return
   end

@@ -16,9 +16,12 @@
 -- the ones it finds stale (fair.lua).
 -- Defined before common.lua (which calls it from place/unplace): self-contained.
 local NUL = '\0'
-local FAIR, fair_emptied = false, {}  -- fair_emptied: "<range>\0<org>" taken off its listing by this call
+-- fair_emptied: "<range>\0<org>" taken off its listing by this call; fair_vts: org ->
+-- {vt} as this call last read or wrote it (fair.lua's vt_state; Redis runs one
+-- call at a time, so nothing else changes them meanwhile).
+local FAIR, fair_emptied, fair_vts = false, {}, {}
 per_call(function()
-  FAIR, fair_emptied = K_FAIR_TASKS ~= nil, {}
+  FAIR, fair_emptied, fair_vts = K_FAIR_TASKS ~= nil, {}, {}
 end)
 
 local function vt_key(vt)
@@ -72,6 +75,7 @@ local function fair_place(rec, order, pair)
     if system_vt > vt then
       vt = system_vt
       changes[#changes + 1], changes[#changes + 2] = org, string.format('%.17g', vt)
+      fair_vts[org] = nil
     end
   end
   local key = vt_key(vt)
