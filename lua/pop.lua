@@ -66,7 +66,7 @@ end
 -- With fairness on (fair.lua); tasks its structures do not hold (queued before it was turned
 -- on) are still found by the plain search when it finds nothing.
 local function serve_fairly()
-  fair_pop({
+  fair.pop({
     filter = filter, ranges = ranges, matches = matches,
     budget = budget, dedup = dedup_batches, limit = limit, dispatch = dispatch,
     taken = function() return taken end,
@@ -78,7 +78,7 @@ local function serve(request_token)
   token, limit, taken = request_token, request_limit, 0
   local count_at = #replies + 1
   replies[count_at] = 0
-  if FAIR and serve_fairly() then
+  if fair.on and serve_fairly() then
     -- served
   elseif not (dedup_batches and pop_dedup_batch()) then
     if dedup_batches then
@@ -97,8 +97,8 @@ end
 if served > 0 then
   count_bucket('pop', served, now)
 end
-if FAIR then
-  fair_flush()
+if fair.on then
+  fair.flush()
 end
 finish(now, served > 0)
 return replies

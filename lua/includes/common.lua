@@ -383,8 +383,8 @@ local function place(rec)
   if is_set(rec.lg) then
     redis.call('HINCRBY', K_META, 'limited_placed', 1)
   end
-  if FAIR then
-    fair_place(rec, order, pair_of(rec))
+  if fair.on then
+    fair.place(rec, order, pair_of(rec))
   end
 end
 
@@ -402,8 +402,8 @@ local function unplace(rec)
     redis.call('ZREM', K_DEDUPQ, order)
   end
   unplace_pair(rec, order)
-  if FAIR then
-    fair_unplace(rec, order, pair_of(rec))
+  if fair.on then
+    fair.unplace(rec, order, pair_of(rec))
   end
 end
 

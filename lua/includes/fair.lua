@@ -11,6 +11,7 @@
 -- was served through another range since) is re-listed, at most FAIR_RESCORE_MAX per task,
 -- then the head is taken as it is. An organisation whose tasks all fail the filter is passed
 -- over at the cost of one candidate of the scan budget.
+do
 local FAIR_RESCORE_MAX = 32
 
 -- The organisations a filter names in a top-level eq/in on organisation (nil: any).
@@ -94,12 +95,12 @@ end)
 
 -- The org's virtual time, {vt = ...}; the system's is read with the first (fair_system).
 local function vt_state(org)
-  local state = fair_vts[org]
+  local state = fair.vts[org]
   if state == nil then
     local got = redis.call('HMGET', K_FAIR_VT, org, NUL)
     state = {vt = tonumber(got[1] or '0')}
     fair_system = fair_system or tonumber(got[2] or '0')
-    fair_vts[org] = state
+    fair.vts[org] = state
   end
   return state
 end
@@ -132,7 +133,7 @@ end
 -- caller's to write (`fields`), or written here.
 local function relist(id, org, old_key, new_key, fields)
   redis.call('ZREM', K_FAIR_ORGS, id .. NUL .. old_key .. NUL .. org)
-  fair_list(id, org, new_key)
+  fair.list(id, org, new_key)
   if fields then
     fields[#fields + 1], fields[#fields + 2] = id .. NUL .. org, new_key
   else
@@ -160,7 +161,7 @@ local function next_org(cursors, tried)
       cursor_next(best)
     else
       local state = vt_state(org)
-      local key = vt_key(state.vt)
+      local key = fair.vt_key(state.vt)
       if key > best.key and rescored < FAIR_RESCORE_MAX then
         relist(best.id, org, best.key, key)
         rescored = rescored + 1
@@ -192,9 +193,9 @@ local function fair_charge(org, advance, heads, state)
     fields[3], fields[4] = NUL, string.format('%.17g', state.vt)
     fair_system = state.vt
   end
-  local key = vt_key(new_vt)
+  local key = fair.vt_key(new_vt)
   for _, c in ipairs(heads or {}) do
-    if not fair_emptied[c.id .. NUL .. org] and c.key < key then
+    if not fair.emptied[c.id .. NUL .. org] and c.key < key then
       relist(c.id, org, c.key, key, fields)
       c.key = key
     end
@@ -317,7 +318,7 @@ local function fair_pop(s)
           budget = budget - 1  -- an organisation passed over
           for _, range in ipairs(ranges) do
             if range.id and range.min == '[' .. range.id .. NUL .. org .. NUL and range.done then
-              fair_delist(range.id, org)  -- listed, but no task left there (healed members)
+              fair.delist(range.id, org)  -- listed, but no task left there (healed members)
             end
           end
         end
@@ -327,4 +328,7 @@ local function fair_pop(s)
       return
     end
   end
+end
+
+fair.pop, fair.flush = fair_pop, fair_flush
 end

@@ -14,15 +14,17 @@
 --                virtual time (tasks served / weight); "\0" -> the system virtual time.
 -- An org's listed vt is never above its true one (virtual times only grow); the pop re-lists
 -- the ones it finds stale (fair.lua).
--- Defined before common.lua (which calls it from place/unplace): self-contained.
-local NUL = '\0'
--- fair_emptied: "<range>\0<org>" taken off its listing by this call; fair_vts: org ->
--- {vt} as this call last read or wrote it (fair.lua's vt_state; Redis runs one
--- call at a time, so nothing else changes them meanwhile).
-local FAIR, fair_emptied, fair_vts = false, {}, {}
+-- Defined before common.lua (which calls it from place/unplace): self-contained. One local,
+-- `fair`, whatever the include holds: the library's main chunk has room for 200 locals.
+-- fair.emptied: "<range>\0<org>" taken off its listing by this call; fair.vts: org -> {vt}
+-- as this call last read or wrote it (Redis runs one call at a time: nothing else changes it).
+local fair = {on = false, emptied = {}, vts = {}}
 per_call(function()
-  FAIR, fair_emptied, fair_vts = K_FAIR_TASKS ~= nil, {}, {}
+  fair.on, fair.emptied, fair.vts = K_FAIR_TASKS ~= nil, {}, {}
 end)
+
+do
+local NUL = '\0'
 
 local function vt_key(vt)
   return string.format('%024.6f', vt)
@@ -47,7 +49,7 @@ end
 
 local function fair_list(id, org, key)
   redis.call('ZADD', K_FAIR_ORGS, 0, id .. NUL .. key .. NUL .. org)
-  fair_emptied[id .. NUL .. org] = nil
+  fair.emptied[id .. NUL .. org] = nil
 end
 
 local function fair_delist(id, org)
@@ -57,7 +59,7 @@ local function fair_delist(id, org)
     redis.call('ZREM', K_FAIR_ORGS, id .. NUL .. key .. NUL .. org)
     redis.call('HDEL', K_FAIR_VT, field)
   end
-  fair_emptied[field] = true
+  fair.emptied[field] = true
 end
 
 local function fair_place(rec, order, pair)
@@ -75,7 +77,7 @@ local function fair_place(rec, order, pair)
     if system_vt > vt then
       vt = system_vt
       changes[#changes + 1], changes[#changes + 2] = org, string.format('%.17g', vt)
-      fair_vts[org] = nil
+      fair.vts[org] = nil
     end
   end
   local key = vt_key(vt)
@@ -100,4 +102,7 @@ local function fair_unplace(rec, order, pair)
       end
     end
   end
+end
+
+fair.vt_key, fair.list, fair.delist, fair.place, fair.unplace = vt_key, fair_list, fair_delist, fair_place, fair_unplace
 end
