@@ -130,11 +130,12 @@ local function rules_are_stale()
   if ARGV[9] == '' then
     return false
   end
-  local followed = redis.call('HGET', K_LIMITS, NUL .. 'version')
-  if followed and tonumber(followed) > tonumber(ARGV[9]) then
+  local stored = redis.call('HGET', K_LIMITS, NUL .. 'version')
+  local followed = tonumber(stored or '')  -- not a number (written by hand): followed by none
+  if followed and followed > tonumber(ARGV[9]) then
     return true
   end
-  if followed ~= ARGV[9] then
+  if stored ~= ARGV[9] then
     redis.call('HSET', K_LIMITS, NUL .. 'version', ARGV[9])
   end
   return false

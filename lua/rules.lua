@@ -17,13 +17,17 @@
 --- @include "common"
 
 local version = ARGV[1]
-local followed = redis.call('HGET', K_LIMITS, NUL .. 'version')
-if followed and tonumber(followed) > tonumber(version) then
+-- a version or list that is not what this script writes (written by hand) counts as none
+local followed = tonumber(redis.call('HGET', K_LIMITS, NUL .. 'version') or '')
+if followed and followed > tonumber(version) then
   return 0
 end
 local listed = redis.call('HGET', K_LIMITS, NUL .. 'rules')
-for _, key in ipairs(listed and cjson.decode(listed) or {}) do
-  redis.call('HDEL', K_LIMITS, NUL .. 'rule' .. NUL .. key)
+local decoded, old_keys = pcall(cjson.decode, listed or '[]')
+for _, key in ipairs(decoded and type(old_keys) == 'table' and old_keys or {}) do
+  if type(key) == 'string' then
+    redis.call('HDEL', K_LIMITS, NUL .. 'rule' .. NUL .. key)
+  end
 end
 local keys = {}
 for i = 2, #ARGV, 2 do

@@ -11,7 +11,7 @@
   Returns: the version given to them (a decimal string)
 ]]
 local rules_key = K_QUEUE
-local stored = tonumber(redis.call('HGET', rules_key, 'version') or '0')
+local stored = tonumber(redis.call('HGET', rules_key, 'version') or '0') or 0  -- not a number: none
 local version = string.format('%d', math.max(tonumber(ARGV[1]), stored + 1))
 redis.call('HSET', rules_key, 'version', version, 'rules', ARGV[2], 'source', ARGV[3])
 return version

@@ -26,10 +26,13 @@ import msgspec
 
 log = logging.getLogger(__name__)
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
+_RATE = re.compile(r"^\s*([0-9]{1,12})\s*/\s*([smh])\s*$")
 _WINDOW_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
 FIELDS = ("boefje_id", "organisation", "input_ooi", "object_type")
-MAX_GROUP_BYTES = 512
+MAX_GROUP_BYTES = 512  # a filled-in group, and a template
+MAX_BOEFJE_BYTES = 256  # with MAX_RULES and the template's cap: the most rules fit the 1 MiB body
+MAX_RULES = 1000  # each a few Redis writes in rules.lua and a test per boefje push
+MAX_CONCURRENCY = 1_000_000
 
 
 class LimitRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -44,13 +47,21 @@ class LimitRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"limit rule for {self.boefje!r} sets none of cooldown, rate, concurrency")
         if self.cooldown is not None and not 0 <= self.cooldown <= 86400:
             raise ValueError("cooldown must be between 0 and 86400 seconds")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         if self.rate is not None and not (_RATE.match(self.rate) and int(_RATE.match(self.rate).group(1)) > 0):
-            raise ValueError(f"rate {self.rate!r} is not <N>/<s|m|h> with N > 0")
-        unknown = {name for _, name, _, _ in string.Formatter().parse(self.group) if name} - set(FIELDS)
+            raise ValueError(f"rate {self.rate!r} is not <N>/<s|m|h> with 0 < N < 10^12")
+        for what, text, most in (("boefje", self.boefje, MAX_BOEFJE_BYTES), ("group template", self.group, MAX_GROUP_BYTES)):
+            if "\0" in text or len(text.encode(errors="replace")) > most:
+                raise ValueError(f"{what} must be at most {most} bytes (UTF-8), without NUL")
+        # Plain {field}s only: a format spec ({organisation:>999999999}) or a conversion would
+        # be run on every push (a padding of a GB, or a ValueError then).
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(self.group)]
+        unknown = sorted({name for name, _, _ in fields if name is not None} - set(FIELDS))
         if unknown:
-            raise ValueError(f"group template {self.group!r} names {sorted(unknown)}; it may use {list(FIELDS)}")
+            raise ValueError(f"group template {self.group!r} names {unknown}; it may use {list(FIELDS)}")
+        if any(spec or conversion for name, spec, conversion in fields if name is not None):
+            raise ValueError(f"group template {self.group!r}: only plain {{field}}s, no format spec or conversion")
 
     @property
     def key(self) -> str:
@@ -73,6 +84,8 @@ def parse_rules(raw: Any, what: str = "REDISCHED_LIMITS") -> tuple[LimitRule, ..
     try:
         if isinstance(raw, (str, bytes)):
             raw = msgspec.json.decode(raw or "[]")
+        if isinstance(raw, list) and len(raw) > MAX_RULES:
+            raise ValueError(f"{what}: at most {MAX_RULES} rules, got {len(raw)}")
         return tuple(msgspec.convert(raw or [], list[LimitRule]))
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ValueError(f"{what}: {exc}") from None
@@ -95,7 +108,9 @@ class RuleSet(msgspec.Struct, frozen=True):
     def stored(cls, version: bytes | str, rules: bytes | str, source: bytes | str) -> RuleSet:
         """As Redis holds them (the fields of <p>:limits:rules)."""
         text = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
-        return cls(parse_rules(rules, "stored limit rules"), text(version), text(source))
+        if not text(version or "").isdigit():
+            raise ValueError(f"stored limit rules: version {version!r:.40} is not a number")
+        return cls(parse_rules(rules, "stored limit rules"), text(version), text(source or "env"))
 
     @property
     def specs(self) -> dict[str, str]:
@@ -146,6 +161,8 @@ def plugin_rule(plugin_id: str, group: str | None, interval: float | None) -> Li
     if not group or not interval:
         return None
     try:
+        if not isinstance(group, str) or isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            raise ValueError(f"a string group and a number of seconds expected, got {group!r:.80} and {interval!r:.80}")
         return LimitRule(boefje=f"katalogus:{plugin_id}", group=group, cooldown=interval)
     except ValueError as exc:
         log.warning("rate-limit group of plugin %s not usable, its tasks left unlimited: %s", plugin_id, exc)

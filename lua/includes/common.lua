@@ -433,8 +433,10 @@ local function group_state(group)
   local spec = v[1] and redis.call('HGET', K_LIMITS, NUL .. 'rule' .. NUL .. v[1])
   local spacing, cap = string.match(spec or '0,0', '^(%d+),(%d+)$')
   spacing = tonumber(spacing or 0)
-  local at = (spacing > 0 and v[3]) and tonumber(v[3]) + spacing or 0
-  return spacing, tonumber(cap or 0), tonumber(v[2] or 0), at
+  -- a value that is not a number (written by hand) counts as none: the group heals, never errs
+  local last = tonumber(v[3] or '')
+  local at = (spacing > 0 and last) and last + spacing or 0
+  return spacing, tonumber(cap or 0), tonumber(v[2] or '') or 0, at
 end
 
 local function now_ms()
@@ -493,7 +495,9 @@ local function spend_group(rec)
   if not is_set(rec.lg) or rec.lc then
     return
   end
-  redis.call('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', 1)
+  if type(redis.pcall('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', 1)) == 'table' then
+    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'n', 1)  -- not an integer (written by hand): heal
+  end
   -- rounded up: the next may go once a full spacing has passed, to the µs
   redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'last', string.format('%d', math.ceil(now_us() / 1000)))
   rec.lc = 1
@@ -506,7 +510,8 @@ local function free_group(rec)
     return
   end
   rec.lc = nil
-  if redis.call('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', -1) <= 0 then
+  local n = redis.pcall('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', -1)
+  if type(n) == 'table' or n <= 0 then  -- a table: not an integer (written by hand), dropped
     redis.call('HDEL', K_LIMITS, rec.lg .. NUL .. 'n')
   end
   refresh_group(rec.lg, nil, true)

@@ -97,7 +97,10 @@ def read_limits(commands: QueueCommands) -> Plan[RuleSet]:
     """The limit rules Redis holds (as this process adopts them), or the process's own."""
     [stored] = yield [Command(("HMGET", commands.layout.limit_rules_key, "version", "rules", "source"))]
     if stored[0] is not None:
-        commands.rules.adopt(RuleSet.stored(*stored))
+        try:
+            commands.rules.adopt(RuleSet.stored(*stored))
+        except ValueError as exc:  # not what store_rules.lua writes: the next replace heals it
+            log.error("limit rules in %s unreadable, keeping this process's: %s", commands.layout.limit_rules_key, exc)
     return commands.rules.current
 
 

@@ -71,3 +71,20 @@ def test_a_template_that_cannot_be_filled_in_leaves_the_task_unlimited(caplog):
 def test_a_bad_rule_is_refused_with_what_is_wrong(rule):
     with pytest.raises(ValueError, match="REDISCHED_LIMITS"):
         parse_rules([rule])
+
+
+def test_hostile_katalogus_rate_limit_fields_leave_that_plugin_unlimited_and_the_rest_decoded(caplog):
+    import msgspec
+
+    from redisched.clients.http.katalogus import Plugin
+
+    hostile = [("abc", 5), (-5, 5), (10**400, 5), ("1e400", 5), (True, 5), (None, 5), (1, "g" * 10_000), (1, 123),
+               (1, ["g"]), (1, "{organisation:>1000000000}"), (1, "{")]
+    listed = [{"id": f"p{i}", "type": "boefje", "rate_limit_interval": interval, "rate_limit_group": group}
+              for i, (interval, group) in enumerate(hostile)]
+    listed.append({"id": "good", "type": "boefje", "rate_limit_interval": 2, "rate_limit_group": "g:{object_type}"})
+    plugins = msgspec.json.decode(msgspec.json.encode(listed), type=list[Plugin])  # one plugin's bad fields fail no other
+    assert [plugin_rule(p.id, p.rate_limit_group, p.rate_limit_interval) for p in plugins[:-1]] == [None] * len(hostile)
+    good = plugins[-1]
+    assert plugin_rule(good.id, good.rate_limit_group, good.rate_limit_interval).spec == "2000,0"
+    assert "not usable" in caplog.text

@@ -47,8 +47,10 @@ class Plugin(msgspec.Struct, kw_only=True):
     run_on: list[str] | None = None
     oci_image: str | None = None
     deduplicate: bool = True
-    rate_limit_group: str | None = None
-    rate_limit_interval: float | None = None
+    # Any: checked by limit_rules.plugin_rule, so one plugin's bad value leaves that plugin
+    # unlimited instead of failing the decoding of the organisation's whole plugin list.
+    rate_limit_group: Any = None
+    rate_limit_interval: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.consumes, str):
