@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from redisched import telemetry
+from redisched.cancellation import stop_if_cancelled
 from redisched.clients.http import ServiceClients
 from redisched.config import Settings
 from redisched.history.db import open_pool
@@ -168,6 +169,7 @@ async def heartbeat(services: Services) -> None:
     processes), until cancelled."""
     name = process_name()
     while True:
+        stop_if_cancelled()
         try:
             await say_alive(services.redis, services.settings.key_prefix, name)
         except RedisError as exc:  # Redis away: the dashboard cannot be read either
@@ -184,7 +186,8 @@ async def reap_leases(services: Services) -> None:
             for scheduler_id in SCHEDULERS:
                 try:
                     await _reap_queue(queues, scheduler_id)
-                except Exception:  # Redis away: try again next round
+                except Exception as exc:  # Redis away: try again next round
+                    stop_if_cancelled(exc)
                     log.exception("reaping %s failed", scheduler_id)
             await asyncio.sleep(REAP_INTERVAL_SECONDS)
 

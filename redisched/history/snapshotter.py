@@ -29,6 +29,7 @@ import psycopg
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
+from redisched.cancellation import stop_if_cancelled
 from redisched.history.quarantine import HELD, PoisonEvent, held_tasks, quarantine
 from redisched.history.schedules import ScheduleStore
 from redisched.history.tasks import Event, TaskStore, latest_records
@@ -143,14 +144,6 @@ class Outage:
             self.since = None
 
 
-def _being_cancelled() -> bool:
-    """Whether this task was asked to stop. On Python 3.11 a cancellation that lands in a
-    redis-py read under a socket timeout can come out as a TimeoutError; the request stays
-    counted on the task, so a loop that retries on errors asks here before retrying."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 def _backoff(first: float = 0.05, most: float = 5.0):
     delay = first
     while True:
@@ -217,8 +210,7 @@ class Snapshotter:
             try:
                 await self._follow(keys, trouble)
             except Exception as exc:  # Redis away, or a bug: nothing is lost, entries stay pending
-                if _being_cancelled():
-                    raise asyncio.CancelledError from exc
+                stop_if_cancelled(exc)
                 if trouble.since is None:
                     delays = _backoff()
                 trouble.failed(exc)
@@ -228,9 +220,11 @@ class Snapshotter:
         await self._create_group(keys)
         while entries := await self._read(keys, "0"):  # what this consumer read and did not ack
             await self._apply(keys, entries)
+            stop_if_cancelled()
         trouble.over()
         next_claim = 0.0
         while True:
+            stop_if_cancelled()
             if time.monotonic() >= next_claim:
                 next_claim = time.monotonic() + self.claim_idle_ms / 2000
                 if entries := await self._claim_abandoned(keys):
@@ -336,6 +330,7 @@ class Snapshotter:
         if not events:
             return
         for delay in _backoff():
+            stop_if_cancelled()
             try:
                 async with self.tasks.pool.connection(timeout=self.pg_timeout) as conn, conn.transaction():
                     await conn.execute("SET LOCAL statement_timeout = 0")  # the API's limit is not the history's

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from redisched.cancellation import stop_if_cancelled
 from redisched.clients.amqp import (
     RAW_FILE_RECEIVED,
     SCAN_PROFILE_MUTATIONS,
@@ -201,9 +202,11 @@ async def supervise(name: str, step: Step, interval: float) -> None:
     step retried after 1, 2, 4 ... seconds (at most ``interval``)."""
     failures = 0
     while True:
+        stop_if_cancelled()
         try:
             await step()
         except Exception as exc:
+            stop_if_cancelled(exc)
             failures += 1
             delay = min(interval, FIRST_RETRY_SECONDS * 2 ** (failures - 1))
             if failures == 1:

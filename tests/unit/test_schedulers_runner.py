@@ -15,6 +15,7 @@ from redisched.schedulers import runner as runner_module
 from redisched.schedulers.runner import SchedulerRunner, supervise
 from redisched.schedulers.seen import SeenBoefjes
 from tests.simulation.fakes import Clock, fake_context
+from tests.support.cancellation import lose_cancellation
 from tests.simulation.world import World
 
 
@@ -76,6 +77,23 @@ async def test_a_failing_round_is_logged_with_its_traceback_and_retried_with_bac
     assert first.exc_info is not None and "boom 1" in str(first.exc_info[1])
     assert [r.exc_info for r in rest[:2]] == [None, None]
     assert rest[-1].getMessage() == "flaky works again after 3 failures"
+
+
+async def test_a_loop_whose_cancellation_was_lost_in_a_round_still_stops():
+    """A round's Redis send (under a socket timeout) or pool wait may lose the cancellation
+    on Python 3.11: the loop must not sleep on into its next round, or the worker's stop
+    waits for it."""
+    rounds = 0
+
+    async def round_losing_the_cancellation() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 2:
+            await lose_cancellation()
+
+    loop = asyncio.create_task(supervise("quiet", round_losing_the_cancellation, interval=0.01))
+    done, _ = await asyncio.wait([loop], timeout=5)
+    assert done and loop.cancelled() and rounds == 2
 
 
 async def test_stop_ends_the_loops():
