@@ -23,10 +23,9 @@ import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
 from redisched.queue.calls import Batch, Call, Plan
-from redisched.queue import wire
 from redisched.queue.pipeliner import Pipeliner
 from redisched.queue.scripts import is_not_loaded, library, not_loaded
-from redisched.queue.wire import AsyncWire
+from redisched.queue.wire import AsyncWire, Wire
 
 T = TypeVar("T")
 
@@ -78,6 +77,7 @@ class SyncDriver:
     def __init__(self, client: redis.Redis | redis.RedisCluster) -> None:
         self.redis = client
         self._one_by_one = isinstance(client, redis.RedisCluster)
+        self._wire = None if self._one_by_one else Wire(client)
 
     def run(self, plan: Plan[T]) -> T:
         going, step = finish(plan, None)
@@ -95,7 +95,7 @@ class SyncDriver:
     def _execute(self, commands: Commands) -> list[Any]:
         if self._one_by_one:
             return [_reply_or_error(self.redis.execute_command, args, **routed(self.redis, args)) for args in commands]
-        return wire.execute(self.redis, commands)
+        return self._wire.execute(commands)
 
 
 class AsyncDriver:
