@@ -34,6 +34,7 @@ UNLINK_BATCH = 500  # task ids per unlink script call
 MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Postgres can hold
 POP_MAX = 1000  # the most tasks one pop hands out (mula's page size)
 INDEX_PAIRS_BATCH = 1000  # boefje index members per index_pairs script call
+INDEX_FAIR_BATCH = 500  # queue members per index_fair script call
 
 MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
 
@@ -302,6 +303,11 @@ class QueueCommands:
         """The snapshotter's: entries committed to Postgres are acked and trimmed."""
         parse = lambda r: r.decode() if isinstance(r, bytes) else r  # noqa: E731
         return self._call("ack", scheduler_id, [group, *entry_ids], parse, partition)
+
+    def index_fair(self, scheduler_id: str, *, partition: int = 0) -> ScriptCall[bool]:
+        """One bounded step bringing the fair pop's structures up to date with the queue
+        (lua/index_fair.lua); True once they are (or, fairness off, once they are marked stale)."""
+        return self._call("index_fair", scheduler_id, [INDEX_FAIR_BATCH], lambda r: bool(r), partition)
 
     def index_pairs(self, scheduler_id: str, *, partition: int = 0) -> ScriptCall[bool]:
         """One bounded step of building the pair index for tasks of an earlier version

@@ -142,6 +142,10 @@ class QueueFacade:
     def check_layout(self) -> None:
         return self.run(plans.check_layout(self.layout))
 
+    def index_fair(self) -> int:
+        """The fair pop's structures up to date with the queues (fairness on), or marked stale (off)."""
+        return self.run(plans.index_fair(self.commands))
+
     def index_pairs(self) -> int:
         """Build the pair index for tasks queued by an earlier version (the service does it
         at start); how many bounded steps it took."""

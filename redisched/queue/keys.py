@@ -66,6 +66,7 @@ A *range* is where a pop's search is driven from: "q" the queue, "d" the dedup q
                            "\0" -> the system virtual time
     <p>:{<q>}:fair:weights HASH organisation -> weight (absent: 1)
     <p>:{<q>}:fair:served  HASH organisation -> tasks handed out with fairness on
+    (meta "fair" = "ready": every queued task is in them; lua/index_fair.lua)
 
     <p>:layout                        STRING, how many partitions the queues were made with
     <p>:limits:rules                  STRING, the limit rules in force, their version and source

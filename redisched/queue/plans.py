@@ -484,6 +484,18 @@ def index_pairs(commands: QueueCommands) -> Plan[int]:
     return steps
 
 
+def index_fair(commands: QueueCommands) -> Plan[int]:
+    """With fairness on, bring the fair pop's structures up to date with the queues (tasks
+    queued while it was off; lua/index_fair.lua); off, mark them stale. Every partition at
+    once, a bounded step each, until all are done. How many steps it took."""
+    waiting, steps = commands.layout.every(), 0
+    while waiting:
+        steps += 1
+        done = yield [commands.index_fair(keys.queue_id, partition=keys.partition) for keys in waiting]
+        waiting = [keys for keys, finished in zip(waiting, done) if not finished]
+    return steps
+
+
 def check_layout(layout: QueueLayout) -> Plan[None]:
     """Record the partition count the queues are made with; refuse another one while the
     queues made with the old count still hold tasks (they would be out of sight)."""

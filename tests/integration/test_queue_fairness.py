@@ -192,3 +192,22 @@ async def test_tasks_leave_the_fair_structures_on_every_way_off_the_queue(make_q
     await asyncio.sleep(0.01)
     await queues.reap("boefje")  # back on the queue: listed again
     assert await backend_redis.zcard(keys.fair_key("tasks")) == 2 * 5  # q, b:, i:, p:, d
+
+
+async def test_turning_fairness_on_with_tasks_queued_serves_them_fairly(make_queues, backend_redis):
+    plain = make_queues()
+    await push_boefjes(plain, "a", 20, priority=5)
+    await push_boefjes(plain, "b", 5, priority=50)
+    fair = make_queues(fairness="organisation")
+    assert await fair.index_fair() >= 1  # the start of an API process with fairness on
+    assert collections.Counter(await pop_orgs(fair, 10)) == {"a": 5, "b": 5}
+    # off again for a while: the fair structures go stale (tasks pop and arrive unseen)
+    assert await plain.index_fair() == 1
+    assert not await backend_redis.hexists(plain.commands.keys("boefje").meta, "fair")
+    assert await pop_orgs(plain, 5) == ["a"] * 5
+    await push_boefjes(plain, "c", 5, priority=60)
+    await fair.index_fair()
+    again = await pop_orgs(fair, 10)
+    assert collections.Counter(again) == {"a": 5, "c": 5}, again  # c, new, takes turns with a
+    assert await pop_orgs(fair, 10) == ["a"] * 5  # what is left; every task once
+    assert await fair.qsize("boefje") == 0
