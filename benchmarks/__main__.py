@@ -26,6 +26,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "throughput": ("benchmarks.bench_throughput", "direct-client batched push and batched pop, tasks/s"),
     "e2e": ("benchmarks.bench_e2e", "push -> pop -> running -> completed, redisched vs BullMQ on the same Redis"),
     "http": ("benchmarks.bench_http", "HTTP push and pop at 1/10/50 concurrent, 1 and 2 API processes, vs the ceiling"),
+    "http_finish": ("benchmarks.bench_http_finish", "HTTP finish and fetch: PATCH then pop against PATCH .../pop_next, 10 runners"),
     "memory": ("benchmarks.bench_memory", "Redis memory per queued boefje task"),
     "snapshot": ("benchmarks.bench_snapshot", "snapshot lag to Postgres at a steady 2,000 pushes/s"),
     "shards": ("benchmarks.bench_shards", "runner pops on a 1/2/3-master Redis Cluster, the queue in 1/2/3 partitions"),
