@@ -11,11 +11,13 @@ local RANGE_BATCH_MAX = 32
 
 -- `ix`: the index the set is of (its members name tasks with that index value, or, for the
 -- dedup queue without a value, any value).
+-- Its bounds are made when it first fetches (most of a pop's ranges never need to): strings
+-- cost Lua ~0.4 µs each here.
 local function lex_range(key, value, ix)
   if value == nil then
     return {key = key, min = '-', max = '+', skip = 0, batch = 1, ix = ix}
   end
-  return {key = key, min = '[' .. value .. NUL, max = '(' .. value .. '\1', skip = #value + 1, batch = 1, ix = ix, value = value}
+  return {key = key, skip = #value + 1, batch = 1, ix = ix, value = value}
 end
 
 -- Whether a member names this live record as it is queued now: a member left behind (a raw
@@ -34,14 +36,21 @@ local function names_queued(range, order, rec)
   return value ~= nil and (range.value == nil or value == range.value)
 end
 
+-- range.seed: the range's first head, known before any fetch (a pair's, from K_HEADS).
 local function range_head(range)
   if range.head == nil then
+    if range.seed then
+      range.head = range.seed
+      return range.head
+    end
     local members = range.members
     if members == nil or range.at > #members then
       if range.done then
         range.head = false
         return false
       end
+      range.min = range.min or ('[' .. range.value .. NUL)
+      range.max = range.max or ('(' .. range.value .. '\1')
       members = redis.call('ZRANGE', range.key, range.min, range.max, 'BYLEX', 'LIMIT', 0, range.batch)
       range.members, range.at = members, 1
       range.done = #members < range.batch
@@ -57,7 +66,12 @@ local function range_head(range)
 end
 
 local function advance(range)
-  range.at, range.head = range.at + 1, nil
+  if range.seed then
+    range.min, range.seed = '(' .. range.value .. NUL .. range.seed, nil
+  else
+    range.at = range.at + 1
+  end
+  range.head = nil
 end
 
 local function best_head(ranges)
@@ -94,7 +108,7 @@ local function scan_ranges(ranges, matches, budget, take)
     if not order then
       return budget
     end
-    local member = range.members[range.at]
+    local member = range.seed and (range.value .. NUL .. range.seed) or range.members[range.at]
     advance(range)
     local rec = load_record(order_id(order))
     if not rec or not names_queued(range, order, rec) then
@@ -146,10 +160,7 @@ end
 
 -- A range of the pair index from its head (K_HEADS).
 local function pair_range(pair, head)
-  local range = lex_range(K_PAIRS, pair, 'pair')
-  local member = pair .. NUL .. head
-  range.members, range.at, range.min, range.batch = {member}, 1, '(' .. member, 2
-  return range
+  return {key = K_PAIRS, skip = #pair + 1, batch = 2, ix = 'pair', value = pair, seed = head}
 end
 
 -- The boefje id and image (nil: none) a pair names (common.lua, pair_name); nil for a
@@ -182,47 +193,41 @@ local function listed_pair_ranges(boefjes, images)
   return ranges
 end
 
--- The pair index's ranges for ARGV[at] = n, n boefje ids, then the images (either list may
--- be empty, not both): with both, one per pair of B x I that has tasks, their heads in one
--- HMGET; with one, every pair of those values that has tasks, listed from K_HEADS (past
--- PAIRS_LISTED pairs, the queue itself is walked). Until the pair index is ready
--- (common.lua, pairs_ready), the boefje index's ranges, or the image index's.
+-- The pair index's ranges for ARGV[at] = n, ARGV[at + 1] = m, n boefje ids, m images (n or
+-- m may be 0, not both), then, with both, the n x m pair names (indexes.py, pair_name): one
+-- range per pair that has tasks, their heads in one HMGET. With one list, every pair of its
+-- values that has tasks, listed from K_HEADS (past PAIRS_LISTED pairs, the queue itself is
+-- walked). Until the pair index is ready (common.lua, pairs_ready), the boefje index's
+-- ranges, or the image index's.
 local function pair_ranges(at)
-  local n, boefjes, images = tonumber(ARGV[at]), {}, {}
-  for i = at + 1, at + n do
-    boefjes[#boefjes + 1] = ARGV[i]
-  end
-  for i = at + n + 1, #ARGV do
-    images[#images + 1] = ARGV[i]
-  end
+  local n, m = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local first_name = at + 2 + n + m
   local ranges = {}
   if not pairs_ready() then
-    local name, values = n > 0 and 'boefje' or 'image', n > 0 and boefjes or images
-    for _, value in ipairs(values) do
-      ranges[#ranges + 1] = lex_range(IX[name], value, name)
+    local name, from, to = 'boefje', at + 2, at + 1 + n
+    if n == 0 then
+      name, from, to = 'image', at + 2, at + 1 + m
+    end
+    for i = from, to do
+      ranges[#ranges + 1] = lex_range(IX[name], ARGV[i], name)
     end
     return ranges
   end
-  if n == 0 or #images == 0 then
-    local function set_of(list)
+  if first_name > #ARGV then
+    local function set_of(from, count)
       local set = {}
-      for _, value in ipairs(list) do
-        set[value] = true
+      for i = from, from + count - 1 do
+        set[ARGV[i]] = true
       end
-      return #list > 0 and set or nil
+      return count > 0 and set or nil
     end
-    return listed_pair_ranges(set_of(boefjes), set_of(images)) or {lex_range(K_QUEUE)}
+    return listed_pair_ranges(set_of(at + 2, n), set_of(at + 2 + n, m)) or {lex_range(K_QUEUE)}
   end
-  local names = {}
-  for _, boefje in ipairs(boefjes) do
-    for _, image in ipairs(images) do
-      names[#names + 1] = pair_name(boefje, image)
-    end
-  end
-  local heads = redis.call('HMGET', K_HEADS, unpack(names))
-  for i, pair in ipairs(names) do
-    if heads[i] then
-      ranges[#ranges + 1] = pair_range(pair, heads[i])
+  local heads = redis.call('HMGET', K_HEADS, unpack(ARGV, first_name, #ARGV))
+  for i = first_name, #ARGV do
+    local head = heads[i - first_name + 1]
+    if head then
+      ranges[#ranges + 1] = pair_range(ARGV[i], head)
     end
   end
   return ranges

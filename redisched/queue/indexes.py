@@ -88,12 +88,18 @@ def terms(node: filters.Node | None) -> list[tuple[str, str | None, str, tuple[s
     return found
 
 
+def pair_name(boefje: str, image: str | None) -> str:
+    """A (boefje id, image) pair as the pair index names it (lua/includes/common.lua,
+    pair_name): the id's length in bytes, ":", the id, then "=" and the image if any."""
+    return f"{len(boefje.encode())}:{boefje}" + (f"={image}" if image is not None else "")
+
+
 def driving_index(node: filters.Node | None) -> tuple[str, list[str]] | None:
     """Which index drives the search, and for which values: with a boefje id or an image
-    constrained, the pair index, ``("pair", [n, n boefje ids, the images])`` (either list
-    may be empty; lua/includes/candidates.lua, pair_ranges: with both, as the runners send
-    them, one HMGET of the heads of B x I, so a runner pays nothing for a plugin whose image
-    it lacks); else the organisation index. ``("", [])``: none, the search walks the queue.
+    constrained, the pair index, ``("pair", [n, m, n boefje ids, m images, the n x m pair
+    names])`` (n or m may be 0; lua/includes/candidates.lua, pair_ranges: with both, as the
+    runners send them, one HMGET of the heads of B x I, so a runner pays nothing for a
+    plugin whose image it lacks); else the organisation index. ``("", [])``: none, the search walks the queue.
     None: nothing can match."""
     wanted: dict[str, set[str]] = {}
     for column, field, _op, values in terms(node):
@@ -105,7 +111,8 @@ def driving_index(node: filters.Node | None) -> tuple[str, list[str]] | None:
         boefjes, images = sorted(wanted.get("boefje", ())), sorted(wanted.get("image", ()))
         if boefjes and len(boefjes) * len(images) > PAIRS_MAX:
             images = []  # the pairs of those boefjes, whatever their image
-        return "pair", [str(len(boefjes)), *boefjes, *images]
+        pairs = [pair_name(boefje, image) for boefje in boefjes for image in images]
+        return "pair", [str(len(boefjes)), str(len(images)), *boefjes, *images, *pairs]
     if "org" in wanted:
         return "org", sorted(wanted["org"])
     return "", []

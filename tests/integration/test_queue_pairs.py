@@ -151,3 +151,8 @@ def test_past_the_pairs_a_search_may_list_the_queue_itself_is_walked():
         best = direct.queue("boefje").push(organisation="o", data=boefje_data("b7", oci_image=IMAGE), priority=1)
         assert [t.id for t in direct.queue("boefje").pop(_only("boefje__id", ["b7"]), limit=1)] == [best.id]
         client.close()
+
+
+async def test_a_boefje_id_beyond_ascii_names_its_pair_alike_in_python_and_lua(queues):
+    task = await queues.push("boefje", organisation="o", data=boefje_data("nmap-é日", oci_image=IMAGE), priority=3)
+    assert [t.id for t in await queues.pop("boefje", runner_filter(["nmap-é日"], [IMAGE]), limit=1)] == [task.id]
