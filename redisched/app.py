@@ -170,11 +170,11 @@ async def heartbeat(services: Services) -> None:
     processes), until cancelled."""
     name = process_name()
     while True:
-        stop_if_cancelled()
         try:
             await say_alive(services.redis, services.settings.key_prefix, name)
         except RedisError as exc:  # Redis away: the dashboard cannot be read either
             log.debug("heartbeat failed: %r", exc)
+        stop_if_cancelled()
         await asyncio.sleep(services.settings.heartbeat_seconds)
 
 
@@ -190,6 +190,7 @@ async def reap_leases(services: Services) -> None:
                 except Exception as exc:  # Redis away: try again next round
                     stop_if_cancelled(exc)
                     log.exception("reaping %s failed", scheduler_id)
+            stop_if_cancelled()
             await asyncio.sleep(REAP_INTERVAL_SECONDS)
 
 

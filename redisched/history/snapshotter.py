@@ -330,7 +330,6 @@ class Snapshotter:
         if not events:
             return
         for delay in _backoff():
-            stop_if_cancelled()
             try:
                 async with self.tasks.pool.connection(timeout=self.pg_timeout) as conn, conn.transaction():
                     await conn.execute("SET LOCAL statement_timeout = 0")  # the API's limit is not the history's
@@ -339,6 +338,7 @@ class Snapshotter:
             except psycopg.Error as exc:
                 if refused_for_its_own_sake(exc):
                     raise
+                stop_if_cancelled(exc)
                 self._postgres.failed(exc)
                 await asyncio.sleep(delay)
             else:

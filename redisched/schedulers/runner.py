@@ -202,7 +202,6 @@ async def supervise(name: str, step: Step, interval: float) -> None:
     step retried after 1, 2, 4 ... seconds (at most ``interval``)."""
     failures = 0
     while True:
-        stop_if_cancelled()
         try:
             await step()
         except Exception as exc:
@@ -217,6 +216,7 @@ async def supervise(name: str, step: Step, interval: float) -> None:
             if failures:
                 log.info("%s works again after %d failures", name, failures)
             failures, delay = 0, interval
+        stop_if_cancelled()
         await asyncio.sleep(delay)
 
 

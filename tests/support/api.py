@@ -1,4 +1,4 @@
-"""A ``redisched`` process (``api`` or ``serve``) on 127.0.0.1 at a free port, settings from
+"""A ``redisched`` process (``api``, ``serve`` or ``worker``) on 127.0.0.1 at a free port, settings from
 its environment, its output in a file (a pipe nobody reads fills up and stalls the server)."""
 
 from __future__ import annotations
@@ -81,6 +81,33 @@ class ApiProcess:
     def close(self) -> None:
         self.stop()
         self.log_path.unlink(missing_ok=True)
+
+
+class WorkerProcess(ApiProcess):
+    """``python -m redisched worker`` (no HTTP): up once it logs that its loops run."""
+
+    READY = "worker running"
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env, command="worker")
+
+    def start(self, timeout: float = 30) -> WorkerProcess:
+        with self.log_path.open("ab") as log:
+            offset = log.tell()
+            cli = [sys.executable, "-m", "redisched", "worker"]
+            self.process = subprocess.Popen(cli, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while self.READY not in self.log_path.read_text(errors="replace")[offset:]:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redisched worker exited with {self.process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redisched worker not up within {timeout} s:\n{self.output()}")
+            time.sleep(0.05)
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
 
 
 @contextlib.contextmanager
