@@ -45,11 +45,14 @@ local function fair_range_id(range)
   return FAIR_RANGE_PREFIX[range.ix] .. range.value
 end
 
--- One organisation's slice of a fair range, walked by scan() as any range (candidates.lua).
+-- One organisation's slice of a fair range, walked by scan() as any range (candidates.lua);
+-- `start`: its first lex bound (still its min after the scan: the slice was empty).
 local function org_range(id, org, ix, value)
-  local prefix = id .. NUL .. org .. NUL
-  return {key = K_FAIR_TASKS, min = '[' .. prefix, max = '(' .. id .. NUL .. org .. '\1', skip = #prefix,
-          batch = 1, ix = ix, value = value, org = org, id = id}
+  local key, min, max, skip = fair.slice(id, org)
+  if id == 'q' then
+    ix, value = 'org', org
+  end
+  return {key = key, min = min, max = max, skip = skip, batch = 1, ix = ix, value = value, org = org, id = id, start = min}
 end
 
 -- The pop's driving ranges restricted to one organisation.
@@ -317,7 +320,7 @@ local function fair_pop(s)
         if s.taken() == before then
           budget = budget - 1  -- an organisation passed over
           for _, range in ipairs(ranges) do
-            if range.id and range.min == '[' .. range.id .. NUL .. org .. NUL and range.done then
+            if range.id and range.min == range.start and range.done then
               fair.delist(range.id, org)  -- listed, but no task left there (healed members)
             end
           end

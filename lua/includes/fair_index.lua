@@ -7,7 +7,7 @@
 -- 'b:<boefje id>', 'i:<oci image>' and 'p:<pair>' those indexes' slices (the pair of
 -- common.lua's pair index, handed in by place/unplace). Per range:
 --   K_FAIR_TASKS "<range>\0<org>\0<order key>": its tasks by organisation (an org's best task
---                in a range is one ZRANGE);
+--                in a range is one ZRANGE); for 'q' the organisation index is that already;
 --   K_FAIR_ORGS  "<range>\0<vt key>\0<org>": its organisations by virtual time, listed while
 --                they have tasks there (taken off eagerly when the last one leaves);
 --   K_FAIR_VT    "<range>\0<org>" -> the vt key the org is listed under there; "<org>" -> its
@@ -47,6 +47,15 @@ local function fair_ranges_of(rec, pair)
   return ids
 end
 
+-- Where an organisation's tasks in a range are: key, lex min, lex max, prefix length.
+local function fair_slice(id, org)
+  if id == 'q' then
+    return IX.org, '[' .. org .. NUL, '(' .. org .. '\1', #org + 1
+  end
+  local prefix = id .. NUL .. org
+  return K_FAIR_TASKS, '[' .. prefix .. NUL, '(' .. prefix .. '\1', #prefix + 1
+end
+
 local function fair_list(id, org, key)
   redis.call('ZADD', K_FAIR_ORGS, 0, id .. NUL .. key .. NUL .. org)
   fair.emptied[id .. NUL .. org] = nil
@@ -66,7 +75,9 @@ local function fair_place(rec, order, pair)
   local org, ids = rec.organisation, fair_ranges_of(rec, pair)
   local fields = {org, NUL}
   for i, id in ipairs(ids) do
-    redis.call('ZADD', K_FAIR_TASKS, 0, id .. NUL .. org .. NUL .. order)
+    if id ~= 'q' then
+      redis.call('ZADD', K_FAIR_TASKS, 0, id .. NUL .. org .. NUL .. order)
+    end
     fields[i + 2] = id .. NUL .. org
   end
   local got = redis.call('HMGET', K_FAIR_VT, unpack(fields))
@@ -92,17 +103,19 @@ local function fair_place(rec, order, pair)
   end
 end
 
+-- After unplace took the task off the queue and its indexes (so off the org index, 'q').
 local function fair_unplace(rec, order, pair)
   local org = rec.organisation
   for _, id in ipairs(fair_ranges_of(rec, pair)) do
-    local prefix = id .. NUL .. org
-    if redis.call('ZREM', K_FAIR_TASKS, prefix .. NUL .. order) == 1 then
-      if not redis.call('ZRANGE', K_FAIR_TASKS, '[' .. prefix .. NUL, '(' .. prefix .. '\1', 'BYLEX', 'LIMIT', 0, 1)[1] then
+    if id == 'q' or redis.call('ZREM', K_FAIR_TASKS, id .. NUL .. org .. NUL .. order) == 1 then
+      local key, min, max = fair_slice(id, org)
+      if not redis.call('ZRANGE', key, min, max, 'BYLEX', 'LIMIT', 0, 1)[1] then
         fair_delist(id, org)
       end
     end
   end
 end
 
-fair.vt_key, fair.list, fair.delist, fair.place, fair.unplace = vt_key, fair_list, fair_delist, fair_place, fair_unplace
+fair.vt_key, fair.slice, fair.list, fair.delist = vt_key, fair_slice, fair_list, fair_delist
+fair.place, fair.unplace = fair_place, fair_unplace
 end

@@ -58,7 +58,7 @@ A *range* is where a pop's search is driven from: "q" the queue, "d" the dedup q
 
     <p>:{<q>}:fair:tasks   ZSET lex, member = "<range>\0<organisation>\0<order key>": each
                            range's queued tasks by organisation, so one organisation's best
-                           task in a range is one ZRANGE
+                           task in a range is one ZRANGE (for "q", ix:org is that already)
     <p>:{<q>}:fair:orgs    ZSET lex, member = "<range>\0<vt key>\0<organisation>": the
                            organisations with tasks in each range, by virtual time
     <p>:{<q>}:fair:vt      HASH "<organisation>" -> its virtual time (tasks served / weight);

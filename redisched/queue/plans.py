@@ -434,7 +434,7 @@ def organisation_shares(commands: QueueCommands, scheduler_id: str, max_orgs: in
         command
         for keys, here in zip(partitions, active)
         for command in (
-            *(Command(("ZLEXCOUNT", keys.fair_key("tasks"), f"[q\0{org}\0", f"(q\0{org}\1")) for org in sorted(here)),
+            *(Command(("ZLEXCOUNT", keys.index("org"), f"[{org}\0", f"({org}\1")) for org in sorted(here)),
             Command(("HMGET", keys.fair_key("vt"), *orgs)),
         )
     ]
