@@ -139,9 +139,7 @@ async def _traced_batch(queues: TaskQueues, tracer: Tracer, send: Callable[[Batc
     spans = {}
     for i, call in enumerate(calls):
         if isinstance(call, ScriptCall):
-            queue, partition = _where(call.keys[0])
-            attributes = {"db.system": "redis", "redisched.operation": call.script.name,
-                          "redisched.queue": queue, "redisched.partition": partition}  # fmt: skip
+            attributes = {"db.system": "redis", "redisched.operation": call.script.name, **_where(call.keys[0])}
             spans[i] = tracer.start_span(f"redisched {call.script.name}", kind=SpanKind.CLIENT, attributes=attributes)
     try:
         results = await send(calls)
@@ -167,11 +165,14 @@ async def _traced_batch(queues: TaskQueues, tracer: Tracer, send: Callable[[Batc
     return results
 
 
-def _where(queue_key: str) -> tuple[str, int]:
-    """The queue and partition of a script call, from its first key (``<p>:{<tag>}:queue``)."""
-    tag = queue_key[queue_key.index("{") + 1 : queue_key.index("}")]
-    queue, _, rest = tag.partition(".")
-    return queue, int(rest.split(".")[0]) if rest else 0
+def _where(first_key: str) -> dict[str, str | int]:
+    """The queue and partition of a script call, from its first key (``<p>:{<tag>}:queue``);
+    none for a script on a key of no queue (the limit rules)."""
+    start, end = first_key.find("{"), first_key.find("}")
+    if start < 0 or end < start:
+        return {}
+    queue, _, rest = first_key[start + 1 : end].partition(".")
+    return {"redisched.queue": queue, "redisched.partition": int(rest.split(".")[0]) if rest else 0}
 
 
 async def _remember_push(queues: TaskQueues, queue_key: str, task_id: str, span: Any) -> None:

@@ -41,14 +41,13 @@ local function mark_birth(now)
 end
 
 -- Read once per call, with the rev (next_rev needs it too: one read of K_META). A partition
--- no script has written to yet is born now (by a script that may write), its pair index ready.
+-- no script has written to yet has its pair index ready; it is born by the call's first
+-- rev (next_rev, with the call's start time): a birth read off the clock here, later in
+-- the call, would lie above that rev and make restore.lua take the task for its own.
 local function pairs_ready()
   if pairs_state == nil then
     local v = redis.call('HMGET', K_META, 'pairs', 'born', 'rev')
     pairs_state, stored_rev = v[1] == 'ready' or not v[2], v[3]
-    if not v[2] and SCRIPT_WRITES then
-      mark_birth(now_us())
-    end
   end
   return pairs_state
 end
