@@ -6,6 +6,7 @@ user alike.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -416,6 +417,23 @@ def test_serve_with_workers_runs_n_api_processes_beside_one_worker(private_folde
                 query = {"scheduler_id": "boefje", "status": "dispatched"}
                 listed = [task["id"] for task in httpx.get(f"{base}/tasks", params=query, timeout=10).json()["results"]]
             assert listed == [popped["id"]], "the worker's snapshotter brought the pop into the history"
+
+            # SIGTERM mid-request: long-polls held by both API processes are answered, not cut
+            def poll() -> tuple[float, int, bytes]:
+                response = httpx.post(f"{base}/schedulers/normalizer/pop", params={"wait": 30}, timeout=40)
+                return time.monotonic(), response.status_code, response.content
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                polls = [pool.submit(poll) for _ in range(8)]
+                time.sleep(1.5)
+                assert not any(p.done() for p in polls)
+                signalled = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                answered = [p.result(timeout=40) for p in polls]
+            latest = max(at for at, _, _ in answered) - signalled
+            assert [(code, body) for _, code, body in answered] == [(200, b'{"results":[]}')] * 8, answered
+            assert latest < 5.0, latest
+            print(f"\nserve --workers 2, SIGTERM during 8 long-polls: all answered within {latest:.2f} s")
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
