@@ -19,6 +19,9 @@ SCAN_BUDGET = 2000
 SCAN_TIME_US = 1000
 ONE_TASK_PER_SCHEDULE = True
 FAIRNESS = "none"
+# An organisation's weight in the fair pop (lua/includes/fair.lua keeps the same range): a
+# tiny one made its virtual time inf, then nan, which broke the fair order for good.
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 
 
 def _env(*names: str) -> AliasChoices:
@@ -78,8 +81,8 @@ class Settings(BaseSettings):
     # Fair pop across organisations: "none" (mula's order) or "organisation" (weighted fair
     # queueing by organisation; README "Fair pop across organisations").
     fairness: Literal["none", "organisation"] = Field(FAIRNESS, validation_alias=_env("REDISCHED_FAIRNESS"))
-    # organisation -> weight (> 0) for the fair pop; an organisation not named weighs 1.
-    organisation_weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+    # organisation -> weight (MIN_WEIGHT..MAX_WEIGHT) for the fair pop; one not named weighs 1.
+    organisation_weights: dict[str, Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT)]] = Field(
         default_factory=dict, validation_alias=_env("REDISCHED_ORGANISATION_WEIGHTS")
     )
     # Bearer tokens; empty = auth off (mula has none).

@@ -101,8 +101,8 @@ local function vt_state(org)
   local state = fair.vts[org]
   if state == nil then
     local got = redis.call('HMGET', K_FAIR_VT, org, NUL)
-    state = {vt = tonumber(got[1] or '0')}
-    fair_system = fair_system or tonumber(got[2] or '0')
+    state = {vt = fair.stored_vt(got[1])}
+    fair_system = fair_system or fair.stored_vt(got[2])
     fair.vts[org] = state
   end
   return state
@@ -112,9 +112,11 @@ local function weight_of(org)
   local weight = fair_weights[org]
   if weight == nil then
     weight = tonumber(redis.call('HGET', K_FAIR_WEIGHTS, org) or '1')
-    if not weight or weight <= 0 then
+    if not weight or weight ~= weight or weight <= 0 then  -- text, nan, <= 0 (written by hand)
       weight = 1
     end
+    -- as set_weights keeps them: a tiny weight made a virtual time inf (then nan), for good
+    weight = math.min(math.max(weight, 1e-6), 1e6)
     fair_weights[org] = weight
   end
   return weight
@@ -230,7 +232,7 @@ local function named_in_vt_order(named)
   table.sort(orgs)
   local got = redis.call('HMGET', K_FAIR_VT, unpack(orgs))
   for i, org in ipairs(orgs) do
-    vts[org] = tonumber(got[i] or '0')
+    vts[org] = fair.stored_vt(got[i])
   end
   table.sort(orgs, function(a, b)
     return vts[a] < vts[b] or (vts[a] == vts[b] and a < b)

@@ -30,6 +30,14 @@ local function vt_key(vt)
   return string.format('%024.6f', vt)
 end
 
+-- A stored virtual time, or 0 where it is none (written by hand: nan, inf, text), so the
+-- lex keys and the sorts by it stay sound; weights are kept to [1e-6, 1e6] (fair.lua), so a
+-- real one stays far below 1e15.
+local function stored_vt(text)
+  local vt = tonumber(text or '')
+  return (vt and vt >= 0 and vt < 1e15) and vt or 0
+end
+
 local function fair_ranges_of(rec, pair)
   local ids = {'q'}
   if rec.ix.boefje then
@@ -81,10 +89,10 @@ local function fair_place(rec, order, pair)
     fields[i + 2] = id .. NUL .. org
   end
   local got = redis.call('HMGET', K_FAIR_VT, unpack(fields))
-  local vt, changes = tonumber(got[1] or '0'), {}
+  local vt, changes = stored_vt(got[1]), {}
   if not got[3] then
     -- it becomes active: it starts at the system virtual time, so an idle org banks no credit
-    local system_vt = tonumber(got[2] or '0')
+    local system_vt = stored_vt(got[2])
     if system_vt > vt then
       vt = system_vt
       changes[#changes + 1], changes[#changes + 2] = org, string.format('%.17g', vt)
@@ -116,6 +124,6 @@ local function fair_unplace(rec, order, pair)
   end
 end
 
-fair.vt_key, fair.slice, fair.list, fair.delist = vt_key, fair_slice, fair_list, fair_delist
+fair.stored_vt, fair.vt_key, fair.slice, fair.list, fair.delist = stored_vt, vt_key, fair_slice, fair_list, fair_delist
 fair.place, fair.unplace = fair_place, fair_unplace
 end

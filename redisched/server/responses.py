@@ -12,6 +12,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from redisched.config import MAX_WEIGHT, MIN_WEIGHT
 from redisched.models import Task
 
 T = TypeVar("T")
@@ -89,9 +90,9 @@ class LimitRules(msgspec.Struct):
     source: str
 
 class WeightChange(msgspec.Struct, forbid_unknown_fields=True):
-    """An organisation's weight in the fair pop: above 0 (1 is everyone's default)."""
+    """An organisation's weight in the fair pop: 1e-6 to 1e6 (1 is everyone's default)."""
 
-    weight: Annotated[float, msgspec.Meta(gt=0)]
+    weight: Annotated[float, msgspec.Meta(ge=MIN_WEIGHT, le=MAX_WEIGHT)]
 
 
 class OrganisationWeight(msgspec.Struct):

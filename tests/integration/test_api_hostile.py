@@ -61,3 +61,35 @@ async def test_a_nul_in_an_indexed_value_is_refused_and_changes_nothing(api):
     response = await api.post("/schedulers/boefje/push", json={"organisation": "a\u0000b", "priority": 5, "data": boefje()})
     assert response.status_code == 400
     assert await _queued(api) == 0
+
+
+async def test_pop_next_with_a_foreign_token_a_finished_task_or_a_huge_limit(api):
+    """Another task's lease token, another queue's, a garbage or 100 kB one: 409, nothing
+    patched or popped; a huge limit is capped; a task patched again without a token is
+    patched as PATCH /tasks does (mula's runners send none), its queue still served in order."""
+    pushed = []
+    for i in range(3):
+        response = await api.post("/schedulers/boefje/push", json={"organisation": "org1", "priority": i + 1, "data": boefje(ooi=f"Hostname|internet|p{i}.example")})
+        pushed.append(response.json()["id"])
+    normalizer = {"normalizer": {"id": "n"}, "raw_data": {"id": "00000000-0000-4000-8000-000000000001", "boefje_meta": {
+        "id": "00000000-0000-4000-8000-000000000002", "boefje": {"id": "b"}, "input_ooi": None, "organization": "o",
+        "started_at": None, "ended_at": None}, "mime_types": []}}  # fmt: skip
+    assert (await api.post("/schedulers/normalizer/push", json={"organisation": "o", "priority": 1, "data": normalizer})).status_code == 201
+    leases = []
+    for scheduler in ("boefje", "boefje", "normalizer"):
+        response = await api.post(f"/schedulers/{scheduler}/pop")
+        leases.append((response.json()["results"][0]["id"], response.headers["x-lease-token"]))
+    (first, token), (second, second_token), (_, normalizer_token) = leases
+    for foreign in (second_token, normalizer_token, "garbage", "x" * 100_000):
+        response = await api.patch(f"/tasks/{first}/pop_next", json={"status": "completed"}, headers={"x-lease-token": foreign})
+        assert response.status_code in (409, 431), (foreign[:20], response.text)
+    assert (await api.get(f"/tasks/{first}")).json()["status"] == "dispatched"
+    assert await _queued(api) == 1
+
+    done = await api.patch(f"/tasks/{first}/pop_next", params={"limit": 10**9}, json={"status": "completed"}, headers={"x-lease-token": token})
+    assert done.status_code == 200 and [t["id"] for t in done.json()["results"]] == [pushed[2]]
+    again = await api.patch(f"/tasks/{first}/pop_next", json={"status": "completed"}, headers={"x-lease-token": token})
+    assert again.status_code == 409  # its lease ended with the first completion
+    huge = await api.patch(f"/tasks/{second}/pop_next", params={"limit": 10**30}, json={"status": "failed"}, headers={"x-lease-token": second_token})
+    assert huge.status_code in (200, 422) and (await api.get(f"/tasks/{second}")).json()["status"] == ("failed" if huge.status_code == 200 else "dispatched")
+    assert await _queued(api) == 0
