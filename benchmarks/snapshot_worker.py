@@ -32,11 +32,11 @@ class TimedSnapshotter(Snapshotter):
         self.lags_ms: list[float] = []
         self.batches: list[int] = []
 
-    async def _apply(self, keys, entries) -> None:  # type: ignore[override]
-        await super()._apply(keys, entries)
+    async def _apply(self, keys, batch) -> None:  # type: ignore[override]
+        await super()._apply(keys, batch)
         now_ms = time.time() * 1000
-        self.lags_ms.extend(now_ms - stream_id(entry_id)[0] for entry_id, _ in entries)
-        self.batches.append(len(entries))
+        self.lags_ms.extend(now_ms - stream_id(entry_id)[0] for entry_id, _ in batch.entries)
+        self.batches.append(len(batch.entries))
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -126,6 +126,14 @@ def decode_events(entries: Iterable[tuple[Any, dict | None]]) -> list[Event]:
     return [entry.event for entry in decode_entries(entries)[0]]
 
 
+class Batch(NamedTuple):
+    """Stream entries read in one round trip with a look at the quarantine: only when it holds
+    tasks back are the batch's tasks looked up in it (a second round trip)."""
+
+    entries: list
+    holds: bool  # whether any task of the queue (partition) is held in quarantine
+
+
 class Outage:
     """Logs the first failure of an outage and its end, not every retry in between."""
 
@@ -218,8 +226,8 @@ class Snapshotter:
 
     async def _follow(self, keys: QueueKeys, trouble: Outage) -> None:
         await self._create_group(keys)
-        while entries := await self._read(keys, "0"):  # what this consumer read and did not ack
-            await self._apply(keys, entries)
+        while (batch := await self._read(keys, "0")).entries:  # what this consumer read and did not ack
+            await self._apply(keys, batch)
             stop_if_cancelled()
         trouble.over()
         next_claim = 0.0
@@ -227,13 +235,13 @@ class Snapshotter:
             stop_if_cancelled()
             if time.monotonic() >= next_claim:
                 next_claim = time.monotonic() + self.claim_idle_ms / 2000
-                if entries := await self._claim_abandoned(keys):
-                    await self._apply(keys, entries)
-                    if len(entries) == self.batch_size:  # more may be waiting: claim again
+                if (batch := await self._claim_abandoned(keys)).entries:
+                    await self._apply(keys, batch)
+                    if len(batch.entries) == self.batch_size:  # more may be waiting: claim again
                         next_claim = 0.0
                     continue
-            if entries := await self._read(keys, ">"):
-                await self._apply(keys, entries)
+            if (batch := await self._read(keys, ">")).entries:
+                await self._apply(keys, batch)
 
     async def _create_group(self, keys: QueueKeys) -> None:
         try:
@@ -242,23 +250,30 @@ class Snapshotter:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _read(self, keys: QueueKeys, start: str) -> list:
+    async def _read(self, keys: QueueKeys, start: str) -> Batch:
+        """New entries (``start`` ">", waiting up to ``block_ms`` for them) or this consumer's
+        unacked ones ("0")."""
         block = self.block_ms if start == ">" else None
         count = self._read_count.get(keys.tag, self.batch_size)
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, {keys.events: start}, count=count, block=block)
-        return reply[0][1] if reply else []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xreadgroup(GROUP, self.consumer, {keys.events: start}, count=count, block=block)
+            pipe.scard(keys.dead_tasks)
+            reply, held = await pipe.execute()
+        return Batch(reply[0][1] if reply else [], held > 0)
 
-    async def _claim_abandoned(self, keys: QueueKeys) -> list:
+    async def _claim_abandoned(self, keys: QueueKeys) -> Batch:
         """Entries another consumer read and left unacked for ``claim_idle_ms``."""
         count = self._read_count.get(keys.tag, self.batch_size)
-        reply = await self.redis.xautoclaim(
-            keys.events, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
-        )
-        return [entry for entry in reply[1] if entry[1] is not None]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xautoclaim(keys.events, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=count)
+            pipe.scard(keys.dead_tasks)
+            reply, held = await pipe.execute()
+        return Batch([entry for entry in reply[1] if entry[1] is not None], held > 0)
 
-    async def _apply(self, keys: QueueKeys, entries: list) -> None:
+    async def _apply(self, keys: QueueKeys, batch: Batch) -> None:
+        entries = batch.entries
         decoded, poisoned = decode_entries(entries)
-        held = await held_tasks(self.redis, keys, {entry.event.record.id for entry in decoded})
+        held = await held_tasks(self.redis, keys, {entry.event.record.id for entry in decoded}) if batch.holds else set()
         if held:
             poisoned += [PoisonEvent(e.id, e.fields, e.event.record.id, HELD) for e in decoded if e.event.record.id in held]
             decoded = [entry for entry in decoded if entry.event.record.id not in held]

@@ -299,3 +299,35 @@ async def test_a_wait_ends_when_its_own_streams_are_caught_up_while_others_still
     [(newest, _)] = await async_redis.xrevrange(normalizer.keys.events, count=1)
     await async_redis.hset(normalizer.keys.meta, "applied", newest)
     assert await asyncio.wait_for(behind, 2)
+
+
+async def test_a_batch_costs_two_redis_round_trips_while_no_task_is_quarantined(counted_redis, async_redis, pool, key_prefix):
+    """The read brings the quarantine's size along: with no task held back, a batch is its
+    read and its ack (three round trips before: the read, a look at which of its tasks are
+    held, the ack). Counted over 10 batches after the snapshotter's start."""
+    client, counted = counted_redis
+    pusher = Pusher(async_redis, key_prefix)
+    batches, batch_size = 10, 20
+
+    async def emit_batches() -> None:
+        async with async_redis.pipeline(transaction=True) as pipe:  # one wake-up of the blocked read
+            for _ in range(batches * batch_size):
+                pusher.rev += 1
+                record = msgspec.structs.replace(pusher.new(), rev=str(pusher.rev))
+                pipe.xadd(pusher.keys.events, {"op": "push", "rec": encode_record(record)})
+            await pipe.execute()
+
+    snapshotter = make_snapshotter(pool, client, key_prefix, queues=("boefje",), batch_size=batch_size)
+    snapshotter.block_ms = 10_000  # blocked across the gap: no idle read counted
+    runner = asyncio.create_task(snapshotter.run())
+    try:
+        await emit_batches()
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=15)
+        started = counted.round_trips
+        await emit_batches()
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=15)
+        used = counted.round_trips - started
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert used <= 2 * batches + 1, used  # + 1: the next read, sent or not yet when counted
