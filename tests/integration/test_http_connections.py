@@ -243,3 +243,40 @@ async def test_sigterm_answers_20_long_polls_at_once_and_exits(backends):  # noq
         assert latest < 1.0, latest
         assert exited < 5.0 and exit_code == 0, (exited, exit_code)
         print(f"\nSIGTERM during 20 long-polls: all answered within {latest:.3f} s, exit after {exited:.3f} s")
+
+
+async def test_fifty_pipelined_requests_in_one_packet_are_answered_in_order(server):
+    """CoalescedWrites joins a connection's writes within one loop turn: requests pipelined in
+    one packet (health, a missing task, a refused push) get their answers whole and in order."""
+    reader, writer = await _connect(server)
+    requests, expected = [], []
+    for i in range(50):
+        if i % 3 == 0:
+            requests.append(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            expected.append(b"200")
+        elif i % 3 == 1:
+            requests.append(b"GET /tasks/00000000-0000-4000-8000-%012d HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Authorization: Bearer admin-secret\r\n\r\n" % i)  # fmt: skip
+            expected.append(b"404")
+        else:
+            body = b'{"organisation": "o", "priority": "high"}'
+            requests.append(b"POST /schedulers/boefje/push HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer admin-secret\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            expected.append(b"422")
+    writer.write(b"".join(requests))
+    await writer.drain()
+    statuses, received = [], b""
+    async with asyncio.timeout(20):
+        while len(statuses) < len(expected):
+            head, _, rest = received.partition(b"\r\n\r\n")
+            if not _:
+                received += await reader.read(65536)
+                continue
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            if len(rest) < length:
+                received += await reader.read(65536)
+                continue
+            statuses.append(head.split(b" ")[1])
+            received = rest[length:]
+    writer.close()
+    assert statuses == expected and received == b""
