@@ -40,6 +40,7 @@ log = logging.getLogger("redisched")
 
 REDIS_SOCKET_TIMEOUT = 5.0  # an API call to Redis slower than this is a 503 (the long-poll blocks less)
 SHUTDOWN_GRACE_SECONDS = 5.0
+STOP_AT_LEAST_SECONDS = 0.5  # what a loop gets to stop when those stopped before it took the grace
 REAP_INTERVAL_SECONDS = 1.0
 REAP_BATCH = 1000
 
@@ -97,17 +98,21 @@ async def close_services(services: Services) -> None:
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *background: Background) -> AsyncIterator[Services]:
-    """Services open, and the ``background`` loops running, for the duration of the block."""
+    """Services open, and the ``background`` loops running, for the duration of the block.
+    They stop one by one, the last started first, within SHUTDOWN_GRACE_SECONDS together:
+    the schedulers (started after the snapshotter) drain their listeners' messages while the
+    history those handlers wait for still moves."""
     services = await open_services(settings)
     tasks = [asyncio.create_task(loop(services), name=loop.__name__) for loop in background]
     try:
         yield services
     finally:
-        for task in tasks:
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + SHUTDOWN_GRACE_SECONDS
+        for task in reversed(tasks):
             task.cancel()
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
-            for task in stuck:
+            await asyncio.wait([task], timeout=max(deadline - clock(), STOP_AT_LEAST_SECONDS))
+            if not task.done():
                 log.warning("%s did not stop within %.0f s", task.get_name(), SHUTDOWN_GRACE_SECONDS)
         await close_services(services)
 
