@@ -108,6 +108,34 @@ def test_a_filter_opening_a_thousand_index_slices_is_bounded(tasks, wanted, rang
         client.close()
 
 
+def test_the_fair_pop_over_many_slices_costs_commands_linear_in_them():
+    """With fairness on, each organisation passed over opens its range in every one of the n
+    slices: the merge cap (4,096 / n candidates passed over) keeps that to 4,096 ZRANGEs, plus
+    the n fair listings and manual ranges. Still above the 5 ms a call should take (README,
+    Hostile input: a known gap, ~10-13 ms of Redis)."""
+    def commands_per_pop(slices: int) -> tuple[int, float]:
+        with private_redis() as url:
+            client = redis.Redis.from_url(url)
+            direct = Client(client, QueueLayout(prefix="fairs", fairness="organisation"))
+            direct.load_functions()
+            pipe = client.pipeline(transaction=False)
+            for i in range(slices):
+                data = boefje_data(f"b{i}", oci_image="img0")
+                pipe.execute_command(*direct.commands.push("boefje", organisation=f"o{i}", data=data, priority=10).command())
+            pipe.execute()
+            client.config_resetstat()
+            before = _cpu_us(client)
+            assert direct.queue("boefje").pop(_runner_filter([f"b{i}" for i in range(slices)], ["img0"], NEVER), limit=1) == []
+            spent = _cpu_us(client) - before
+            calls = sum(_inner_calls(client).values())
+            client.close()
+            return calls, spent
+
+    (few, few_us), (many, many_us) = commands_per_pop(100), commands_per_pop(1_000)
+    print(f"\nfair pop, never matching: 100 slices {few} commands ({few_us / 1000:.1f} ms), 1,000 slices {many} ({many_us / 1000:.1f} ms)")
+    assert few <= 4096 + 3 * 100 + 100 and many <= 4096 + 3 * 1_000 + 100
+
+
 def test_corrupt_pair_heads_and_members_are_healed():
     """A head naming no task (sorting past the pair's tasks), heads and members that are no
     pair's: the pop that meets them may come back empty once, moves the head back to the
