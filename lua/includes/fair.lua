@@ -60,9 +60,19 @@ local function ranges_of_org(org, ranges)
   if ranges[1] and ranges[1].ix == 'org' then
     return {lex_range(IX.org, org, 'org')}  -- driven by the organisation index: its own slice
   end
+  -- only the slices it is listed in (fair_index.lua: listed while it has tasks there): one
+  -- HMGET, not a ZRANGE in each of many slices (1,000 pairs: 6,026 -> ~2,000 commands a pop)
+  local ids, fields = {}, {}
+  for i, range in ipairs(ranges) do
+    ids[i] = fair_range_id(range)
+    fields[i] = ids[i] .. NUL .. org
+  end
+  local listed = #ranges > 1 and redis.call('HMGET', K_FAIR_VT, unpack(fields)) or nil
   local cut = {}
   for i, range in ipairs(ranges) do
-    cut[i] = org_range(fair_range_id(range), org, range.ix, range.value)
+    if not listed or listed[i] then
+      cut[#cut + 1] = org_range(ids[i], org, range.ix, range.value)
+    end
   end
   return cut
 end
