@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from redisched import filters
 from redisched.errors import NotFound
+from redisched.memo import BoundedMemo
 from redisched.limit_rules import LimitRule, RuleSet
-from redisched.queue.calls import Command, Plan
+from redisched.queue.calls import Command, Plan, ScriptCall
 from redisched.queue.commands import MirrorElsewhere, QueueCommands, pops_one_batch
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
@@ -38,19 +40,10 @@ def as_node(request: FilterArg) -> filters.Node | None:
         key = _encode(request)
     except (TypeError, ValueError, OverflowError):  # not JSON: the parser says why
         return filters.parse_filter_request(request)
-    node = _parsed.get(key)
-    if node is None:
-        node = filters.parse_filter_request(request)
-        if node is not None and len(key) <= MAX_CACHED_FILTER_BYTES:
-            if len(_parsed) >= MAX_CACHED_FILTERS:
-                _parsed.pop(next(iter(_parsed)))
-            _parsed[key] = node
-    return node
+    return _parsed.get(key, lambda: filters.parse_filter_request(request))
 
 
-MAX_CACHED_FILTERS = 256
-MAX_CACHED_FILTER_BYTES = 16_384
-_parsed: dict[bytes, filters.Node] = {}
+_parsed: BoundedMemo[filters.Node] = BoundedMemo(size=256, max_key_bytes=16_384)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -474,26 +467,25 @@ def load_functions() -> Plan[None]:
 
 def index_pairs(commands: QueueCommands) -> Plan[int]:
     """Build the (boefje id, image) pair index where queues of an earlier version lack it
-    (lua/index_pairs.lua): every partition at once, a bounded step each, until all are
-    ready. How many steps it took (1: all were ready)."""
-    waiting, steps = commands.layout.every(), 0
-    while waiting:
-        steps += 1
-        ready = yield [commands.index_pairs(keys.queue_id, partition=keys.partition) for keys in waiting]
-        waiting = [keys for keys, done in zip(waiting, ready) if not done]
-    return steps
+    (lua/index_pairs.lua). How many steps it took (1: all were ready)."""
+    return (yield from _every_partition_until_done(commands, commands.index_pairs))
 
 
 def index_fair(commands: QueueCommands) -> Plan[int]:
     """With fairness on, bring the fair pop's structures up to date with the queues (tasks
-    queued while it was off; lua/index_fair.lua); off, mark them stale. Every partition at
-    once, a bounded step each, until all are done. How many steps it took."""
-    waiting, steps = commands.layout.every(), 0
+    queued while it was off; lua/index_fair.lua); off, mark them stale. How many steps it took."""
+    return (yield from _every_partition_until_done(commands, commands.index_fair))
+
+
+def _every_partition_until_done(commands: QueueCommands, step: Callable[..., ScriptCall[bool]]) -> Plan[int]:
+    """Run a bounded step script on every partition at once, again on those not done yet,
+    until all are. How many rounds it took."""
+    waiting, rounds = commands.layout.every(), 0
     while waiting:
-        steps += 1
-        done = yield [commands.index_fair(keys.queue_id, partition=keys.partition) for keys in waiting]
+        rounds += 1
+        done = yield [step(keys.queue_id, partition=keys.partition) for keys in waiting]
         waiting = [keys for keys, finished in zip(waiting, done) if not finished]
-    return steps
+    return rounds
 
 
 def check_layout(layout: QueueLayout) -> Plan[None]:

@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
 from redisched import filters
+from redisched.memo import BoundedMemo
 from redisched.errors import BadRequest, Kind, SchedulerError
 from redisched.server.validation import InvalidRequest, enum_error, error, from_msgspec, json_invalid, missing, uuid_error
 
@@ -137,18 +138,14 @@ async def filter_body(request: Request, target: str = "tasks", *, required: bool
     Runners send the same body on every pop: its tree is parsed once and then reused (the
     same tree also lets the queue reuse its search plan)."""
     body = await read_body(request)
-    cached = _parsed_filters.get((target, body))
-    if cached is not None:
-        return cached
-    document = _decoded(body, required=required)
-    if required and not (isinstance(document, dict) and "filters" in document):
-        raise InvalidRequest([missing(["body", "filters"], document)])
-    node = filters.parse_filter_request(document, target)
-    if node is not None and len(body) <= MAX_CACHED_FILTER_BYTES:
-        if len(_parsed_filters) >= MAX_CACHED_FILTERS:
-            _parsed_filters.pop(next(iter(_parsed_filters)))
-        _parsed_filters[(target, body)] = node
-    return node
+
+    def parse() -> filters.Node | None:
+        document = _decoded(body, required=required)
+        if required and not (isinstance(document, dict) and "filters" in document):
+            raise InvalidRequest([missing(["body", "filters"], document)])
+        return filters.parse_filter_request(document, target)
+
+    return _parsed_filters.get(target.encode() + b"\0" + body, parse)
 
 
 async def body_with_filters(request: Request) -> tuple[Any, filters.Node | None]:
@@ -159,20 +156,12 @@ async def body_with_filters(request: Request) -> tuple[Any, filters.Node | None]
     document = _decoded(body, required=True)
     if not isinstance(document, dict) or document.get("filters") is None:
         return document, None
-    cached = _parsed_filters.get(("body", body))
-    if cached is not None:
-        return document, cached
-    node = filters.parse_filter_request({"filters": document["filters"]})
-    if node is not None and len(body) <= MAX_CACHED_FILTER_BYTES:
-        if len(_parsed_filters) >= MAX_CACHED_FILTERS:
-            _parsed_filters.pop(next(iter(_parsed_filters)))
-        _parsed_filters[("body", body)] = node
+    node = _parsed_filters.get(b"body\0" + body, lambda: filters.parse_filter_request({"filters": document["filters"]}))
     return document, node
 
 
-MAX_CACHED_FILTERS = 256
-MAX_CACHED_FILTER_BYTES = 16_384
-_parsed_filters: dict[tuple[str, bytes], filters.Node] = {}
+# keyed by "<target>\0<body>" (no target holds a NUL)
+_parsed_filters: BoundedMemo[filters.Node] = BoundedMemo(size=256, max_key_bytes=16_384)
 
 
 def _iso_datetimes(document: dict[str, Any]) -> dict[str, Any]:
@@ -215,20 +204,10 @@ def _datetime_error(loc: list[Any], text: str) -> dict[str, Any]:
 def _query(request: Request) -> QueryParams:
     """The request's query parameters. Clients repeat the same few query strings (a runner's
     ``limit=1`` on every pop): each is parsed once and its (immutable) QueryParams shared."""
-    text = request.scope["query_string"]
-    params = _parsed_queries.get(text)
-    if params is None:
-        params = request.query_params
-        if len(text) <= MAX_CACHED_QUERY_BYTES:
-            if len(_parsed_queries) >= MAX_CACHED_QUERIES:
-                _parsed_queries.pop(next(iter(_parsed_queries)))
-            _parsed_queries[text] = params
-    return params
+    return _parsed_queries.get(request.scope["query_string"], lambda: request.query_params)
 
 
-MAX_CACHED_QUERIES = 256
-MAX_CACHED_QUERY_BYTES = 256
-_parsed_queries: dict[bytes, QueryParams] = {}
+_parsed_queries: BoundedMemo[QueryParams] = BoundedMemo(size=256, max_key_bytes=256)
 
 
 def query_int(request: Request, name: str, default: int | None = None, *, minimum: int | None = None) -> int | None:
