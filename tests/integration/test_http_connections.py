@@ -280,3 +280,24 @@ async def test_fifty_pipelined_requests_in_one_packet_are_answered_in_order(serv
             received = rest[length:]
     writer.close()
     assert statuses == expected and received == b""
+
+
+async def test_half_a_pop_next_body_is_cut_and_patches_and_pops_nothing(server):
+    async with httpx.AsyncClient(base_url=server.url, timeout=5, headers=ADMIN) as client:
+        for i in range(2):
+            data = {"boefje": {"id": "b"}, "input_ooi": f"Hostname|internet|half{i}.example", "organization": "o"}
+            assert (await client.post("/schedulers/boefje/push", json={"organisation": "o", "priority": 1, "data": data})).status_code == 201
+        popped = await client.post("/schedulers/boefje/pop")
+        task, token = popped.json()["results"][0]["id"], popped.headers["x-lease-token"]
+    reader, writer = await _connect(server)
+    writer.write(b"PATCH /tasks/%s/pop_next HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer admin-secret\r\n"
+                 b"X-Lease-Token: %s\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+                 b'{"status": "comp' % (task.encode(), token.encode()))  # fmt: skip
+    held, received = await _until_closed(reader, limit=8)
+    writer.close()
+    assert received.startswith(b"HTTP/1.1 408 ") and held < BODY_TIMEOUT + SLACK, (held, received[:200])
+    async with httpx.AsyncClient(base_url=server.url, timeout=5, headers=ADMIN) as client:
+        assert (await client.get(f"/tasks/{task}")).json()["status"] == "dispatched"
+        assert (await client.get("/schedulers/boefje")).json()["qsize"] == 1
+        finished = await client.patch(f"/tasks/{task}/pop_next", json={"status": "completed"}, headers={"x-lease-token": token})
+        assert finished.status_code == 200 and len(finished.json()["results"]) == 1
