@@ -126,3 +126,30 @@ async def test_corrupt_limit_state_is_healed_not_an_error_on_every_call(api, set
     assert sampler.hget(keys.limits, "\0version").isdigit()
     assert await push(api, "Hostname|internet|c.example") == 201
     sampler.close()
+
+
+async def test_a_long_poll_is_not_spun_by_reopenings_written_by_hand(api, settings):
+    """Groups due long ago that hold nothing, a score of -inf, a name of no group in the
+    partition's reopenings (limwake): the first pop clears the due ones, and the poll then
+    blocks on the queue's events instead of retrying every 5 ms for its whole wait."""
+    sampler = redis.Redis.from_url(settings.redis_url)
+    [keys] = QueueLayout(prefix=settings.key_prefix).of("boefje")
+    assert (await put(api, [rule("g:{input_ooi}", cooldown=60)]))[0] == 200
+    sampler.zadd(keys.limwake, {f"junk{i}": 0 for i in range(150)} | {"\0": float("-inf"), "{[%": 1})
+    queues, pops = api.services.queues, []
+    pop = queues.pop
+
+    async def counted(*args, **kwargs):
+        pops.append(1)
+        return await pop(*args, **kwargs)
+
+    queues.pop = counted
+    started = time.monotonic()
+    response = await api.post("/schedulers/boefje/pop", params={"wait": 1})
+    waited = time.monotonic() - started
+    queues.pop = pop
+    assert response.json() == {"results": []} and waited >= 0.9
+    print(f"\n{len(pops)} pops in a 1 s poll")
+    assert len(pops) <= 6, len(pops)  # 3 here; spinning on them, 12 or more
+    assert sampler.zcard(keys.limwake) == 0
+    sampler.close()
