@@ -1,7 +1,8 @@
 """The task record: how a live task is stored in Redis and carried on the event streams.
 
 One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id), fields at their default
-left out. Numbers that may exceed 2^53 or that Lua's cjson would round (priority,
+left out, and ``modified_at`` when it equals ``created_at``, ``rev`` when it equals
+``modified_at`` (a queued task's record: 58 bytes fewer); ``decode_record`` puts them back. Numbers that may exceed 2^53 or that Lua's cjson would round (priority,
 microsecond times) are decimal strings. The task's ``data`` lives beside it, in
 ``<p>:{<q>}:data``, as the API returns it: Lua never decodes or re-encodes it on the pop path.
 
@@ -36,7 +37,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     hash: str | None = None
     data: str | None = None  # stored apart; None in events that do not change it
     created_at: str
-    modified_at: str
+    modified_at: str = ""  # stored left out when it equals created_at (common.lua, stored_form)
     pk: str  # the priority key, first part of the queue order key (see keys.py)
     ix: dict[str, str] = {}  # index name -> value, for the indexes this task is in
     lease: str | None = None  # token of the current lease
@@ -44,7 +45,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     lg: str | None = None  # its limit group (REDISCHED_LIMITS), see common.lua
     lc: int = 0  # 1 while it counts against its group (dispatched or running)
     lo: str | None = None  # a limited boefje task's object (input_ooi): its entry in limobj
-    rev: str = "0"
+    rev: str = ""  # stored left out when it equals modified_at
 
     @property
     def order(self) -> str:
@@ -73,6 +74,10 @@ _encoder = msgspec.json.Encoder()
 
 def decode_record(raw: bytes | str, data: bytes | str | None = None) -> TaskRecord:
     record = _decoder.decode(raw)
+    if not record.modified_at:
+        record.modified_at = record.created_at
+    if not record.rev:
+        record.rev = record.modified_at
     if data is not None:
         record.data = data.decode() if isinstance(data, bytes) else data
     return record
