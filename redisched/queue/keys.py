@@ -101,6 +101,10 @@ RATE_SLOTS = 180
 RATE_OPS = ("push", "pop", "fail")
 # The limit groups a queue partition remembers for the dashboard (limgroups), latest pushed first.
 LIMIT_GROUPS_KEPT = 1000
+# The most driving ranges (a runner's pairs, boefje ids) a pop is chosen fairly over: the
+# choice reads each one's listing (~4 µs a range; lua/includes/fair.lua). A pop over more is
+# served by the plain search, in queue order.
+FAIR_SLICES_MAX = 512
 
 KEY_NAMES = (
     ("queue", "tasks", "data", "hashes", "leases", "events", "meta", "schedules", "dedupq", "rates", "quarantine")

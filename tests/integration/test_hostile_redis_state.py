@@ -7,6 +7,7 @@ fair order broken for good. ``pytest -s`` prints the figures (README, Hostile in
 from __future__ import annotations
 
 import collections
+import contextlib
 import statistics
 
 import pytest
@@ -15,6 +16,7 @@ import redis
 from redisched import filters
 from redisched.client import Client
 from redisched.queue.indexes import PAIRS_MAX
+from redisched.queue.keys import FAIR_SLICES_MAX
 from redisched.queue.layout import QueueLayout
 from tests.acceptance.harness import api_client, db_dsn, settings, template_db  # noqa: F401
 from tests.factories import boefje_data, normalizer_data
@@ -108,33 +110,49 @@ def test_a_filter_opening_a_thousand_index_slices_is_bounded(tasks, wanted, rang
         client.close()
 
 
-def test_the_fair_pop_over_many_slices_costs_commands_linear_in_them():
-    """With fairness on, a pop over n slices reads each slice's fair listing and its tasks of
-    priority <= 1 (2n commands), and each organisation passed over (at most 1,024 / n)
-    opens only the slices it is listed in (one HMGET), not all n (before: 9,273 and 88,473
-    commands for 100 and 1,000 slices). The 2n reads keep 1,000 slices above the 5 ms a call
-    should take (README, Hostile input: a known gap, ~8 ms of Redis)."""
-    def commands_per_pop(slices: int) -> tuple[int, float]:
-        with private_redis() as url:
-            client = redis.Redis.from_url(url)
-            direct = Client(client, QueueLayout(prefix="fairs", fairness="organisation"))
-            direct.load_functions()
-            pipe = client.pipeline(transaction=False)
-            for i in range(slices):
-                data = boefje_data(f"b{i}", oci_image="img0")
-                pipe.execute_command(*direct.commands.push("boefje", organisation=f"o{i}", data=data, priority=10).command())
-            pipe.execute()
+@contextlib.contextmanager
+def _fair_pairs(fairness: str, slices: int, first: str = "o"):
+    """A private Redis whose boefje queue has one task in each of ``slices`` pairs, each of its
+    own organisation; the first in queue order is organisation ``first``'s. Yields the
+    client, the queue client and the runner filter naming the pairs."""
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        direct = Client(client, QueueLayout(prefix="fairs", fairness=fairness))
+        direct.load_functions()
+        pipe = client.pipeline(transaction=False)
+        for i in range(slices):
+            data, org = boefje_data(f"b{i}", oci_image="img0"), f"o{i:05}" if i else first
+            pipe.execute_command(*direct.commands.push("boefje", organisation=org, data=data, priority=10 + (i > 0)).command())
+        pipe.execute()
+        yield client, direct, _runner_filter([f"b{i}" for i in range(slices)], ["img0"])
+        client.close()
+
+
+def test_the_fair_pop_reads_each_slice_once_up_to_its_cap_then_the_plain_search_serves():
+    """With fairness on, a pop over n slices reads each slice's fair listing (n commands; its
+    tasks of priority <= 1 only when the queue holds one: one read tells), and each
+    organisation passed over (at most 1,024 / n) opens only the slices it is listed in (one
+    HMGET). Past FAIR_SLICES_MAX slices the plain search serves the pop, in queue order, at
+    its cost (before: 2,023 commands, 8.1 ms of Redis for 1,000 slices)."""
+    def never_matching(fairness: str, slices: int) -> tuple[int, float]:
+        with _fair_pairs(fairness, slices) as (client, direct, runner):
             client.config_resetstat()
             before = _cpu_us(client)
-            assert direct.queue("boefje").pop(_runner_filter([f"b{i}" for i in range(slices)], ["img0"], NEVER), limit=1) == []
-            spent = _cpu_us(client) - before
-            calls = sum(_inner_calls(client).values())
-            client.close()
-            return calls, spent
+            assert direct.queue("boefje").pop({"filters": [*runner["filters"], NEVER]}, limit=1) == []
+            return sum(_inner_calls(client).values()), _cpu_us(client) - before
 
-    (few, few_us), (many, many_us) = commands_per_pop(100), commands_per_pop(1_000)
-    print(f"\nfair pop, never matching: 100 slices {few} commands ({few_us / 1000:.1f} ms), 1,000 slices {many} ({many_us / 1000:.1f} ms)")
-    assert few <= 2 * 100 + 12 * 1024 // 100 + 100 and many <= 2 * 1_000 + 12 * 1024 // 1_000 + 100
+    (at_cap, at_cap_us), (past, past_us) = never_matching("organisation", FAIR_SLICES_MAX), never_matching("organisation", FAIR_SLICES_MAX + 1)
+    plain, _ = never_matching("none", FAIR_SLICES_MAX + 1)
+    print(f"\nfair pop, never matching: {FAIR_SLICES_MAX} slices {at_cap} commands ({at_cap_us / 1000:.1f} ms), "
+          f"{FAIR_SLICES_MAX + 1}: {past} ({past_us / 1000:.1f} ms), without fairness {plain}")  # fmt: skip
+    assert FAIR_SLICES_MAX <= at_cap <= FAIR_SLICES_MAX + 12 * 1024 // FAIR_SLICES_MAX + 60
+    assert past == plain  # nothing unplaced, no fair structure read: the plain search alone
+
+    # what is served: at the cap the fairest (all at virtual time 0: the least organisation
+    # name), past it the queue's first ("z-first", priority 10 before the others' 11)
+    for slices, expected in ((FAIR_SLICES_MAX, "o00001"), (FAIR_SLICES_MAX + 1, "z-first")):
+        with _fair_pairs("organisation", slices, first="z-first") as (_, direct, runner):
+            assert [task.organisation for task in direct.queue("boefje").pop(runner, limit=1)] == [expected], slices
 
 
 def test_corrupt_pair_heads_and_members_are_healed():

@@ -85,6 +85,22 @@ async def test_a_persons_scan_passes_fairness(make_queues):
     assert collections.Counter(await pop_orgs(queues, 2)) == {"a": 1, "b": 1}  # not charged against b
 
 
+async def test_a_persons_scan_passes_fairness_through_a_runners_slices(make_queues):
+    """A pop over several slices reads them for a person's scans only while the queue holds
+    one (fair.lua): one outside the filter does not stop the fair choice, one inside goes first."""
+    queues = make_queues(fairness="organisation")
+    runner = boefje_filter("dns-records", "nmap")
+    await push_boefjes(queues, "a", 10, priority=50, boefje_id="dns-records")
+    await push_boefjes(queues, "b", 10, priority=50, boefje_id="nmap")
+    await queues.set_weights({"a": 100})
+    assert collections.Counter(await pop_orgs(queues, 6, runner)) == {"a": 5, "b": 1}
+    await push_boefjes(queues, "c", 1, priority=1, boefje_id="other")  # not the runner's
+    assert await pop_orgs(queues, 2, runner) == ["a", "a"]
+    await push_boefjes(queues, "b", 2, priority=1, boefje_id="nmap")
+    popped = [(await queues.pop("boefje", runner, limit=1))[0] for _ in range(3)]
+    assert [(r.organisation, r.priority) for r in popped] == [("b", "1"), ("b", "1"), ("a", "50")]
+
+
 async def test_an_idle_organisation_banks_no_credit(make_queues):
     queues = make_queues(fairness="organisation")
     await push_boefjes(queues, "busy", 40, priority=50)
