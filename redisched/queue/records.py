@@ -2,7 +2,8 @@
 
 One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id), fields at their default
 left out, and ``modified_at`` when it equals ``created_at``, ``rev`` when it equals
-``modified_at`` (a queued task's record: 58 bytes fewer); ``decode_record`` puts them back. Numbers that may exceed 2^53 or that Lua's cjson would round (priority,
+``modified_at`` (a queued task's record), ``ix["org"]`` when it equals ``organisation``
+(always: indexes.py); ``decode_record`` puts them back. Numbers that may exceed 2^53 or that Lua's cjson would round (priority,
 microsecond times) are decimal strings. The task's ``data`` lives beside it, in
 ``<p>:{<q>}:data``, as the API returns it: Lua never decodes or re-encodes it on the pop path.
 
@@ -78,6 +79,8 @@ def decode_record(raw: bytes | str, data: bytes | str | None = None) -> TaskReco
         record.modified_at = record.created_at
     if not record.rev:
         record.rev = record.modified_at
+    if "org" not in record.ix:
+        record.ix["org"] = record.organisation
     if data is not None:
         record.data = data.decode() if isinstance(data, bytes) else data
     return record

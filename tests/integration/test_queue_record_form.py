@@ -1,5 +1,6 @@
 """The stored record (lua/includes/common.lua, stored_form): a queued task's record leaves
-out modified_at (= created_at) and rev (= modified_at) and does not escape '/', so it takes a
+out modified_at (= created_at), rev (= modified_at) and ix.org (= organisation) and does not
+escape '/', so it takes a
 smaller allocation; readers put the fields back. A record an earlier version wrote in full
 reads, pops and finishes the same."""
 
@@ -32,16 +33,19 @@ def test_a_queued_tasks_record_is_stored_without_its_derived_fields_and_reads_in
         keys = direct.commands.keys("boefje")
         raw = client.hget(keys.tasks, pushed.id)
         stored = json.loads(raw)
-        assert "modified_at" not in stored and "rev" not in stored
+        assert "modified_at" not in stored and "rev" not in stored and "org" not in stored["ix"]
         assert b"\\/" not in raw and IMAGE.encode() in raw
         record = decode_record(raw)
         assert record.modified_at == record.created_at == pushed.created_at
         assert record.rev == pushed.rev == record.created_at
+        assert record.ix == pushed.ix == {"org": "o", "boefje": "nmap-tcp", "image": IMAGE}
+        # still in the organisation's index: an organisation filter pops it
+        assert client.zcard(keys.key("ix:org")) == 1
         # the push event carries the same form; the snapshotter decodes it in full
         (_, fields), = client.xrange(keys.events)
         assert decode_record(fields[b"rec"]).rev == pushed.rev
 
-        popped, = queue.pop(limit=1)
+        popped, = queue.pop({"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]}, limit=1)
         assert popped.id == pushed.id and popped.status == "dispatched"
         after = json.loads(client.hget(keys.tasks, pushed.id))
         # dispatched: modified_at moved on and is kept; the rev of the same call is left out
@@ -55,12 +59,12 @@ def test_a_record_an_earlier_version_wrote_in_full_reads_pops_and_finishes():
         pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp", oci_image=IMAGE), priority=5)
         keys = direct.commands.keys("boefje")
         full = json.loads(client.hget(keys.tasks, pushed.id))
-        full["modified_at"], full["rev"] = full["created_at"], pushed.rev
+        full["modified_at"], full["rev"], full["ix"]["org"] = full["created_at"], pushed.rev, "o"
         client.hset(keys.tasks, pushed.id, json.dumps(full).replace("/", "\\/"))  # as cjson wrote it
 
         peeked, = queue.peek()
-        assert (peeked.id, peeked.modified_at, peeked.rev) == (pushed.id, pushed.modified_at, pushed.rev)
-        popped, = queue.pop(limit=1)
+        assert (peeked.id, peeked.modified_at, peeked.rev, peeked.ix) == (pushed.id, pushed.modified_at, pushed.rev, pushed.ix)
+        popped, = queue.pop({"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]}, limit=1)
         assert popped.id == pushed.id and popped.data == pushed.data
         done = queue.patch(pushed.id, {"status": "completed"}, token=popped.lease)
         assert done is not None and done.status == "completed"
