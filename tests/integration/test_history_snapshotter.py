@@ -331,3 +331,30 @@ async def test_a_batch_costs_two_redis_round_trips_while_no_task_is_quarantined(
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
     assert used <= 2 * batches + 1, used  # + 1: the next read, sent or not yet when counted
+
+
+async def test_the_events_stream_is_trimmed_as_the_snapshotter_acks(pool, async_redis, key_prefix):
+    """Redis holds the events Postgres has not applied, not the history: after 1,000 pushes
+    are applied the stream keeps at most its last node (stream-node-max-entries, 100 by
+    default: XTRIM MINID ~ drops whole nodes). A push event in the stored record's compact
+    form (no modified_at and rev: they equal created_at) reaches Postgres in full."""
+    pusher = Pusher(async_redis, key_prefix)
+    pipe = async_redis.pipeline(transaction=False)
+    for _ in range(1_000):
+        pusher.rev += 1
+        record = msgspec.structs.replace(pusher.new(), rev=str(pusher.rev))
+        pipe.xadd(pusher.keys.events, {"op": "push", "rec": encode_record(record)})
+    await pipe.execute()
+    compact = pusher.new()
+    fields = msgspec.json.decode(encode_record(compact))
+    del fields["modified_at"]
+    await async_redis.xadd(pusher.keys.events, {"op": "push", "rec": msgspec.json.encode(fields)})
+    assert await async_redis.xlen(pusher.keys.events) == 1_001
+    runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix).run())
+    try:
+        assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=15)
+    finally:
+        runner.cancel()
+    assert await async_redis.xlen(pusher.keys.events) <= 100
+    stored = await TaskStore(pool).get(compact.id)
+    assert stored.status is TaskStatus.QUEUED and stored.modified_at == stored.created_at
