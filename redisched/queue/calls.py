@@ -26,9 +26,9 @@ def _same(reply: Any) -> Any:
 
 @dataclass(frozen=True)
 class ScriptCall(Generic[T]):
-    """One script run. Calls with the same ``merge_key`` may run as one script run: their
-    first argument (the lease token) joined by commas; ``split`` cuts the reply back into one
-    reply per call (queue/pipeliner.py)."""
+    """One script run. Calls with the same ``merge_key`` may run as one script run: ``join``
+    makes its arguments from theirs (each call's args, in order), ``split`` cuts its reply back
+    into one reply per call (queue/pipeliner.py)."""
 
     script: Script
     keys: list[str]
@@ -36,6 +36,7 @@ class ScriptCall(Generic[T]):
     parse: Callable[[Any], T]
     merge_key: tuple[Any, ...] | None = None
     split: Callable[[list[Any]], list[list[Any]]] | None = None
+    join: Callable[[list[list[Any]]], list[Any]] | None = None
 
     def command(self) -> tuple[Any, ...]:
         """The Redis command that runs the script's function: FCALL, FCALL_RO when read-only."""
@@ -51,6 +52,7 @@ class Command(Generic[T]):
     parse: Callable[[Any], T] = _same
     merge_key = None
     split = None
+    join = None
 
     def command(self) -> tuple[Any, ...]:
         return self.args

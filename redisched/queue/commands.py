@@ -188,7 +188,7 @@ class QueueCommands:
         args = [token or self.lease_token(scheduler_id, partition), dedup_batches, self.layout.dispatch_lease_ms, *search]
         keys = self.keys(scheduler_id, partition).all
         merge_key = (keys[0], *args[1:])
-        return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies)
+        return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies, join_pop_args)
 
     def peek(
         self, scheduler_id: str, *, filters_node: filters.Node | None = None, limit: int = 10, partition: int = 0
@@ -243,12 +243,16 @@ class QueueCommands:
     ) -> ScriptCall[tuple[TaskRecord | None, list[TaskRecord]]]:
         """Patch a task, then pop the next ones from the same queue partition, in one script
         call (lua/pop_next.lua): a runner's "completed" that brings its next task. The patch
-        as ``patch`` (None: not live in this partition, and nothing popped)."""
+        as ``patch`` (None: not live in this partition, and nothing popped). Such calls of one
+        partition with the same pop arguments may run as one script run (queue/pipeliner.py):
+        each patch in turn, then one pop serving each caller whose patch went through."""
         patch = self.patch(scheduler_id, task_id, changes, token=token, partition=partition)
         pop = self.pop(scheduler_id, filters_node=filters_node, limit=limit, partition=partition)
         if pop is None:  # nothing can match: the patch alone
             return ScriptCall(patch.script, patch.keys, patch.args, lambda reply: (_parse_patch(reply), []))
-        return ScriptCall(load("pop_next"), patch.keys, [*patch.args, *pop.args], _parse_pop_next)
+        merge_key = ("pop_next", patch.keys[0], *patch.args[3:], *pop.args[1:])
+        return ScriptCall(load("pop_next"), patch.keys, [1, *patch.args, *pop.args], _parse_pop_next,
+                          merge_key, _split_pop_next_replies, _join_pop_next_args)
 
     def lease_token(self, scheduler_id: str, partition: int) -> str:
         """A fresh lease token that names where its task lives (``lease_place``), so a patch
@@ -472,10 +476,26 @@ def _parse_patch(reply: Any) -> TaskRecord | None:
     return decode_record(*reply)
 
 
-def _parse_pop_next(reply: Any) -> tuple[TaskRecord | None, list[TaskRecord]]:
-    if isinstance(reply, int):
-        return _parse_patch(reply), []
-    return decode_record(reply[0], reply[1]), _parse_pop(reply[2])
+def _parse_pop_next(reply: list[Any]) -> tuple[TaskRecord | None, list[TaskRecord]]:
+    [own] = reply  # pop_next.lua answers one reply per patch
+    if isinstance(own, int):
+        return _parse_patch(own), []
+    return decode_record(own[0], own[1]), _parse_pop(own[2])
+
+
+PATCH_ARGS = 5  # patch.lua's ARGV, as pop_next.lua takes it per patch
+
+
+def _join_pop_next_args(calls_args: list[list[Any]]) -> list[Any]:
+    """Merged pop_next calls' arguments (lua/pop_next.lua): how many patches, each one's
+    patch.lua ARGV, then one pop.lua ARGV with the pops' lease tokens joined by commas."""
+    patches = [arg for args in calls_args for arg in args[1 : 1 + PATCH_ARGS]]
+    tokens = ",".join([str(args[1 + PATCH_ARGS]) for args in calls_args])
+    return [len(calls_args), *patches, tokens, *calls_args[0][2 + PATCH_ARGS :]]
+
+
+def _split_pop_next_replies(reply: list[Any]) -> list[list[Any]]:
+    return [[own] for own in reply]
 
 
 def _parse_requeue(reply: Any) -> TaskRecord | None:
@@ -492,6 +512,11 @@ def _parse_extend(reply: int) -> int | None:
     if reply < 0:
         _raise_for_code(reply)
     return reply
+
+
+def join_pop_args(calls_args: list[list[Any]]) -> list[Any]:
+    """Merged pops' arguments: their lease tokens joined by commas (lua/pop.lua, ARGV[1])."""
+    return [",".join([str(args[0]) for args in calls_args]), *calls_args[0][1:]]
 
 
 def split_pop_replies(reply: list[Any]) -> list[list[Any]]:

@@ -5,7 +5,9 @@ atomically, in arrival order: batching changes the cost, never the outcome.
 
 Identical pops waiting together (same queue and filter: the runners all send the same one)
 become one script run that serves each in turn with its own lease token, exactly as
-separate pops in a row would."""
+separate pops in a row would. Finish-and-fetch calls (pop_next) of one queue partition with
+the same filter merge the same way: their patches in turn, then one pop for those whose
+patch went through (commands.py, lua/pop_next.lua)."""
 
 from __future__ import annotations
 
@@ -36,12 +38,13 @@ class _Waiting:
 
     @property
     def call(self) -> Call:
-        """The run to send: merged calls' tokens joined once, when the batch goes out (not on
-        every join, which made a group of n cost n² string work)."""
+        """The run to send: merged calls' arguments joined once, when the batch goes out (not
+        on every join, which made a group of n cost n² string work)."""
         if len(self.calls) == 1:
             return self.first
-        tokens = ",".join([str(c.args[0]) for c in self.calls])
-        return replace(self.first, args=[tokens, *self.first.args[1:]])  # type: ignore[type-var]
+        join = self.first.join
+        assert join is not None  # a call with a merge_key has one
+        return replace(self.first, args=join([c.args for c in self.calls]))  # type: ignore[type-var]
 
     def deliver(self, reply: Any) -> None:
         if isinstance(reply, Exception):

@@ -57,6 +57,37 @@ def _pop_and_finish_limited(prefix: str, out: mp.Queue, ready: Any, fairness: st
     out.put((ids, over))
 
 
+FINISHING_PROCESSES, FINISHING_WORKERS, FINISHED_TASKS = 4, 10, 3_000
+
+
+def _finish_and_fetch(prefix: str, out: mp.Queue, ready: Any) -> None:
+    """Ten asyncio runners in one process, each: pop once, then PATCH running and pop_next
+    (completed + the next task) until the queue is empty; their concurrent pop_next calls
+    merge into one script run (queue/pipeliner.py)."""
+    import asyncio
+
+    from redisched.client import AsyncClient
+
+    async def main() -> list[str]:
+        client = AsyncClient.from_url(REDIS_URL, make_layout(prefix), cluster=False)
+        ids: list[str] = []
+
+        async def runner() -> None:
+            got = await client.pop("normalizer", None, limit=1)
+            while got:
+                [task] = got
+                ids.append(str(task.id))
+                await client.patch(task.id, {"status": "running"}, token=task.lease)
+                _, got = await client.pop_next(task.id, {"status": "completed"}, task.lease)
+
+        await asyncio.gather(*(runner() for _ in range(FINISHING_WORKERS)))
+        await client.close()
+        return ids
+
+    ready.wait(timeout=60)
+    out.put(asyncio.run(main()))
+
+
 def _push_same_hash(prefix: str, data: dict, out: mp.Queue) -> None:
     import redis
 
@@ -141,3 +172,22 @@ def test_concurrent_pushes_of_one_hash_let_exactly_one_win(key_prefix):
     for worker in workers:
         worker.join(timeout=10)
     assert outcomes == ["conflict"] * (POPPERS - 1) + ["won"]
+
+
+def test_processes_of_concurrent_finish_and_fetch_runners_get_and_finish_each_task_once(sync_redis, key_prefix):
+    pushed = _fill(sync_redis, key_prefix, FINISHED_TASKS)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    ready = ctx.Barrier(FINISHING_PROCESSES)
+    workers = [ctx.Process(target=_finish_and_fetch, args=(key_prefix, out, ready)) for _ in range(FINISHING_PROCESSES)]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+    popped = [task_id for ids in results for task_id in ids]
+    assert len(popped) == len(set(popped)), "a task was handed out twice"
+    assert set(popped) == {str(task_id) for task_id in pushed}, "a task was lost"
+    assert all(results), "a process got nothing: no real concurrency"
+    client = Client(sync_redis, make_layout(key_prefix))
+    assert {client.get(task_id).status for task_id in popped} == {"completed"}

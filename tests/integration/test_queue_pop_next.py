@@ -4,6 +4,9 @@ facades: the asyncio queues and the sync direct client)."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 
 from redisched import filters
@@ -72,3 +75,50 @@ async def test_a_patch_without_a_token_still_finds_the_task_in_any_queue(queues)
     [task] = await queues.pop("boefje", None, 1)
     done, following = await queues.pop_next(task.id, {"status": "completed"}, None)
     assert done.status == "completed" and following == []
+
+
+def _script_runs_sent(queues):
+    """The script names of every script run that reaches Redis from now on (merged calls are
+    one run); None where calls are not merged (the sync facade, the cluster client)."""
+    pipeliner = getattr(queues.driver, "_pipeliner", None)
+    if pipeliner is None:
+        return None
+    runs, send = [], pipeliner._send_pipeline
+
+    async def counted(wire, calls):
+        runs.extend(getattr(getattr(call, "script", None), "name", None) for call in calls)
+        return await send(wire, calls)
+
+    pipeliner._send_pipeline = counted
+    return runs
+
+
+async def test_concurrent_finishes_are_one_script_run_and_each_caller_gets_its_own_answer(queues, partitions):
+    for _ in range(12):
+        await queues.push("normalizer", organisation="o", data=normalizer_data(), priority=5)
+    held = [task for _ in range(5) for task in await queues.pop("normalizer", None, 1)]
+    forged = "0000000000000000" + held[2].lease[16:]  # the right place, another lease: 409
+    unknown = str(uuid.uuid4())  # no such task where its token points: not found, nothing popped
+    finishes = [(t.id, t.lease) for t in held]
+    finishes[2], finishes[3] = (held[2].id, forged), (unknown, held[3].lease)
+    runs = _script_runs_sent(queues)
+    answers = await asyncio.gather(
+        *(queues.pop_next(task_id, {"status": "completed"}, token) for task_id, token in finishes), return_exceptions=True
+    )
+    sent = list(runs) if runs is not None else None
+    assert isinstance(answers[2], StaleLease)
+    assert answers[3] == (None, [])
+    served = [answers[i] for i in (0, 1, 4)]
+    assert [done.id for done, _ in served] == [held[i].id for i in (0, 1, 4)]
+    assert all(done.status == "completed" and done.lease is None for done, _ in served)
+    following = [nxt for _, popped in served for nxt in popped]
+    assert len(following) == 3, "each finished caller gets its own next task"
+    assert len({nxt.id for nxt in following} | {t.id for t in held}) == 8, "no task handed out twice"
+    assert len({nxt.lease for nxt in following}) == 3
+    for nxt in following:
+        assert nxt.status == "dispatched" and (await queues.get(nxt.id)).lease == nxt.lease
+    assert (await queues.get(held[2].id)).status == "dispatched"  # the refused patch changed nothing
+    assert (await queues.get(held[3].id)).status == "dispatched"
+    assert await queues.qsize("normalizer") == 12 - 5 - 3
+    if sent is not None and partitions == 1:
+        assert sent == ["pop_next"], "the five finishes went as one script run"
