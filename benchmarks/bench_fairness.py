@@ -30,6 +30,7 @@ from benchmarks.common import Context, median, progress
 from benchmarks.servers import api_server, postgres_available, private_redis
 from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
+from redisched.queue.records import decode_record
 from redisched.queue.scripts import library
 
 POPPERS = 50
@@ -91,8 +92,8 @@ async def _pop_first(port: int, count: int) -> list[str]:
 
 def _in_pop_order(raw: redis.Redis, ids: list[str]) -> list[str]:
     """The popped tasks' organisations in the order their pops ran (each record's rev)."""
-    records = [json.loads(raw_record) for raw_record in raw.hmget("rs:{boefje}:tasks", ids)]
-    return [record["organisation"] for record in sorted(records, key=lambda record: int(record["rev"]))]
+    records = [decode_record(raw_record) for raw_record in raw.hmget("rs:{boefje}:tasks", ids)]
+    return [record.organisation for record in sorted(records, key=lambda record: int(record.rev))]
 
 
 def _jain(shares: dict[str, float], weights: dict[str, float]) -> float:

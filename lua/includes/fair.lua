@@ -348,10 +348,14 @@ local function fair_pop(s)
         budget = scan(ranges, s.matches, budget, charge(heads, state))
         if s.taken() == before then
           budget = budget - 1  -- an organisation passed over
+          local emptied = {}  -- listed, but no task left there (healed members)
           for _, range in ipairs(ranges) do
             if range.id and range.min == range.start and range.done then
-              fair.delist(range.id, org)  -- listed, but no task left there (healed members)
+              emptied[#emptied + 1] = range.id
             end
+          end
+          if #emptied > 0 then
+            fair.delist(org, emptied)
           end
         end
       end

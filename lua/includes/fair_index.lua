@@ -69,14 +69,23 @@ local function fair_list(id, org, key)
   fair.emptied[id .. NUL .. org] = nil
 end
 
-local function fair_delist(id, org)
-  local field = id .. NUL .. org
-  local key = redis.call('HGET', K_FAIR_VT, field)
-  if key then
-    redis.call('ZREM', K_FAIR_ORGS, id .. NUL .. key .. NUL .. org)
-    redis.call('HDEL', K_FAIR_VT, field)
+-- Takes the org off its listing in each of the ranges `ids`: 3 commands however many.
+local function fair_delist(org, ids)
+  local fields = {}
+  for i, id in ipairs(ids) do
+    fields[i] = id .. NUL .. org
+    fair.emptied[fields[i]] = true
   end
-  fair.emptied[field] = true
+  local keys, members = redis.call('HMGET', K_FAIR_VT, unpack(fields)), {}
+  for i, id in ipairs(ids) do
+    if keys[i] then
+      members[#members + 1] = id .. NUL .. keys[i] .. NUL .. org
+    end
+  end
+  if #members > 0 then
+    redis.call('ZREM', K_FAIR_ORGS, unpack(members))
+    redis.call('HDEL', K_FAIR_VT, unpack(fields))
+  end
 end
 
 local function fair_place(rec, order, pair)
@@ -112,15 +121,36 @@ local function fair_place(rec, order, pair)
 end
 
 -- After unplace took the task off the queue and its indexes (so off the org index, 'q').
+-- Its members go in one ZREM; then which of its ranges the org has no task left in: its
+-- pair's slice first (a task left there is one in its boefje's, image's and the queue's:
+-- one read while the org has more of that pair), then the queue (none left there: none
+-- anywhere), then each other range; the emptied ones are delisted at once.
 local function fair_unplace(rec, order, pair)
-  local org = rec.organisation
-  for _, id in ipairs(fair_ranges_of(rec, pair)) do
-    if id == 'q' or redis.call('ZREM', K_FAIR_TASKS, id .. NUL .. org .. NUL .. order) == 1 then
-      local key, min, max = fair_slice(id, org)
-      if not redis.call('ZRANGE', key, min, max, 'BYLEX', 'LIMIT', 0, 1)[1] then
-        fair_delist(id, org)
-      end
+  local org, ids, members = rec.organisation, fair_ranges_of(rec, pair), {}
+  for _, id in ipairs(ids) do
+    if id ~= 'q' then
+      members[#members + 1] = id .. NUL .. org .. NUL .. order
     end
+  end
+  if #members > 0 then
+    redis.call('ZREM', K_FAIR_TASKS, unpack(members))
+  end
+  local function holds(id)
+    local key, min, max = fair_slice(id, org)
+    return redis.call('ZRANGE', key, min, max, 'BYLEX', 'LIMIT', 0, 1)[1] ~= nil
+  end
+  local pair_id = pair and ('p:' .. pair)
+  if pair_id and holds(pair_id) then
+    return
+  end
+  local emptied, left = {}, holds('q')
+  for _, id in ipairs(ids) do
+    if not left or (id ~= 'q' and (id == pair_id or not holds(id))) then
+      emptied[#emptied + 1] = id
+    end
+  end
+  if #emptied > 0 then
+    fair_delist(org, emptied)
   end
 end
 

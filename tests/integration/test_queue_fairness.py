@@ -210,6 +210,33 @@ async def test_tasks_leave_the_fair_structures_on_every_way_off_the_queue(make_q
     assert await backend_redis.zcard(keys.fair_key("tasks")) == 2 * 4  # b:, i:, p:, d (q: the org index)
 
 
+async def test_an_organisation_stays_listed_in_each_range_it_has_a_task_left_in(make_queues, backend_redis):
+    """A task leaving its pair's slice with others left there keeps the org listed in all its
+    ranges; the last of a pair leaving keeps it in its boefje's and image's while tasks of
+    theirs are left (fair_index.lua reads the finest range first)."""
+    queues = make_queues(fairness="organisation")
+    await push_boefjes(queues, "a", 2, priority=50, boefje_id="nmap", oci_image="img1")
+    await push_boefjes(queues, "a", 1, priority=60, boefje_id="nmap", oci_image="img2")
+    await push_boefjes(queues, "a", 1, priority=70, boefje_id="dns", oci_image="img1")
+    keys = queues.commands.keys("boefje")
+
+    async def listed() -> set[str]:
+        return {f.decode().removesuffix("\0a") for f in await backend_redis.hkeys(keys.fair_key("vt")) if f.endswith(b"\0a")}
+
+    everywhere = {"q", "b:nmap", "b:dns", "i:img1", "i:img2", "p:4:nmap=img1", "p:4:nmap=img2", "p:3:dns=img1"}
+    assert await listed() == everywhere
+    tasks = sorted(await queues.peek("boefje", limit=4), key=lambda t: int(t.priority))  # nmap img1 x 2, nmap img2, dns img1
+
+    async def cancel(n: int) -> set[str]:
+        await queues.patch(tasks[n].id, {"status": "cancelled"})
+        return await listed()
+
+    assert await cancel(0) == everywhere
+    assert await cancel(1) == everywhere - {"p:4:nmap=img1"}
+    assert await cancel(3) == {"q", "b:nmap", "i:img2", "p:4:nmap=img2"}
+    assert await cancel(2) == set()
+
+
 async def test_turning_fairness_on_with_tasks_queued_serves_them_fairly(make_queues, backend_redis):
     plain = make_queues()
     await push_boefjes(plain, "a", 20, priority=5)

@@ -68,6 +68,8 @@ def test_fair_pop_commands_do_not_grow_with_organisations():
         plain = _measure("none", 10_000, filters)
         # (within one: the pair index's head upkeep depends on which task of a pair leaves)
         assert abs(many - few) <= 1, (filters, few, many)
-        # the fair structures' upkeep and the choice of organisation: a bounded number of commands
-        assert many <= plain + 20, (filters, plain, many)
+        # the fair structures' upkeep and the choice of organisation: a bounded number of
+        # commands (31 and 36 before one ZREM of a task's fair members and its ranges read for
+        # emptiness finest first; now 28 and 32, against 20 and 21)
+        assert many <= plain + 12, (filters, plain, many)
         print(f"commands per pop, filter {filters is not None}: none {plain}, fair at 10 orgs {few}, at 10,000 {many}")
