@@ -10,6 +10,9 @@
   ARGV[2] data JSON
   ARGV[3] lease length in ms for dispatched tasks
   ARGV[4] lease length in ms for running tasks
+  ARGV[5] for a task of a limited group (record field lg, as the rules in force put it, as
+          push.lua's ARGV[10]): its rule's key, ARGV[6] that rule's spec; "" for none.
+          A queued task waits in its group, a leased one counts against it again.
 
   Returns: 1 when restored, 0 when left alone
 ]]
@@ -25,12 +28,18 @@ mark_birth(now)
 if rev >= tonumber(redis.call('HGET', K_META, 'born')) then
   return 0
 end
+if rec.status == 'queued' and queued_twin(rec) then
+  return 0
+end
+if is_set(rec.lg) then
+  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', ARGV[5], NUL .. 'rule' .. NUL .. ARGV[5], ARGV[6])
+  redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
+  redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
+end
 if rec.status == 'queued' then
-  if queued_twin(rec) then
-    return 0
-  end
   enqueue(rec)
 elseif rec.status == 'dispatched' or rec.status == 'running' then
+  spend_group(rec)
   set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and ARGV[3] or ARGV[4]))
   claim_hash_if_free(rec)
 end

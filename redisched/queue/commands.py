@@ -129,11 +129,7 @@ class QueueCommands:
         )
         rule_set = self.rules.current
         limited = scheduler_id == "boefje"
-        group = limit_rules.group_of(rule_set.rules, organisation, data, plugin_rule) if limited else None
-        if group is not None:
-            record.lg = group.name
-            input_ooi = data.get("input_ooi")
-            record.lo = input_ooi if isinstance(input_ooi, str) and "\0" not in input_ooi else None
+        group = _put_in_group(record, rule_set.rules, data, plugin_rule) if limited else None
         keys = self.layout.for_task(scheduler_id, record.hash, record.lg)
         links = scheduler.has_schedules and link_schedule
         mirror_keys = self.layout.for_hash(scheduler_id, record.hash)
@@ -319,11 +315,36 @@ class QueueCommands:
         return self._call("index_pairs", scheduler_id, [INDEX_PAIRS_BATCH], lambda r: bool(r), partition)
 
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
-        """Put a task Postgres holds back live, in the partition of its hash."""
-        data, record = record.data, msgspec.structs.replace(record, data=None)
-        args = [msgspec.json.encode(record), data, self.layout.dispatch_lease_ms, self.layout.running_lease_ms]
-        keys = self.layout.for_hash(self.scheduler(record.scheduler_id).id, record.hash)
+        """Put a task Postgres holds back live, in its group's partition (a boefje task the
+        rules in force put in a limit group, as a push would) or its hash's. Postgres keeps
+        no group: the group comes from the rules now, so a leased task counts against its
+        group again and a queued one waits its turn (a Katalogus-only group is not known
+        here: such a task comes back unlimited)."""
+        data, record = record.data, msgspec.structs.replace(record, data=None, lg=None, lc=0, lo=None)
+        payload = msgspec.json.decode(data) if record.scheduler_id == "boefje" and data is not None else None
+        group = _put_in_group(record, self.rules.current.rules, payload) if isinstance(payload, dict) else None
+        args = [
+            msgspec.json.encode(record), data, self.layout.dispatch_lease_ms, self.layout.running_lease_ms,
+            group.rule.key if group is not None else "", group.rule.spec if group is not None else "",
+        ]  # fmt: skip
+        keys = self.layout.for_task(self.scheduler(record.scheduler_id).id, record.hash, record.lg)
         return ScriptCall(load("restore"), keys.all, args, lambda r: bool(r))
+
+
+def _put_in_group(
+    record: TaskRecord,
+    rules: tuple[limit_rules.LimitRule, ...],
+    data: dict[str, Any],
+    plugin_rule: limit_rules.LimitRule | None = None,
+) -> limit_rules.TaskGroup | None:
+    """The boefje task's limit group, written into its record (lg, and lo: its object for
+    the cancel on an object's deletion), or None: unlimited."""
+    group = limit_rules.group_of(rules, record.organisation, data, plugin_rule)
+    if group is not None:
+        record.lg = group.name
+        input_ooi = data.get("input_ooi")
+        record.lo = input_ooi if isinstance(input_ooi, str) and "\0" not in input_ooi else None
+    return group
 
 
 # --- rules ---------------------------------------------------------------------------------
