@@ -242,10 +242,26 @@ end
 -- may not write: they pass over what they meet, and the next pop moves it aside.
 local stray_logged = false
 
+-- A task moved aside while it counted against its limit group (lc) gives its slot back, or
+-- the group would stay at its cap with none of its tasks out: its count goes down and the
+-- group is due in K_LIMWAKE, so the next pop reopens it (refresh_group is defined below).
+local function free_slot_of_moved_aside(raw)
+  local ok, rec = pcall(cjson.decode, raw)
+  if not (ok and type(rec) == 'table' and type(rec.lg) == 'string' and rec.lc) then
+    return
+  end
+  local n = redis.pcall('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', -1)
+  if type(n) == 'table' or n <= 0 then
+    redis.call('HDEL', K_LIMITS, rec.lg .. NUL .. 'n')
+  end
+  redis.call('ZADD', K_LIMWAKE, 0, rec.lg)
+end
+
 local function quarantine_record(id, raw, reason)
   if not SCRIPT_WRITES then
     return
   end
+  free_slot_of_moved_aside(raw)
   local data = redis.call('HGET', K_DATA, id)
   redis.call('HSET', K_QUARANTINE, id, cjson.encode({reason = reason, record = raw, data = data or cjson.null}))
   redis.call('HDEL', K_TASKS, id)
@@ -504,28 +520,45 @@ end
 
 -- Places the group's head when the group has room, takes it off when not. `rec`: the task
 -- in hand (maybe not saved yet), used when it is the head.
-local function refresh_group(group, rec, may_forget)
-  local head = group_head(group)
-  if not head then
-    if may_forget then
-      forget_idle_group(group)
-    end
-    return
+-- A head naming no live task (its record gone, or moved aside: common.lua's healing) is a
+-- stray: it leaves the group (and the queue, if placed) and the next member is the head, at
+-- most GROUP_STRAYS_MAX a call; before, placing it failed every script that met the group.
+local GROUP_STRAYS_MAX = 100
+
+local function drop_group_stray(group, head)
+  redis.call('ZREM', K_LIMQ, group .. NUL .. head)
+  if redis.call('ZREM', K_QUEUE, head) == 1 then
+    redis.call('HINCRBY', K_META, 'limited_placed', -1)
   end
+  redis.call('HINCRBY', K_META, 'stray_members', 1)
+end
+
+local function refresh_group(group, rec, may_forget)
   local _, cap, active, at = group_state(group)
   local now = now_ms()
   local open = (cap == 0 or active < cap) and at <= now
-  local placed = redis.call('ZSCORE', K_QUEUE, head) ~= false
-  local function head_record()
-    if rec and order_of(rec) == head then
-      return rec
+  for _ = 1, GROUP_STRAYS_MAX do
+    local head = group_head(group)
+    if not head then
+      if may_forget then
+        forget_idle_group(group)
+      end
+      return
     end
-    return load_record(order_task_id(head))
-  end
-  if open and not placed then
-    place(head_record())
-  elseif not open and placed then
-    unplace(head_record())
+    local placed = redis.call('ZSCORE', K_QUEUE, head) ~= false
+    if open == placed then
+      break
+    end
+    local head_rec = (rec and order_of(rec) == head) and rec or load_record(order_task_id(head))
+    if head_rec then
+      if open then
+        place(head_rec)
+      else
+        unplace(head_rec)
+      end
+      break
+    end
+    drop_group_stray(group, head)
   end
   if at > now then
     redis.call('ZADD', K_LIMWAKE, at, group)

@@ -1,0 +1,83 @@
+"""Limit-group state broken by hand (or by the healing that moves corrupt records aside), on
+a private Redis, with fairness off and on: a group's waiting member that names no live task
+is dropped, not an error on every script that meets the group, and a leased task moved aside
+gives its group's slot back, so no task of the group is stranded and none handed out twice."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from redisched.client import Client
+from redisched.limit_rules import parse_rules
+from redisched.queue.layout import QueueLayout
+from tests.factories import boefje_data
+from tests.support.servers import private_redis
+
+RULES = parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 1}])
+
+
+@pytest.fixture(params=["none", "organisation"])
+def boefje_queue(request):
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        layout = QueueLayout(prefix="h", fairness=request.param, limits=RULES, dispatch_lease_ms=50, max_tries=100)
+        direct = Client(client, layout)
+        direct.load_functions()
+        [keys] = layout.of("boefje")
+        yield direct.queue("boefje"), keys, client
+        client.close()
+
+
+def push_nmap(queue, n: int) -> list[str]:
+    return [
+        queue.push(organisation=f"org{i % 2}", priority=5 + i, data=boefje_data("nmap", organization=f"org{i % 2}")).id
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def pop_all(queue, calls: int = 10) -> list[str]:
+    popped = []
+    for _ in range(calls):
+        for task in queue.pop(limit=1):
+            popped.append(task.id)
+            queue.patch(task.id, {"status": "completed"}, token=task.lease)
+    return popped
+
+
+def corrupt(client: redis.Redis, keys, task_id: str) -> None:
+    record = json.loads(client.hget(keys.tasks, task_id))
+    record["priority"] = 5  # a number where a string belongs: moved aside when met
+    client.hset(keys.tasks, task_id, json.dumps(record))
+
+
+def test_waiting_members_naming_no_task_are_dropped_and_the_group_goes_on(boefje_queue):
+    queue, keys, client = boefje_queue
+    ids = push_nmap(queue, 4)
+    [held] = queue.pop(limit=1)
+    assert held.id == ids[0]
+    client.hdel(keys.tasks, ids[1])  # the waiting head: its record gone
+    corrupt(client, keys, ids[2])  # the next: moved aside once met
+    # before: "attempt to index local 'rec' (a nil value)" on this and every later
+    # completion, push or pop that refreshed the group: its tasks stranded for good
+    assert queue.patch(held.id, {"status": "completed"}, token=held.lease).status == "completed"
+    assert pop_all(queue) == [ids[3]]
+    assert queue.qsize() == 0
+    assert client.zcard(keys.limq) == 0 and client.zcard(keys.queue) == 0
+    assert client.hexists(keys.key("quarantine"), ids[2])
+
+
+def test_a_leased_task_moved_aside_gives_its_groups_slot_back(boefje_queue):
+    queue, keys, client = boefje_queue
+    ids = push_nmap(queue, 3)
+    [held] = queue.pop(limit=1)
+    corrupt(client, keys, held.id)
+    time.sleep(0.1)  # its lease (50 ms) expires
+    assert queue.reap() == (0, 0)  # met by the reaper: moved aside, not requeued
+    assert client.hexists(keys.key("quarantine"), held.id)
+    # before: the group's count stayed 1 with none of its tasks out, its 2 others never popped
+    assert pop_all(queue) == ids[1:]
+    assert client.hget(keys.limits, "nmap\0n") is None
