@@ -4,7 +4,11 @@
   releases it. mula's runners send no token; a change that carries one must hold the
   task's current lease.
 
+  Several patches of one partition may come in one call (queue/pipeliner.py merges
+  concurrent ones): each runs in turn, on its own, as if called alone.
+
   KEYS: the queue's keys (redisched/queue/keys.py)
+  ARGV[5k+1 .. 5k+5] the k-th patch (k = 0, 1, ... up to 256 patches):
   ARGV[1] task id
   ARGV[2] lease token, or "" for none
   ARGV[3] JSON object of record fields to set (status, priority with its pk, organisation,
@@ -13,68 +17,79 @@
   ARGV[4] lease length in ms for "dispatched"
   ARGV[5] lease length in ms for "running"
 
-  Returns: {record JSON, data JSON} as stored, or an error code
+  Returns: per patch, in order: {record JSON, data JSON} as stored, or an error code
     E_NOT_FOUND (not live in this queue), E_STALE_LEASE, E_CONFLICT (back to queued while
     a twin with the same hash is queued).
   Emits: op=patch rec=<record> [data=<data> when it changed]
 ]]
 --- @include "common"
 
-local token, changes = ARGV[2], cjson.decode(ARGV[3])
-local now = now_us()
-local rec = load_record(ARGV[1])
-if not rec then
-  return E_NOT_FOUND
-end
-if token ~= '' and rec.lease ~= token then
-  return E_STALE_LEASE
-end
-
-local new_data = changes.data
-changes.data = nil
-local before = {id = rec.id, hash = rec.hash, status = rec.status}
-local was_queued = rec.status == 'queued'
-if was_queued then
-  dequeue(rec)
-end
-for field, value in pairs(changes) do
-  if field == 'ix' then
-    for name, ix_value in pairs(value) do
-      rec.ix[name] = is_set(ix_value) and ix_value or nil
-    end
-  else
-    rec[field] = value
+local function patch_one(args)
+  local token, changes = args[2], cjson.decode(args[3])
+  local now = now_us()
+  local rec = load_record(args[1])
+  if not rec then
+    return E_NOT_FOUND
   end
-end
-rec.modified_at = us_string(now)
+  if token ~= '' and rec.lease ~= token then
+    return E_STALE_LEASE
+  end
 
-if rec.status == 'queued' and queued_twin(rec) then
+  local new_data = changes.data
+  changes.data = nil
+  local before = {id = rec.id, hash = rec.hash, status = rec.status}
+  local was_queued = rec.status == 'queued'
   if was_queued then
-    enqueue(load_record(ARGV[1]))
+    dequeue(rec)
   end
-  return E_CONFLICT
+  for field, value in pairs(changes) do
+    if field == 'ix' then
+      for name, ix_value in pairs(value) do
+        rec.ix[name] = is_set(ix_value) and ix_value or nil
+      end
+    else
+      rec[field] = value
+    end
+  end
+  rec.modified_at = us_string(now)
+
+  if rec.status == 'queued' and queued_twin(rec) then
+    if was_queued then
+      enqueue(load_record(args[1]))
+    end
+    return E_CONFLICT
+  end
+  if rec.hash ~= before.hash then
+    release_hash(before)
+  end
+  if rec.status == 'queued' then
+    redis.call('ZREM', K_LEASES, rec.id)
+    rec.lease = nil
+    free_group(rec)
+    enqueue(rec)
+  elseif rec.status == 'dispatched' or rec.status == 'running' then
+    spend_group(rec)
+    set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and args[4] or args[5]))
+    claim_hash_if_free(rec)
+  else
+    redis.call('ZREM', K_LEASES, rec.id)
+    rec.lease = nil
+    free_group(rec)
+    release_hash(rec)
+  end
+  local raw = save_record(rec, now, 'patch', new_data)
+  if rec.status == 'failed' and before.status ~= 'failed' then
+    count_bucket('fail', 1, now)
+  end
+  finish(now, false)
+  return {raw, new_data or load_data(rec.id)}
 end
-if rec.hash ~= before.hash then
-  release_hash(before)
+
+if #ARGV % 5 ~= 0 or #ARGV == 0 or #ARGV > 5 * 256 then
+  return redis.error_reply('patch: ARGV must be 1 .. 256 patches of 5 arguments each')
 end
-if rec.status == 'queued' then
-  redis.call('ZREM', K_LEASES, rec.id)
-  rec.lease = nil
-  free_group(rec)
-  enqueue(rec)
-elseif rec.status == 'dispatched' or rec.status == 'running' then
-  spend_group(rec)
-  set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and ARGV[4] or ARGV[5]))
-  claim_hash_if_free(rec)
-else
-  redis.call('ZREM', K_LEASES, rec.id)
-  rec.lease = nil
-  free_group(rec)
-  release_hash(rec)
+local replies = {}
+for at = 1, #ARGV, 5 do
+  replies[#replies + 1] = patch_one({ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]})
 end
-local raw = save_record(rec, now, 'patch', new_data)
-if rec.status == 'failed' and before.status ~= 'failed' then
-  count_bucket('fail', 1, now)
-end
-finish(now, false)
-return {raw, new_data or load_data(rec.id)}
+return replies

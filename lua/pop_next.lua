@@ -8,7 +8,7 @@
 
   KEYS: the queue's keys (redisched/queue/keys.py)
   ARGV[1] n, how many patches (1 .. 256)
-  ARGV[2 .. 1+5n] n times patch.lua's ARGV (5 each)
+  ARGV[2 .. 1+5n] patch.lua's ARGV for the n patches (5 each)
   ARGV[2+5n ..] pop.lua's ARGV, its ARGV[1] the n pops' lease tokens, comma separated
 
   Returns: per patch, in order: {patched record, patched data, {pop.lua's reply for its
@@ -34,12 +34,12 @@ end
 if n == nil or #tokens ~= n then
   return redis.error_reply('pop_next: ARGV[1] must count the patches (1 .. 256), one lease token each')
 end
-local replies, served, served_tokens = {}, {}, {}
+local replies, served, served_tokens = run_patch({unpack(args, 2, 1 + 5 * n)}), {}, {}
+if replies.err then
+  return replies  -- patch.lua refused its arguments
+end
 for i = 1, n do
-  local at = 2 + 5 * (i - 1)
-  local patched = run_patch({args[at], args[at + 1], args[at + 2], args[at + 3], args[at + 4]})
-  replies[i] = patched
-  if type(patched) == 'table' then
+  if type(replies[i]) == 'table' then
     served[#served + 1] = i
     served_tokens[#served_tokens + 1] = tokens[i]
   end

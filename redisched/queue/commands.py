@@ -216,7 +216,8 @@ class QueueCommands:
         self, scheduler_id: str, task_id: str, changes: dict[str, Any], *, token: str | None = None, partition: int = 0
     ) -> ScriptCall[TaskRecord | None]:
         """``changes`` are Task fields (API names and types). Returns None when the task is
-        not live in this queue (the caller looks in the history)."""
+        not live in this queue (the caller looks in the history). Patches of one partition
+        waiting together may run as one script run (queue/pipeliner.py), each on its own."""
         args = [
             str(task_id),
             token or "",
@@ -224,7 +225,9 @@ class QueueCommands:
             self.layout.dispatch_lease_ms,
             self.layout.running_lease_ms,
         ]
-        return self._call("patch", scheduler_id, args, _parse_patch, partition)
+        keys = self.keys(scheduler_id, partition).all
+        merge_key = ("patch", keys[0], *args[3:])
+        return ScriptCall(load("patch"), keys, args, _parse_patch_reply, merge_key, _one_reply_each, _concatenated)
 
     def pop_next(
         self,
@@ -245,10 +248,10 @@ class QueueCommands:
         patch = self.patch(scheduler_id, task_id, changes, token=token, partition=partition)
         pop = self.pop(scheduler_id, filters_node=filters_node, limit=limit, partition=partition)
         if pop is None:  # nothing can match: the patch alone
-            return ScriptCall(patch.script, patch.keys, patch.args, lambda reply: (_parse_patch(reply), []))
+            return ScriptCall(patch.script, patch.keys, patch.args, lambda reply: (_parse_patch_reply(reply), []))
         merge_key = ("pop_next", patch.keys[0], *patch.args[3:], *pop.args[1:])
         return ScriptCall(load("pop_next"), patch.keys, [1, *patch.args, *pop.args], _parse_pop_next,
-                          merge_key, _split_pop_next_replies, _join_pop_next_args)
+                          merge_key, _one_reply_each, _join_pop_next_args)
 
     def lease_token(self, scheduler_id: str, partition: int) -> str:
         """A fresh lease token that names where its task lives (``lease_place``), so a patch
@@ -515,7 +518,18 @@ def _join_pop_next_args(calls_args: list[list[Any]]) -> list[Any]:
     return [len(calls_args), *patches, tokens, *calls_args[0][2 + PATCH_ARGS :]]
 
 
-def _split_pop_next_replies(reply: list[Any]) -> list[list[Any]]:
+def _parse_patch_reply(reply: list[Any]) -> TaskRecord | None:
+    [own] = reply  # patch.lua answers one reply per patch
+    return _parse_patch(own)
+
+
+def _concatenated(calls_args: list[list[Any]]) -> list[Any]:
+    """Merged patches' arguments: each one's patch.lua ARGV, in order."""
+    return [arg for args in calls_args for arg in args]
+
+
+def _one_reply_each(reply: list[Any]) -> list[list[Any]]:
+    """A merged run's reply, one answer per call, as each call alone would get it: a list of one."""
     return [[own] for own in reply]
 
 

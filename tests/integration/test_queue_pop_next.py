@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from redisched import filters
-from redisched.errors import StaleLease
+from redisched.errors import Conflict, StaleLease
 from tests.factories import boefje_data, normalizer_data
 
 RUNNER = {"filters": [{"column": "data", "field": "boefje__id", "operator": "in", "value": ["dns-records"]}]}
@@ -122,3 +122,32 @@ async def test_concurrent_finishes_are_one_script_run_and_each_caller_gets_its_o
     assert await queues.qsize("normalizer") == 12 - 5 - 3
     if sent is not None and partitions == 1:
         assert sent == ["pop_next"], "the five finishes went as one script run"
+
+
+async def test_concurrent_patches_are_one_script_run_and_each_caller_gets_its_own_answer(queues, partitions):
+    pushed = {}
+    for _ in range(6):
+        data = normalizer_data()
+        pushed[(await queues.push("normalizer", organisation="o", data=data, priority=5)).id] = data
+    a, b, c, d = [task for _ in range(4) for task in await queues.pop("normalizer", None, 1)]
+    await queues.push("normalizer", organisation="o", data=pushed[a.id], priority=5)  # a's twin, queued
+    forged = "0000000000000000" + c.lease[16:]
+    patches = [
+        (a.id, {"status": "queued"}, a.lease),  # back to queued while its twin is queued: 409
+        (b.id, {"status": "running"}, b.lease),
+        (c.id, {"status": "running"}, forged),  # another lease: 409
+        (str(uuid.uuid4()), {"status": "running"}, d.lease),  # no such task there: not found
+        (d.id, {"status": "completed"}, d.lease),
+    ]
+    runs = _script_runs_sent(queues)
+    answers = await asyncio.gather(
+        *(queues.patch(task_id, changes, token=token) for task_id, changes, token in patches), return_exceptions=True
+    )
+    sent = list(runs) if runs is not None else None
+    assert isinstance(answers[0], Conflict) and isinstance(answers[2], StaleLease)
+    assert answers[3] is None
+    assert (answers[1].id, answers[1].status) == (b.id, "running")
+    assert (answers[4].id, answers[4].status, answers[4].lease) == (d.id, "completed", None)
+    assert [(await queues.get(t.id)).status for t in (a, b, c, d)] == ["dispatched", "running", "dispatched", "completed"]
+    if sent is not None and partitions == 1:
+        assert sent == ["patch"], "the five patches went as one script run"
