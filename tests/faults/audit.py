@@ -10,6 +10,7 @@ and counted on its own; two confirmed completions of one task are a duplicate.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class Audit:
     uncertain_pushes: int = 0
     uncertain_in: int = 0
     drained: bool = False
+    # limit groups (FAIR_LIMITED): a live task out of its group, a count that is not its
+    # group's leased tasks, a group over its cap
+    limits_disagree: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def line(self, load_ops: int, during_fault: int, faults: int) -> str:
@@ -62,10 +66,12 @@ class Audit:
         assert not self.disagree, f"{self.name}: Postgres disagrees with Redis: {self.disagree[:5]}"
         assert not self.unexplained, f"{self.name}: Postgres holds tasks nobody pushed: {self.unexplained[:5]}"
         assert self.finished_left_in_redis == 0, f"{self.name}: finished tasks left in Redis"
+        assert not self.limits_disagree, f"{self.name}: limit groups disagree with their tasks: {self.limits_disagree[:5]}"
 
 
 def audit(name: str, ledger: Ledger, background: Background, redis_url: str, dsn: str, prefix: str) -> Audit:
-    """Stop reaping, let the snapshotter drain, then compare the ledger, Redis and Postgres."""
+    """Stop reaping, let the snapshotter drain, then compare the ledger, Redis and Postgres
+    (and, with limit rules in force, each group's count with its tasks)."""
     result = Audit(name)
     background.stop_reaper()
     result.drained = background.drained(timeout=30)
@@ -76,6 +82,8 @@ def audit(name: str, ledger: Ledger, background: Background, redis_url: str, dsn
             for raw in client.hgetall(layout(prefix).of(scheduler_id)[0].tasks).values():
                 record = decode_record(raw)
                 in_redis[record.id] = record
+        if background.queues.layout.limits:
+            result.limits_disagree = limit_groups_disagree(client, prefix, in_redis.values())
     finally:
         client.close()
     with psycopg.connect(dsn) as conn:
@@ -115,6 +123,31 @@ def audit(name: str, ledger: Ledger, background: Background, redis_url: str, dsn
     result.duplicated = [task_id for task_id, n in ledger.completed.items() if n > 1]
     result.redelivered = sum(n - 1 for n in ledger.pops.values() if n > 1)
     return result
+
+
+def limit_groups_disagree(client: redis.Redis, prefix: str, records) -> list[str]:
+    """FAIR_LIMITED's rules put every boefje task in a group: each live one must be in it
+    (a queued one waiting in limq), each group's count (``<g>\0n``) must be its tasks
+    counted against it (lc), and never above the cap of 2 (org groups)."""
+    keys = layout(prefix).of("boefje")[0]
+    limits = {k.decode(): v.decode() for k, v in client.hgetall(keys.limits).items()}
+    waiting = {m.decode() for m in client.zrange(keys.limq, 0, -1)}
+    found, counted = [], collections.Counter()
+    for record in records:
+        if record.scheduler_id != "boefje" or record.status not in LIVE:
+            continue
+        if record.lg is None:
+            found.append(f"{record.id}: {record.status}, in no group")
+        elif record.status == "queued" and f"{record.lg}\0{record.order}" not in waiting:
+            found.append(f"{record.id}: queued, not waiting in its group {record.lg}")
+        elif record.status != "queued":
+            counted[record.lg] += record.lc
+    groups = set(counted) | {field[: -len("\0n")] for field in limits if field.endswith("\0n") and field[0] != "\0"}
+    for group in groups:
+        n = int(limits.get(f"{group}\0n", "0"))
+        if n != counted[group] or (group.startswith("org:") and n > 2):
+            found.append(f"group {group}: count {n}, {counted[group]} of its tasks leased")
+    return found
 
 
 def report(result: Audit, ledger: Ledger, fault_start: float, fault_end: float, faults: int) -> None:

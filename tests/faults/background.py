@@ -24,8 +24,12 @@ class Background:
     """An asyncio loop in a thread running the snapshotter and a lease reaper (what
     ``redisched worker`` runs), so a test can block, kill and sleep freely."""
 
-    def __init__(self, redis_url: str, dsn: str, prefix: str, *, lease_ms: int = 2000, reap_every: float = 0.2) -> None:
+    def __init__(
+        self, redis_url: str, dsn: str, prefix: str, *, lease_ms: int = 2000, reap_every: float = 0.2,
+        features: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.redis_url, self.dsn, self.prefix = redis_url, dsn, prefix
+        self.features = features or {}
         self.lease_ms, self.reap_every = lease_ms, reap_every
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="faults-background", daemon=True)
@@ -52,7 +56,7 @@ class Background:
         # No socket timeout: the snapshotter blocks on its streams (see app.open_redis).
         self.redis = aredis.Redis(connection_pool=aredis.BlockingConnectionPool.from_url(self.redis_url, max_connections=512))
         self.pool = await open_pool(self.dsn, max_size=4, timeout=5)
-        self.queues = TaskQueues(self.redis, layout(self.prefix, lease_ms=self.lease_ms))
+        self.queues = TaskQueues(self.redis, layout(self.prefix, lease_ms=self.lease_ms, **self.features))
         self.tasks = TaskStore(self.pool)
         self.schedules = ScheduleStore(self.pool, self.redis, self.queues.layout)
         self.snapshotter = Snapshotter(

@@ -178,17 +178,29 @@ def retrying(call: Callable[[], Any], ledger: Ledger, what: str, seconds: float 
 class DirectRunner:
     """Push and pop-then-complete with the sync direct client (``redisched.client``)."""
 
-    def __init__(self, redis_url: str, prefix: str, ledger: Ledger, *, queue: str = "boefje", lease_ms: int = 2000) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, ledger: Ledger, *, queue: str = "boefje", lease_ms: int = 2000,
+        features: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """``features`` (common.FAIR_LIMITED): the layout's, and pushes for 3 organisations,
+        one task in 4 of the boefje shodan."""
         # Timeouts: a Redis that is killed answers nothing; a call must fail, not hang.
         self.client = Client(
-            redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2), layout(prefix, lease_ms=lease_ms)
+            redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2),
+            layout(prefix, lease_ms=lease_ms, **(features or {})),
         )
         self.queue = self.client.queue(queue)
         self.ledger = ledger
+        self.mixed = bool(features)
 
     def push(self, task_id: str) -> str:
+        n = next(_seq)
+        organisation, boefje_id = "org1", "dns-records"
+        if self.mixed:
+            organisation, boefje_id = f"org{n % 3 + 1}", ("shodan" if n % 4 == 0 else "dns-records")
+        data = task_data(task_id, organisation, boefje_id)
         try:
-            self.queue.push(task_id=task_id, organisation="org1", priority=next(_seq) % 1000 + 1, data=task_data(task_id))
+            self.queue.push(task_id=task_id, organisation=organisation, priority=n % 1000 + 1, data=data)
         except REDIS_DOWN as exc:
             return type(exc).__name__
         return "ok"

@@ -21,7 +21,7 @@ import pytest
 from redisched.history.reconcile import reconcile
 from tests.faults.audit import audit, report
 from tests.faults.background import Background
-from tests.faults.common import layout
+from tests.faults.common import FAIR_LIMITED, layout
 from tests.faults.load import DirectRunner, Ledger, Load
 from tests.faults.servers import RestartableRedis
 
@@ -37,10 +37,10 @@ def prefill(runner: DirectRunner, ledger: Ledger, count: int = 300) -> None:
         ledger.pushed[task_id] = time.monotonic()
 
 
-def scenario(server: RestartableRedis, dsn: str, prefix: str, name: str, lose_data) -> None:
+def scenario(server: RestartableRedis, dsn: str, prefix: str, name: str, lose_data, features=None) -> None:
     ledger = Ledger()
-    runner = DirectRunner(server.url, prefix, ledger, lease_ms=LEASE_MS)
-    with Background(server.url, dsn, prefix, lease_ms=LEASE_MS) as background:
+    runner = DirectRunner(server.url, prefix, ledger, lease_ms=LEASE_MS, features=features)
+    with Background(server.url, dsn, prefix, lease_ms=LEASE_MS, features=features) as background:
         prefill(runner, ledger)
         # Pops slower than pushes: a backlog of queued tasks builds up to lose.
         load = Load(ledger, runner.push, runner.pop_and_complete, push_rate=150, pop_rate=100, max_seconds=30).start()
@@ -114,10 +114,14 @@ def test_redis_restarted_without_persistence_is_reconciled_from_postgres(private
     scenario(server, dsn, prefix, "redis restart, no persistence", lambda load, bg, runner: drain_then(load, bg, runner, restart_empty))
 
 
-def test_flushall_is_reconciled_from_postgres(private_redis_server, dsn, prefix):
+@pytest.mark.parametrize("features", [None, FAIR_LIMITED], ids=["plain", "fair-limited"])
+def test_flushall_is_reconciled_from_postgres(private_redis_server, dsn, prefix, features):
+    """fair-limited: fairness on, a cooldown and a concurrency rule; the audit also holds
+    every restored boefje task in its group and each group's count to its leased tasks."""
     server = private_redis_server
     flushall = lambda: server.client().flushall()  # noqa: E731
-    scenario(server, dsn, prefix, "redis FLUSHALL", lambda load, bg, runner: drain_then(load, bg, runner, flushall))
+    name = "redis FLUSHALL" + (", fair and limited" if features else "")
+    scenario(server, dsn, prefix, name, lambda load, bg, runner: drain_then(load, bg, runner, flushall), features)
 
 
 def test_reconcile_under_load_does_not_bring_back_a_task_finished_meanwhile(private_redis_server, dsn, prefix):

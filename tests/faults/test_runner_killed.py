@@ -20,7 +20,8 @@ from tests.faults.background import Background
 from tests.faults.common import ROOT, log, task_data
 from tests.faults.load import DirectRunner, Ledger, Load
 from tests.faults.servers import ApiProcess
-from tests.factories import normalizer_data
+from redisched.limit_rules import parse_rules
+from tests.factories import boefje_data, normalizer_data
 
 pytestmark = pytest.mark.timeout(60, method="thread")
 
@@ -34,8 +35,9 @@ RUNNER = textwrap.dedent(
     import redis
     from redisched.client import Client
     from redisched.queue.layout import QueueLayout
-    url, prefix, queue, lease_ms = sys.argv[1:5]
-    client = Client(redis.Redis.from_url(url), QueueLayout(prefix=prefix, dispatch_lease_ms=int(lease_ms), max_tries=1000))
+    url, prefix, queue, lease_ms, fairness = sys.argv[1:6]
+    layout = QueueLayout(prefix=prefix, dispatch_lease_ms=int(lease_ms), max_tries=1000, fairness=fairness)
+    client = Client(redis.Redis.from_url(url), layout)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         popped = client.queue(queue).pop(limit=1)
@@ -48,9 +50,9 @@ RUNNER = textwrap.dedent(
 )
 
 
-def start_runner(redis_url: str, prefix: str, queue: str) -> tuple[subprocess.Popen, dict]:
+def start_runner(redis_url: str, prefix: str, queue: str, fairness: str = "none") -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, redis_url, prefix, queue, str(LEASE_MS)],
+        [sys.executable, "-c", RUNNER, redis_url, prefix, queue, str(LEASE_MS), fairness],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     ready, _, _ = select.select([proc.stdout], [], [], 20)
@@ -196,3 +198,38 @@ def test_a_dead_runners_late_patch_over_http_is_refused_after_its_task_finished(
                 assert late.status_code == 409, f"a stale lease token was accepted: {late.status_code} {late.text}"
         finally:
             api.close()
+
+
+def test_a_runner_killed_holding_a_limited_task_frees_its_groups_slot_at_lease_expiry(private_redis_server, dsn, prefix):
+    """Fairness on, a concurrency-1 group: while the dead runner's lease runs the group is
+    full (the other organisation's task of it waits, the rest flows); at expiry the reaper
+    frees the slot and puts the task back in its group and the fair structures: both of the
+    group's tasks are then handed out, one at a time, each once."""
+    features = {"fairness": "organisation", "limits": parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 1}])}
+    redis_url = private_redis_server.url
+    direct = DirectRunner(redis_url, prefix, Ledger(), lease_ms=LEASE_MS, features=features)
+    with Background(redis_url, dsn, prefix, lease_ms=LEASE_MS, features=features) as background:
+        nmap = [
+            direct.queue.push(organisation=org, priority=2 + i, data=boefje_data("nmap", organization=org)).id
+            for i, org in enumerate(("a", "b"))
+        ]  # fmt: skip
+        other = direct.queue.push(organisation="b", priority=50, data=boefje_data("dns-records", organization="b")).id
+        proc, held = start_runner(redis_url, prefix, "boefje", "organisation")
+        assert held["id"] == nmap[0]
+        kill9(proc)
+        [flowing] = direct.queue.pop(limit=1)
+        assert flowing.id == other  # the group is full: the other boefje's task, not the group's
+        direct.queue.patch(other, {"status": "completed"}, token=flowing.lease)
+        assert direct.queue.pop(limit=1) == []
+        wait_for(lambda: background.reaped >= 1, 10, "the reaper to take the dead runner's task back")
+        handed = []
+        for _ in range(2):
+            [task] = direct.queue.pop(limit=1)
+            assert direct.queue.pop(limit=1) == []  # one of the group at a time
+            handed.append(task.id)
+            direct.queue.patch(task.id, {"status": "completed"}, token=task.lease)
+        assert sorted(handed) == sorted(nmap)
+        with pytest.raises(StaleLease):
+            direct.queue.patch(nmap[0], {"status": "failed"}, token=held["lease"])
+        log(f"[faults] runner kill -9 holding a limited task, fairness on: handed out after expiry {handed}")
+    direct.close()
