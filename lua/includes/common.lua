@@ -570,8 +570,11 @@ local function spend_group(rec)
   if not is_set(rec.lg) or rec.lc then
     return
   end
-  if type(redis.pcall('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', 1)) == 'table' then
-    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'n', 1)  -- not an integer (written by hand): heal
+  local n = redis.pcall('HINCRBY', K_LIMITS, rec.lg .. NUL .. 'n', 1)
+  if type(n) == 'table' or n < 1 then
+    -- not an integer, or below 0 before (written by hand): heal, this task is out; a count
+    -- left negative would let the group go over its cap by as much
+    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'n', 1)
   end
   -- rounded up: the next may go once a full spacing has passed, to the µs
   redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'last', string.format('%d', math.ceil(now_us() / 1000)))

@@ -1,7 +1,8 @@
 """Limit-group state broken by hand (or by the healing that moves corrupt records aside), on
 a private Redis, with fairness off and on: a group's waiting member that names no live task
 is dropped, not an error on every script that meets the group, and a leased task moved aside
-gives its group's slot back, so no task of the group is stranded and none handed out twice."""
+gives its group's slot back, so no task of the group is stranded and none handed out twice;
+a count written negative heals at the group's next task out."""
 
 from __future__ import annotations
 
@@ -81,3 +82,13 @@ def test_a_leased_task_moved_aside_gives_its_groups_slot_back(boefje_queue):
     # before: the group's count stayed 1 with none of its tasks out, its 2 others never popped
     assert pop_all(queue) == ids[1:]
     assert client.hget(keys.limits, "nmap\0n") is None
+
+
+def test_a_negative_count_written_by_hand_lets_the_group_go_over_its_cap_by_one_at_most(boefje_queue):
+    queue, keys, client = boefje_queue
+    push_nmap(queue, 4)
+    client.hset(keys.limits, "nmap\0n", "-5")
+    held = [task for _ in range(4) for task in queue.pop(limit=1)]
+    # read as room (none of its tasks out: right); the first one out heals the count
+    assert len(held) == 1, "before: all 4 out at once under a cap of 1"
+    assert client.hget(keys.limits, "nmap\0n") == b"1"
