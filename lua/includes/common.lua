@@ -520,8 +520,8 @@ end
 
 -- Places the group's head when the group has room, takes it off when not. `rec`: the task
 -- in hand (maybe not saved yet), used when it is the head.
--- A head naming no live task (its record gone, or moved aside: common.lua's healing) is a
--- stray: it leaves the group (and the queue, if placed) and the next member is the head, at
+-- A head naming no live queued task at that place (its record gone, or moved aside:
+-- common.lua's healing; a leased task's member written back by hand) is a stray: it leaves the group (and the queue, if placed) and the next member is the head, at
 -- most GROUP_STRAYS_MAX a call; before, placing it failed every script that met the group.
 local GROUP_STRAYS_MAX = 100
 
@@ -550,7 +550,7 @@ local function refresh_group(group, rec, may_forget)
       break
     end
     local head_rec = (rec and order_of(rec) == head) and rec or load_record(order_task_id(head))
-    if head_rec then
+    if head_rec and head_rec.status == 'queued' and order_of(head_rec) == head then
       if open then
         place(head_rec)
       else

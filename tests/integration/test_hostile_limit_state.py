@@ -71,6 +71,17 @@ def test_waiting_members_naming_no_task_are_dropped_and_the_group_goes_on(boefje
     assert client.hexists(keys.key("quarantine"), ids[2])
 
 
+def test_a_leased_task_listed_as_waiting_in_its_group_is_dropped_not_a_block(boefje_queue):
+    queue, keys, client = boefje_queue
+    ids = push_nmap(queue, 4)
+    [held] = queue.pop(limit=1)
+    client.zadd(keys.limq, {f"nmap\0{held.order}": 0})  # its member back, as if still waiting
+    assert queue.patch(held.id, {"status": "completed"}, token=held.lease).status == "completed"
+    # before: the group's head for good, placed and dropped by every pop: the rest stranded
+    assert pop_all(queue) == ids[1:]
+    assert client.zcard(keys.limq) == 0
+
+
 def test_a_leased_task_moved_aside_gives_its_groups_slot_back(boefje_queue):
     queue, keys, client = boefje_queue
     ids = push_nmap(queue, 3)
