@@ -82,14 +82,30 @@ local function org_cursor(id)
   return {id = id, min = '[' .. id .. NUL, max = '(' .. id .. '\1', skip = #id + 1}
 end
 
+-- A member without its second NUL (written by hand) failed every pop of the queue; it is
+-- removed (a stray), at most FAIR_MALFORMED_MAX a read, past them the listing reads as ended.
+local FAIR_MALFORMED_MAX = 32
+
 local function cursor_head(c)
   if c.head == nil then
-    local member = redis.call('ZRANGE', K_FAIR_ORGS, c.min, c.max, 'BYLEX', 'LIMIT', 0, 1)[1]
-    c.head, c.member = false, member
-    if member then
+    c.head = false
+    for _ = 1, FAIR_MALFORMED_MAX do
+      local member = redis.call('ZRANGE', K_FAIR_ORGS, c.min, c.max, 'BYLEX', 'LIMIT', 0, 1)[1]
+      if not member then
+        break
+      end
+      c.member = member
       local rest = string.sub(member, c.skip + 1)
       local at = string.find(rest, NUL, 1, true)
-      c.head, c.key, c.org = rest, string.sub(rest, 1, at - 1), string.sub(rest, at + 1)
+      if at then
+        c.head, c.key, c.org = rest, string.sub(rest, 1, at - 1), string.sub(rest, at + 1)
+        break
+      end
+      c.min = '(' .. member
+      if SCRIPT_WRITES then
+        redis.call('ZREM', K_FAIR_ORGS, member)
+        redis.call('HINCRBY', K_META, 'stray_members', 1)
+      end
     end
   end
   return c.head

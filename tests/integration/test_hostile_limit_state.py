@@ -1,4 +1,4 @@
-"""Limit-group state broken by hand (or by the healing that moves corrupt records aside), on
+"""Limit-group and fair-pop state broken by hand (or by the healing that moves corrupt records aside), on
 a private Redis, with fairness off and on: a group's waiting member that names no live task
 is dropped, not an error on every script that meets the group, and a leased task moved aside
 gives its group's slot back, so no task of the group is stranded and none handed out twice;
@@ -15,7 +15,7 @@ import redis
 from redisched.client import Client
 from redisched.limit_rules import parse_rules
 from redisched.queue.layout import QueueLayout
-from tests.factories import boefje_data
+from tests.factories import boefje_data, normalizer_data
 from tests.support.servers import private_redis
 
 RULES = parse_rules([{"boefje": "nmap", "group": "nmap", "concurrency": 1}])
@@ -103,3 +103,24 @@ def test_a_negative_count_written_by_hand_lets_the_group_go_over_its_cap_by_one_
     # read as room (none of its tasks out: right); the first one out heals the count
     assert len(held) == 1, "before: all 4 out at once under a cap of 1"
     assert client.hget(keys.limits, "nmap\0n") == b"1"
+
+
+def test_a_malformed_fair_listing_member_is_removed_not_an_error_on_every_pop():
+    """A member of fair:orgs without its second NUL (written by hand): before, every pop of
+    the queue failed ("attempt to perform arithmetic on local 'at'")."""
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        layout = QueueLayout(prefix="h", fairness="organisation")
+        direct = Client(client, layout)
+        direct.load_functions()
+        queue = direct.queue("normalizer")
+        [keys] = layout.of("normalizer")
+        for org in ("a", "b"):
+            for _ in range(4):
+                queue.push(organisation=org, priority=5, data=normalizer_data())
+        client.zadd(keys.fair_key("orgs"), {"q\0": 0, "q\0junk": 0, "q\0\0": 0})  # first, last, empty key
+        served = [task.organisation for _ in range(8) for task in queue.pop(limit=1)]
+        assert served == ["a", "b"] * 4  # the fair order holds
+        assert queue.pop(limit=1) == []  # walks the listing to its end
+        assert not {b"q\0", b"q\0junk"} & set(client.zrange(keys.fair_key("orgs"), 0, -1))
+        client.close()
