@@ -81,7 +81,7 @@ reply[#reply + 1] = redis.call('ZCARD', K_LIMGROUPS)
 local groups = redis.call('ZRANGE', K_LIMGROUPS, 0, max_groups - 1, 'REV')
 reply[#reply + 1] = #groups
 for _, group in ipairs(groups) do
-  local spacing, cap, active, at = group_state(group)
+  local spacing, cap, active, at = group_state(group, now_ms)
   for _, value in ipairs({group, spacing, cap, active, at}) do
     reply[#reply + 1] = value
   end

@@ -485,20 +485,29 @@ local function group_head(group)
   return member and string.sub(member, #group + 2) or nil
 end
 
+local function now_ms()
+  return math.floor(now_us() / 1000)
+end
+
 -- spacing ms, concurrency (0: none), dispatched and running, ms before which none may go (0: none)
-local function group_state(group)
+local function group_state(group, now)
   local v = redis.call('HMGET', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'n', group .. NUL .. 'last')
   local spec = v[1] and redis.call('HGET', K_LIMITS, NUL .. 'rule' .. NUL .. v[1])
   local spacing, cap = string.match(spec or '0,0', '^(%d+),(%d+)$')
   spacing = tonumber(spacing or 0)
   -- a value that is not a number (written by hand) counts as none: the group heals, never errs
   local last = tonumber(v[3] or '')
+  if last and last > now + 1 then
+    -- ahead of this Redis's clock (a failover to a host whose clock is behind, or written by
+    -- hand), past spend_group's rounding up: taken as now, so the group waits one spacing,
+    -- not until the clock catches up
+    last = now + 1
+    if SCRIPT_WRITES then
+      redis.call('HSET', K_LIMITS, group .. NUL .. 'last', string.format('%d', last))
+    end
+  end
   local at = (spacing > 0 and last) and last + spacing or 0
   return spacing, tonumber(cap or 0), tonumber(v[2] or '') or 0, at
-end
-
-local function now_ms()
-  return math.floor(now_us() / 1000)
 end
 
 -- A group with no task left, queued or leased, is forgotten (its rule and cooldown end)
@@ -507,11 +516,12 @@ end
 -- holds live groups, not every group ever pushed; one still cooling is kept until its
 -- cooldown ends (K_LIMWAKE brings it back here then).
 local function forget_idle_group(group)
-  local _, _, active, at = group_state(group)
+  local now = now_ms()
+  local _, _, active, at = group_state(group, now)
   if active > 0 then
     return
   end
-  if at > now_ms() then
+  if at > now then
     redis.call('ZADD', K_LIMWAKE, at, group)
   else
     redis.call('HDEL', K_LIMITS, group .. NUL .. 'rule', group .. NUL .. 'last')
@@ -521,8 +531,9 @@ end
 -- Places the group's head when the group has room, takes it off when not. `rec`: the task
 -- in hand (maybe not saved yet), used when it is the head.
 -- A head naming no live queued task at that place (its record gone, or moved aside:
--- common.lua's healing; a leased task's member written back by hand) is a stray: it leaves the group (and the queue, if placed) and the next member is the head, at
--- most GROUP_STRAYS_MAX a call; before, placing it failed every script that met the group.
+-- common.lua's healing; a leased task's member written back by hand) is a stray: it leaves
+-- the group (and the queue, if placed) and the next member is the head, at most
+-- GROUP_STRAYS_MAX a call; before, placing it failed every script that met the group.
 local GROUP_STRAYS_MAX = 100
 
 local function drop_group_stray(group, head)
@@ -534,8 +545,8 @@ local function drop_group_stray(group, head)
 end
 
 local function refresh_group(group, rec, may_forget)
-  local _, cap, active, at = group_state(group)
   local now = now_ms()
+  local _, cap, active, at = group_state(group, now)
   local open = (cap == 0 or active < cap) and at <= now
   for _ = 1, GROUP_STRAYS_MAX do
     local head = group_head(group)

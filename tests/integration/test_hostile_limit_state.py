@@ -105,6 +105,30 @@ def test_a_negative_count_written_by_hand_lets_the_group_go_over_its_cap_by_one_
     assert client.hget(keys.limits, "nmap\0n") == b"1"
 
 
+def test_a_cooldown_started_ahead_of_the_clock_waits_one_spacing_not_until_the_clock_catches_up():
+    """The group's last start is Redis's clock; after a failover to a host whose clock is an
+    hour behind (here: written an hour ahead), the group waited that hour. Now it is taken
+    as the moment a script meets it: the group waits at most two spacings."""
+    rules = parse_rules([{"boefje": "shodan", "group": "shodan", "cooldown": 0.05}])
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        layout = QueueLayout(prefix="h", fairness="organisation", limits=rules)
+        direct = Client(client, layout)
+        direct.load_functions()
+        queue = direct.queue("boefje")
+        [keys] = layout.of("boefje")
+        ids = [queue.push(organisation="a", priority=5 + i, data=boefje_data("shodan", organization="a")).id for i in range(2)]
+        [first] = queue.pop(limit=1)
+        client.hset(keys.limits, "shodan\0last", int(time.time() * 1000) + 3_600_000)
+        assert queue.pop(limit=1) == []  # cooling
+        second, deadline = [], time.monotonic() + 5  # a spacing or two once met, not the hour
+        while not second and time.monotonic() < deadline:
+            time.sleep(0.02)
+            second = queue.pop(limit=1)
+        assert [first.id] + [task.id for task in second] == ids
+        client.close()
+
+
 def test_a_malformed_fair_listing_member_is_removed_not_an_error_on_every_pop():
     """A member of fair:orgs without its second NUL (written by hand): before, every pop of
     the queue failed ("attempt to perform arithmetic on local 'at'")."""
