@@ -10,6 +10,7 @@ import pytest
 
 from redisched.clients.amqp import Backoff
 from redisched.config import Settings
+from redisched.history.snapshotter import Snapshotter
 from redisched.queue.queue import TaskQueues
 from redisched.schedulers.runner import run_schedulers
 from tests.conftest import AMQP_URL
@@ -23,8 +24,10 @@ pytestmark = pytest.mark.timeout(30)
 HOST = "Hostname|internet|listened.example"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dsn():
+    """A database per test: the snapshotter writes each test's tasks into the history, where
+    the next test's scheduler would find them and (rightly) not create them again."""
     with fresh_database() as dsn:
         yield dsn
 
@@ -47,12 +50,19 @@ async def running(dsn, world, async_redis, key_prefix):
     broker = Broker()
     fast = {"retry_backoff": Backoff(0.01, 0.05), "reconnect_backoff": Backoff(0.1, 0.5), "max_attempts": 2}
     async with history_on(dsn, async_redis, key_prefix) as history:
+        # As in a deployment: a listener judging a second event waits for the history of the
+        # first one's tasks, which only the snapshotter writes.
+        snapshots = asyncio.create_task(
+            Snapshotter(async_redis, history.tasks, history.schedules, layout=queues.layout, block_ms=20).run()
+        )
         runner = await run_schedulers(
             Settings(amqp_uri=AMQP_URL), queues, history, clients,
             clock=Clock(), interval=None, listener_options=fast, **names,
         )  # fmt: skip
         yield SimpleNamespace(queues=queues, broker=broker, runner=runner, **names)
         await runner.stop()
+        snapshots.cancel()
+        await asyncio.gather(snapshots, return_exceptions=True)
     broker.close()
 
 
