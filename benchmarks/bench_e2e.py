@@ -129,14 +129,11 @@ async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: d
     payloads = [boefje_data(i, rng=rng) for i in poppable_numbers(n)]
     t0 = time.perf_counter()
     for start in range(0, n, 1000):
-        calls = [commands.push("boefje", organisation=org, data=data, priority=priority)
+        tasks = [{"organisation": org, "data": data, "priority": priority}
                  for data, org, priority in payloads[start:start + 1000]]
-        async with client.redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.execute_command(*call.command())
-            replies = await pipe.execute()
-        for call, reply in zip(calls, replies):
-            call.parse(reply)
+        for outcome in await client.push_many("boefje", tasks):
+            if isinstance(outcome, Exception):
+                raise outcome
     t1 = time.perf_counter()
     deadline = time.monotonic() + 120
     done = 0

@@ -21,7 +21,7 @@ from benchmarks.servers import private_redis
 from redisched import filters
 from redisched.client import Client
 from redisched.queue.calls import ScriptCall
-from redisched.queue.commands import QueueCommands
+from redisched.queue.commands import PUSHES_PER_RUN, QueueCommands
 from redisched.queue.layout import QueueLayout
 
 SCRIPT_COMMANDS = ("cmdstat_fcall", "cmdstat_fcall_ro", "cmdstat_evalsha", "cmdstat_eval", "cmdstat_evalsha_ro")
@@ -103,6 +103,7 @@ def run(ctx: Context) -> None:
         pushes = [commands.push("boefje", organisation=org, data=data, priority=priority)
                   for data, org, priority in (boefje_data(i, rng=rng) for i in poppable_numbers(n, 10_000_000))]
         measure("push", _each(client, pushes))
+        _push_runs(ctx, raw, client, results, n)
         measure("pop, no filter", _each(client, [commands.pop("boefje", limit=1) for _ in range(n)]))
         popped: list[Any] = []
         measure("pop, runner filter (8 boefjes)",
@@ -125,6 +126,27 @@ def run(ctx: Context) -> None:
         ctx.detail("scripts", results)
         ctx.note("Redis µs per op = usec of the script command (EVALSHA/FCALL) / ops, from INFO commandstats on a "
                  "private redis-server; the commands run inside a script are counted in it")
+
+
+def _push_runs(ctx: Context, raw: redis.Redis, client: Client, results: dict[str, dict[str, Any]], n: int) -> None:
+    """Pushes as push_many sends them: runs of PUSHES_PER_RUN in one script call; per push."""
+    rng, per_run = random.Random(4), PUSHES_PER_RUN
+    tasks = [{"organisation": org, "data": data, "priority": priority}
+             for data, org, priority in (boefje_data(i, rng=rng) for i in poppable_numbers(n * 4, 20_000_000))]
+    runs = iter(range(0, len(tasks), per_run))
+
+    def run() -> None:
+        at = next(runs)
+        client.push_many("boefje", tasks[at:at + per_run])
+
+    count = len(tasks) // per_run
+    stats = script_stats(raw, run, count)
+    per_push = {key: stats[key] / per_run for key in ("us_per_op", "cpu_us_per_op", "commands_per_op")}
+    results["push, runs of 256 (push_many)"] = {**stats, "per_push": per_push}
+    label = f"push in runs of {per_run} (push_many), per push"
+    ctx.row(f"{label}: Redis µs per op ({stats['via']})", per_push["us_per_op"], "µs", GOALS["push"])
+    ctx.row(f"{label}: Redis main-thread CPU µs per op", per_push["cpu_us_per_op"], "µs")
+    ctx.row(f"{label}: Redis commands per op", per_push["commands_per_op"], "calls")
 
 
 def _mismatched(ctx: Context, raw: redis.Redis, url: str, measure: Callable[..., None]) -> None:

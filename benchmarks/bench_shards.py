@@ -81,7 +81,7 @@ def _fill(cluster: redis.RedisCluster, commands: QueueCommands, depth: int) -> N
             pipes[keys.partition].execute_command(*script.fcall(keys.all, args))
         for pipe, keys in zip(pipes, partitions):
             pipe.delete(keys.events)  # nothing reads the stream here
-            if any(isinstance(reply, int) for reply in pipe.execute()[:-1]):
+            if any(isinstance(own, int) for reply in pipe.execute()[:-1] for own in reply):  # one reply per push
                 raise RuntimeError("a push was refused during the fill")
     for client in clients:
         client.close()

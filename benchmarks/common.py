@@ -275,9 +275,11 @@ def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start
                 seed: int = 1, drop_events: bool = True, label: str = "", seconds: float = 600,
                 numbers: Iterator[int] | None = None) -> int:
     """Push ``count`` workload tasks onto the boefje queue with pipelined FCALL of the push
-    function (the events stream is dropped after each batch unless asked: nothing reads it here,
-    and at a million tasks it would double Redis' memory). Task numbers run from ``start``
-    unless ``numbers`` gives them. Returns how many were pushed."""
+    function, runs of up to PUSHES_PER_RUN pushes each (the events stream is dropped after each
+    batch unless asked: nothing reads it here, and at a million tasks it would double Redis'
+    memory). Task numbers run from ``start`` unless ``numbers`` gives them. Returns how many
+    were pushed."""
+    from redisched.queue.commands import PUSHES_PER_RUN
     from redisched.queue.scripts import library, load
 
     script = load("push")
@@ -289,12 +291,14 @@ def fill_boefje(redis_client: Any, commands: QueueCommands, count: int, *, start
     while pushed < count and time.monotonic() < deadline:
         pipe = redis_client.pipeline(transaction=False)
         size = min(batch, count - pushed)
-        for n in itertools.islice(numbers, size):
-            pipe.execute_command(*script.fcall(keys.all, fast_boefje_push_args(n, rng)))
+        argvs = [fast_boefje_push_args(n, rng) for n in itertools.islice(numbers, size)]
+        runs = [argvs[at:at + PUSHES_PER_RUN] for at in range(0, len(argvs), PUSHES_PER_RUN)]
+        for run in runs:
+            pipe.execute_command(*script.fcall(keys.all, [arg for argv in run for arg in argv]))
         if drop_events:
             pipe.delete(keys.events)
         replies = pipe.execute()
-        bad = [r for r in replies[:size] if isinstance(r, int)]
+        bad = [r for reply in replies[:len(runs)] for r in reply if isinstance(r, int)]
         if bad:
             raise RuntimeError(f"push refused during fill: codes {set(bad)}")
         pushed += size

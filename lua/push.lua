@@ -1,8 +1,15 @@
 --[[
-  Push a task onto its queue: dedup against queued twins, enforce maxsize, link the
-  schedule, store, index and emit an event, in one step.
+  Push tasks onto one queue partition: per task, dedup against queued twins, enforce maxsize,
+  link the schedule, store, index and emit an event.
+
+  Several pushes of one partition may come in one call (queue/pipeliner.py merges concurrent
+  ones, push_many sends runs of them): each runs in turn, as if called alone, and sees the
+  ones before it (a twin pushed earlier in the call is a queued twin). The clock, the limit
+  rules version, the queue's size and the rates ring are read and written once per call; the
+  k-th push's time is the call's start + k - 1 µs, so pushes of one call keep their order.
 
   KEYS: the queue's keys (redisched/queue/keys.py, all under one hash tag)
+  ARGV[12k+1 .. 12k+12] the k-th push (k = 0, 1, ... up to 256 pushes):
   ARGV[1] record JSON (records.py), complete but for created_at, modified_at, rev, status
   ARGV[2] data JSON
   ARGV[3] maxsize (0 = unbounded); priority <= 1 always gets in
@@ -22,18 +29,25 @@
           entry there, "<schedule id>|<1|0>" or "-" for none; K_SCHEDULES is then not
           touched (the caller mirrors a schedule the push made)
 
-  Returns: {record JSON, data JSON} as stored, or an error code
+  Returns: per push, in order: {record JSON, data JSON} as stored, or an error code
     E_CONFLICT when a twin is queued and the options do not allow the change (or is live
     and ARGV[7] is "1", or is a live task of the push's schedule and ARGV[8] is "1"),
     E_QUEUE_FULL, E_ID_EXISTS, E_STALE_RULES when the partition follows newer limit rules
     (the caller reads them and pushes again).
-  Emits: op=push rec=<record> data=<data> [sched=new|linked]
+  Emits: per push, op=push rec=<record> data=<data> [sched=new|linked]
 ]]
 --- @include "common"
 
-local rec, data = decode_record(ARGV[1]), ARGV[2]
-local maxsize, twin_policy = tonumber(ARGV[3]), ARGV[4]
-local now = now_us()
+local PUSH_ARGS, PUSHES_MAX = 12, 256
+if #ARGV % PUSH_ARGS ~= 0 or #ARGV == 0 or #ARGV > PUSH_ARGS * PUSHES_MAX then
+  return redis.error_reply('push: ARGV must be 1 .. 256 pushes of 12 arguments each')
+end
+
+local started = now_us()
+-- Per call: the rules version the partition follows (false: none stored), the queued count.
+local followed_version, queued = nil, nil
+-- The push in hand: its arguments, record, data and time.
+local A, rec, data, now
 
 -- Boefje and normalizer payloads start with their task's id; what a twin shares is the rest.
 local function without_id(json)
@@ -41,6 +55,7 @@ local function without_id(json)
 end
 
 local function twin_may_change(twin, twin_data)
+  local twin_policy = A[4]
   if twin_policy == '' then
     return false
   end
@@ -68,28 +83,26 @@ local function update_twin(twin_id)
   twin.priority, twin.pk, twin.ix, twin.modified_at = rec.priority, rec.pk, rec.ix, us_string(now)
   enqueue(twin)
   local raw = save_record(twin, now, 'push', twin_data)
-  count_bucket('push', 1, now)
-  finish(now, true)
   return {raw, twin_data}
 end
 
 local function mirror_entry()
-  if ARGV[12] == '' then
+  if A[12] == '' then
     return redis.call('HGET', K_SCHEDULES, rec.hash)
   end
-  return ARGV[12] ~= '-' and ARGV[12]
+  return A[12] ~= '-' and A[12]
 end
 
 local function link_schedule()
-  if ARGV[5] ~= '1' or not is_set(rec.hash) then
+  if A[5] ~= '1' or not is_set(rec.hash) then
     return nil
   end
   local mirror = mirror_entry()
   if not mirror then
-    if ARGV[12] == '' then
-      redis.call('HSET', K_SCHEDULES, rec.hash, ARGV[6] .. '|1')
+    if A[12] == '' then
+      redis.call('HSET', K_SCHEDULES, rec.hash, A[6] .. '|1')
     end
-    rec.schedule_id = ARGV[6]
+    rec.schedule_id = A[6]
     return 'new'
   end
   local schedule_id, enabled = string.match(mirror, '^(.*)|(%d)$')
@@ -104,7 +117,7 @@ end
 -- A schedule's tasks share its hash, so its live task (if any) is the one the hash map
 -- points at: one lookup, in the same partition as the mirror.
 local function schedule_is_busy(twin)
-  if ARGV[8] ~= '1' or ARGV[5] ~= '1' then
+  if A[8] ~= '1' or A[5] ~= '1' then
     return false
   end
   local mirror = mirror_entry()
@@ -127,57 +140,88 @@ end
 -- The partition follows the newest rules version any push or replace brought it: a push
 -- made with older rules (another API process not told yet) is sent back to read them.
 local function rules_are_stale()
-  if ARGV[9] == '' then
+  if A[9] == '' then
     return false
   end
-  local stored = redis.call('HGET', K_LIMITS, NUL .. 'version')
-  local followed = tonumber(stored or '')  -- not a number (written by hand): followed by none
-  if followed and followed > tonumber(ARGV[9]) then
+  if followed_version == nil then
+    followed_version = redis.call('HGET', K_LIMITS, NUL .. 'version')
+  end
+  local followed = tonumber(followed_version or '')  -- not a number (written by hand): followed by none
+  if followed and followed > tonumber(A[9]) then
     return true
   end
-  if stored ~= ARGV[9] then
-    redis.call('HSET', K_LIMITS, NUL .. 'version', ARGV[9])
+  if followed_version ~= A[9] then
+    redis.call('HSET', K_LIMITS, NUL .. 'version', A[9])
+    followed_version = A[9]
   end
   return false
 end
 
-if rules_are_stale() then
-  return E_STALE_RULES
-end
--- queued_twin(rec), with the live twin looked up once
-local live = live_twin(rec)
-local live_rec = live and load_record(live)
-local is_self, id_taken = queued_self()
-local twin_id = (live_rec and live_rec.status == 'queued' and live) or (is_self and rec.id)
-if twin_id then
-  return update_twin(twin_id)
-end
-if live_rec and (ARGV[7] == '1' or schedule_is_busy(live_rec)) then
-  return E_CONFLICT
-end
-if maxsize > 0 and tonumber(rec.priority) > 1 and queued_count() >= maxsize then
-  return E_QUEUE_FULL
-end
-if id_taken then
-  return E_ID_EXISTS
+local function is_full()
+  local maxsize = tonumber(A[3])
+  if maxsize <= 0 or tonumber(rec.priority) <= 1 then
+    return false
+  end
+  queued = queued or queued_count()
+  return queued >= maxsize
 end
 
-local sched = link_schedule()
-if is_set(rec.lg) then
-  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', ARGV[10], NUL .. 'rule' .. NUL .. ARGV[10], ARGV[11])
-  redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
-  redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
+local function push_one()
+  if rules_are_stale() then
+    return E_STALE_RULES
+  end
+  -- queued_twin(rec), with the live twin looked up once
+  local live = live_twin(rec)
+  local live_rec = live and load_record(live)
+  local is_self, id_taken = queued_self()
+  local twin_id = (live_rec and live_rec.status == 'queued' and live) or (is_self and rec.id)
+  if twin_id then
+    return update_twin(twin_id)
+  end
+  if live_rec and (A[7] == '1' or schedule_is_busy(live_rec)) then
+    return E_CONFLICT
+  end
+  if is_full() then
+    return E_QUEUE_FULL
+  end
+  if id_taken then
+    return E_ID_EXISTS
+  end
+
+  local sched = link_schedule()
+  if is_set(rec.lg) then
+    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', A[10], NUL .. 'rule' .. NUL .. A[10], A[11])
+    redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
+    redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
+  end
+  rec.status = 'queued'
+  rec.created_at = us_string(now)
+  rec.modified_at = rec.created_at
+  enqueue(rec)
+  if queued then
+    queued = queued + 1
+  end
+  local raw
+  if sched then
+    raw = save_record(rec, now, 'push', data, 'sched', sched)
+  else
+    raw = save_record(rec, now, 'push', data)
+  end
+  return {raw, data}
 end
-rec.status = 'queued'
-rec.created_at = us_string(now)
-rec.modified_at = rec.created_at
-enqueue(rec)
-local raw
-if sched then
-  raw = save_record(rec, now, 'push', data, 'sched', sched)
-else
-  raw = save_record(rec, now, 'push', data)
+
+local replies, pushed = {}, 0
+for at = 1, #ARGV, PUSH_ARGS do
+  A = {unpack(ARGV, at, at + PUSH_ARGS - 1)}
+  rec, data, now = decode_record(A[1]), A[2], started + (at - 1) / PUSH_ARGS
+  local reply = push_one()
+  if type(reply) == 'table' then
+    pushed = pushed + 1
+  end
+  replies[#replies + 1] = reply
 end
-count_bucket('push', 1, now)
-finish(now, true)
-return {raw, data}
+if pushed > 0 then
+  count_bucket('push', pushed, started)
+  finish(now, true)
+end
+return replies

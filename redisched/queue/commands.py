@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from redisched import filters, limit_rules, limits
-from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, ScriptError, StaleLease
+from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, SchedulerError, ScriptError, StaleLease
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
 from redisched.models import with_aware_datetimes
 from redisched.queue import indexes
@@ -35,6 +35,11 @@ MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Po
 POP_MAX = 1000  # the most tasks one pop hands out (mula's page size)
 INDEX_PAIRS_BATCH = 1000  # boefje index members per index_pairs script call
 INDEX_FAIR_BATCH = 500  # queue members per index_fair script call
+PUSHES_PER_RUN = 256  # the most pushes one push script run takes (lua/push.lua)
+# A push merges with others into one script run (the pipeliner's, push_many's) only when its
+# record and data together are at most this many bytes; a larger one runs alone, so a run of
+# PUSHES_PER_RUN pushes carries at most 2 MiB, about what two of the largest single pushes do.
+PUSH_MERGE_MAX_BYTES = 8 * 1024
 
 MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
 
@@ -137,8 +142,9 @@ class QueueCommands:
         if links and mirror is None and elsewhere:
             return MirrorElsewhere(mirror_keys.schedules, record.hash)
         options = self.layout.options_of(scheduler_id)
+        encoded = limits.encode(record, "organisation", MALFORMED)
         args = [
-            limits.encode(record, "organisation", MALFORMED),
+            encoded,
             stored_data,
             -(-options.maxsize // self.layout.partitions),  # each partition holds its share
             options.twin_policy,
@@ -151,7 +157,9 @@ class QueueCommands:
             group.rule.spec if group is not None else "",
             (mirror or "-") if links and elsewhere else "",
         ]
-        return ScriptCall(load("push"), keys.all, args, _parse_push)
+        if len(encoded) + len(stored_data) > PUSH_MERGE_MAX_BYTES:
+            return ScriptCall(load("push"), keys.all, args, _parse_push)
+        return ScriptCall(load("push"), keys.all, args, _parse_push, ("push", keys.all[0]), _one_reply_each, _concatenated)
 
     def store_rules(self, rules: tuple[limit_rules.LimitRule, ...], source: str) -> ScriptCall[str]:
         """Store the limit rules in force; the reply is the version they got (store_rules.lua)."""
@@ -482,12 +490,32 @@ def _raise_for_code(code: int) -> None:
     raise RuntimeError(f"unexpected script reply {code}")
 
 
-def _parse_push(reply: Any) -> TaskRecord | None:
+def _parse_push(reply: list[Any]) -> TaskRecord | None:
+    [own] = reply  # push.lua answers one reply per push
+    return _parse_pushed(own)
+
+
+def _parse_pushed(reply: Any) -> TaskRecord | None:
     if reply == ScriptError.STALE_RULES:
         return None
     if isinstance(reply, int):
         _raise_for_code(reply)
-    return decode_record(*reply)
+    return decode_record(reply[0], reply[1])
+
+
+def push_outcomes(reply: list[Any]) -> list[TaskRecord | SchedulerError | None]:
+    """A run of pushes' replies (lua/push.lua), one outcome each: the record, the error that
+    push alone would raise, or None (the partition follows newer limit rules)."""
+    outcomes: list[TaskRecord | SchedulerError | None] = []
+    for own in reply:
+        if isinstance(own, int):
+            try:
+                outcomes.append(_parse_pushed(own))
+            except SchedulerError as exc:
+                outcomes.append(exc)
+        else:
+            outcomes.append(decode_record(own[0], own[1]))
+    return outcomes
 
 
 def _parse_patch(reply: Any) -> TaskRecord | None:

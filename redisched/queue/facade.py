@@ -10,6 +10,7 @@ import itertools
 import uuid
 from typing import Any
 
+from redisched.errors import SchedulerError
 from redisched.limit_rules import LimitRule, RuleSet
 from redisched.queue import plans
 from redisched.queue.commands import QueueCommands
@@ -38,6 +39,12 @@ class QueueFacade:
 
     def push(self, scheduler_id: str, **task: Any) -> TaskRecord:
         return self.run(plans.push(self.commands, scheduler_id, **task))
+
+    def push_many(self, scheduler_id: str, tasks: list[dict[str, Any]]) -> list[TaskRecord | SchedulerError]:
+        """Push each of ``tasks`` (push's keyword arguments, one dict per task) as ``push``
+        would, in order, in a few script calls: per task its record, or the error its push
+        alone would raise (returned, not raised)."""
+        return self.run(plans.push_many(self.commands, scheduler_id, list(tasks)))
 
     def pop(
         self, scheduler_id: str, filters: FilterArg = None, limit: int | None = None, token: str | None = None
@@ -161,6 +168,9 @@ class BoundQueue:
 
     def push(self, **task: Any) -> TaskRecord:
         return self.queues.push(self.id, **task)
+
+    def push_many(self, tasks: list[dict[str, Any]]) -> list[TaskRecord | SchedulerError]:
+        return self.queues.push_many(self.id, tasks)
 
     def pop(self, filters: FilterArg = None, limit: int | None = None, token: str | None = None) -> list[TaskRecord]:
         return self.queues.pop(self.id, filters, limit, token)

@@ -15,11 +15,11 @@ from typing import Any
 import msgspec
 
 from redisched import filters
-from redisched.errors import NotFound
+from redisched.errors import BadRequest, NotFound, SchedulerError
 from redisched.memo import BoundedMemo
 from redisched.limit_rules import LimitRule, RuleSet
 from redisched.queue.calls import Command, Plan, ScriptCall
-from redisched.queue.commands import MirrorElsewhere, QueueCommands, pops_one_batch
+from redisched.queue.commands import PUSHES_PER_RUN, MirrorElsewhere, QueueCommands, pops_one_batch, push_outcomes
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, decode_record
@@ -69,6 +69,91 @@ def push(commands: QueueCommands, scheduler_id: str, **task: Any) -> Plan[TaskRe
 
 
 PUSH_TRIES = 3
+
+
+def push_many(
+    commands: QueueCommands, scheduler_id: str, tasks: list[dict[str, Any]]
+) -> Plan[list[TaskRecord | SchedulerError]]:
+    """Many pushes, each as ``push`` would do it alone, in order: one outcome per task, its
+    record or the error its push alone would raise (BadRequest, Conflict, QueueFull). The
+    pushes of one partition go as runs of up to PUSHES_PER_RUN in one script call each
+    (lua/push.lua), one run per partition per round trip, so a later push sees the earlier
+    ones (a twin pushed before it is a queued twin) on a cluster too."""
+    commands.scheduler(scheduler_id)
+    outcomes: list[Any] = [None] * len(tasks)
+    waiting = list(range(len(tasks)))
+    mirrors: dict[int, str] = {}
+    for _ in range(PUSH_TRIES):
+        calls: dict[int, ScriptCall[Any]] = {}
+        elsewhere: dict[int, MirrorElsewhere] = {}
+        for i in waiting:
+            try:
+                call = commands.push(scheduler_id, **tasks[i])
+            except BadRequest as exc:
+                outcomes[i] = exc
+                continue
+            if isinstance(call, MirrorElsewhere):
+                elsewhere[i] = call
+            else:
+                calls[i] = call
+        if elsewhere:  # limited tasks away from their hash's partition: read their mirrors
+            entries = yield [Command(("HGET", call.key, call.hash)) for call in elsewhere.values()]
+            for i, entry in zip(elsewhere, entries):
+                mirrors[i] = (entry.decode() if isinstance(entry, bytes) else entry) or ""
+                calls[i] = commands.push(scheduler_id, mirror=mirrors[i], **tasks[i])  # type: ignore[assignment]
+        stale: list[int] = []
+        for round_runs in _push_rounds(sorted(calls.items())):
+            replies = yield [run for run, _ in round_runs]
+            for (_, members), reply in zip(round_runs, replies):
+                for i, outcome in zip(members, reply):
+                    if outcome is None:
+                        stale.append(i)
+                    outcomes[i] = outcome
+        if not stale:
+            break
+        yield from read_limits(commands)
+        waiting = sorted(stale)
+    else:
+        raise RuntimeError("the limit rules kept changing while tasks were pushed")
+    made = [
+        outcome for i, outcome in enumerate(outcomes)
+        if mirrors.get(i) == "" and isinstance(outcome, TaskRecord) and outcome.schedule_id is not None
+    ]  # fmt: skip
+    if made:  # pushes away from their hash's partition made schedules: mirror them
+        yield [
+            Command(("HSETNX", commands.layout.for_hash(scheduler_id, r.hash).schedules, r.hash, f"{r.schedule_id}|1"))
+            for r in made
+        ]
+    return outcomes
+
+
+def _push_rounds(
+    calls: list[tuple[int, ScriptCall[Any]]],
+) -> list[list[tuple[ScriptCall[list[Any]], list[int]]]]:
+    """Push calls (task index, call), in task order, as rounds of runs: each run pushes up to
+    PUSHES_PER_RUN tasks of one partition (a push too large to merge runs alone), each round
+    holds at most one run per partition, and a partition's runs keep its tasks' order."""
+    by_partition: dict[str, list[tuple[ScriptCall[list[Any]], list[int]]]] = {}
+    for i, call in calls:
+        runs = by_partition.setdefault(call.keys[0], [])
+        last = runs[-1] if runs else None
+        if (
+            last is None or call.merge_key is None or last[0].merge_key is None
+            or len(last[1]) >= PUSHES_PER_RUN
+        ):  # fmt: skip
+            runs.append((call, [i]))  # type: ignore[arg-type]
+        else:
+            last[1].append(i)
+    calls_of = dict(calls)
+    rounds: list[list[tuple[ScriptCall[list[Any]], list[int]]]] = []
+    for runs in by_partition.values():
+        for at, (first, members) in enumerate(runs):
+            args = [arg for i in members for arg in calls_of[i].args] if len(members) > 1 else first.args
+            run = ScriptCall(first.script, first.keys, args, push_outcomes)
+            if at == len(rounds):
+                rounds.append([])
+            rounds[at].append((run, members))
+    return rounds
 
 
 def waiting_on_object(
