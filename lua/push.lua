@@ -44,8 +44,9 @@ if #ARGV % PUSH_ARGS ~= 0 or #ARGV == 0 or #ARGV > PUSH_ARGS * PUSHES_MAX then
 end
 
 local started = now_us()
--- Per call: the rules version the partition follows (false: none stored), the queued count.
-local followed_version, queued = nil, nil
+-- Per call: the rules version the partition follows (false: none stored), the queued count,
+-- the schedule mirror entries this call made (hash -> entry), written in one HSET at its end.
+local followed_version, queued, made_mirrors, made_count = nil, nil, {}, 0
 -- The push in hand: its arguments, record, data and time.
 local A, rec, data, now
 
@@ -88,7 +89,7 @@ end
 
 local function mirror_entry()
   if A[12] == '' then
-    return redis.call('HGET', K_SCHEDULES, rec.hash)
+    return made_mirrors[rec.hash] or redis.call('HGET', K_SCHEDULES, rec.hash)
   end
   return A[12] ~= '-' and A[12]
 end
@@ -100,7 +101,8 @@ local function link_schedule()
   local mirror = mirror_entry()
   if not mirror then
     if A[12] == '' then
-      redis.call('HSET', K_SCHEDULES, rec.hash, A[6] .. '|1')
+      made_mirrors[rec.hash] = A[6] .. '|1'
+      made_count = made_count + 1
     end
     rec.schedule_id = A[6]
     return 'new'
@@ -219,6 +221,14 @@ for at = 1, #ARGV, PUSH_ARGS do
     pushed = pushed + 1
   end
   replies[#replies + 1] = reply
+end
+if made_count > 0 then
+  local fields = {}
+  for hash, entry in pairs(made_mirrors) do
+    fields[#fields + 1] = hash
+    fields[#fields + 1] = entry
+  end
+  redis.call('HSET', K_SCHEDULES, unpack(fields))
 end
 if pushed > 0 then
   count_bucket('push', pushed, started)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from redisched.errors import Conflict, NotFound
+from redisched.errors import BadRequest, Conflict, NotFound
 from redisched.queue import plans
 from redisched.queue.calls import Command, ScriptCall
-from redisched.queue.commands import QueueCommands
+from redisched.queue.commands import QueueCommands, fresh_uuid
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord
 from tests.factories import boefje_data
@@ -54,6 +54,41 @@ def test_a_push_is_one_call_to_the_partition_of_its_hash():
     commands = three()
     [batch], _ = run(plans.push(commands, "boefje", organisation="o", data=boefje_data(), priority=3), [record()])
     assert len(batch) == 1 and batch[0].script.name == "push"
+
+
+def test_push_many_sends_one_run_per_partition_per_round_trip_in_task_order():
+    commands = three()
+    tasks = [{"organisation": "o", "data": boefje_data(), "priority": 3} for _ in range(700)]
+    tasks[5]["priority"] = 0  # refused before any round trip, in its own slot
+    plan = plans.push_many(commands, "boefje", tasks)
+    rounds = [plan.send(None)]
+    partitions = {keys.all[0]: keys.partition for keys in commands.layout.of("boefje")}
+    while True:
+        batch = rounds[-1]
+        assert len({call.keys[0] for call in batch}) == len(batch), "one run per partition per round trip"
+        assert all(len(call.args) <= 12 * 256 for call in batch)
+        replies = [[[b"{}", b"{}"]] * (len(call.args) // 12) for call in batch]
+        try:
+            rounds.append(plan.send([[("pushed", partitions[c.keys[0]])] * len(r) for c, r in zip(batch, replies)]))
+        except StopIteration as done:
+            outcomes = done.value
+            break
+    assert len(outcomes) == 700 and isinstance(outcomes[5], BadRequest)
+    assert sum(len(call.args) // 12 for batch in rounds for call in batch) == 699
+    per_partition: dict[str, int] = {}
+    for call in (call for batch in rounds for call in batch):
+        per_partition[call.keys[0]] = per_partition.get(call.keys[0], 0) + len(call.args) // 12
+    assert len(per_partition) == 3
+    assert len(rounds) == max(-(-count // 256) for count in per_partition.values()), "full runs, as few round trips as that"
+
+
+def test_a_fresh_uuid_is_a_version_4_uuid_text():
+    import uuid
+
+    for _ in range(1000):
+        text = fresh_uuid()
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_a_pop_asks_partition_after_partition_only_for_what_is_still_missing():
