@@ -34,7 +34,9 @@ end
 if n == nil or #tokens ~= n then
   return redis.error_reply('pop_next: ARGV[1] must count the patches (1 .. 256), one lease token each')
 end
+pop_follows = true  -- K_META is read and written once for the patches and the pop (common.lua)
 local replies, served, served_tokens = run_patch({unpack(args, 2, 1 + 5 * n)}), {}, {}
+pop_follows = false
 if replies.err then
   return replies  -- patch.lua refused its arguments
 end
@@ -53,5 +55,7 @@ if #served > 0 then
     replies[i] = {replies[i][1], replies[i][2], {unpack(popped, j, j + 2 * count)}}
     j = j + 1 + 2 * count
   end
+else
+  finish(0, false)
 end
 return replies

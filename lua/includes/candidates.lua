@@ -94,7 +94,7 @@ local LIKE_STEPS_PER_CALL = 100000  -- ~1.3 ms of LIKE matching (filter.lua, lik
 local function out_of_time()
   if not scan_expired then
     passed_over = passed_over + 1
-    scan_expired = like_overspent or (passed_over % clock_every == 0 and now_us() > scan_deadline_us)
+    scan_expired = like_overspent or (passed_over % clock_every == 0 and clock_us() > scan_deadline_us)
   end
   return scan_expired
 end
@@ -184,7 +184,9 @@ local function listed_pair_ranges(boefjes, images)
     return nil
   end
   local heads, ranges = redis.call('HGETALL', K_HEADS), {}
+  heads_known, heads_all = {}, true
   for i = 1, #heads, 2 do
+    heads_known[heads[i]] = heads[i + 1]
     local boefje, image = pair_parts(heads[i])
     if boefje and (not boefjes or boefjes[boefje]) and (not images or (image and images[image])) then
       ranges[#ranges + 1] = pair_range(heads[i], heads[i + 1])
@@ -224,8 +226,10 @@ local function pair_ranges(at)
     return listed_pair_ranges(set_of(at + 2, n), set_of(at + 2 + n, m)) or {lex_range(K_QUEUE)}
   end
   local heads = redis.call('HMGET', K_HEADS, unpack(ARGV, first_name, #ARGV))
+  heads_known = {}
   for i = first_name, #ARGV do
     local head = heads[i - first_name + 1]
+    heads_known[ARGV[i]] = head
     if head then
       ranges[#ranges + 1] = pair_range(ARGV[i], head)
     end

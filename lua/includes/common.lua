@@ -10,7 +10,8 @@
 local NUL = '\0'
 local ORDER_PRIORITY_WIDTH = 20
 
-local function now_us()
+-- The clock, read anew (the scan's time limit, limit groups' spacing: common.lua, below).
+local function clock_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
@@ -25,13 +26,27 @@ end
 -- out is written back once per script, by finish(). The first script on an empty Redis also
 -- records when this Redis was born: a rev at or above it was handed out here (restore.lua).
 local last_rev = nil
-per_call(function() last_rev = nil end)
 
 -- Once the pair index is ready (K_META pairs, below), the boefje and image indexes are not
 -- kept: the pair index serves a filter on either alone too (candidates.lua, pair_ranges).
 local IX_IN_PAIRS = {boefje = true, image = true}
 local pairs_state, stored_rev = nil, nil  -- stored_rev: K_META rev as read with it (false: none)
-per_call(function() pairs_state, stored_rev = nil, nil end)
+-- The call's time: the clock when the call first asks (one TIME a call; the work of one call
+-- is one instant, as Redis runs it atomically). pop_follows: pop_next's patches are followed
+-- by its pop, which reads K_META with them and writes it once for all (finish).
+-- heads_known: K_HEADS as the pop's search read it (candidates.lua, pair_ranges: pair -> head,
+-- false: none) and as the call wrote it since; heads_all: it read all of K_HEADS.
+local call_now, pop_follows, heads_known, heads_all = nil, false, nil, false
+per_call(function()
+  last_rev, pairs_state, stored_rev, call_now, pop_follows, heads_known, heads_all = nil, nil, nil, nil, false, nil, false
+end)
+
+local function now_us()
+  if call_now == nil then
+    call_now = clock_us()
+  end
+  return call_now
+end
 
 local function mark_birth(now)
   if redis.call('HSETNX', K_META, 'born', us_string(now)) == 1 then
@@ -55,7 +70,10 @@ end
 local function next_rev(now)
   if last_rev == nil then
     local stored = stored_rev
-    if stored == nil then
+    if stored == nil and pop_follows then
+      pairs_ready()  -- the pop reads the rest: one read
+      stored = stored_rev
+    elseif stored == nil then
       stored = redis.call('HGET', K_META, 'rev')
     end
     if not stored then
@@ -69,6 +87,9 @@ end
 
 -- Every script that saved a record ends here; `active` also moves the queue's last_activity.
 local function finish(now, active)
+  if pop_follows then
+    return
+  end
   if last_rev ~= nil and active then
     redis.call('HSET', K_META, 'rev', string.format('%d', last_rev), 'last_activity', us_string(now))
   elseif last_rev ~= nil then
@@ -200,31 +221,53 @@ local function pair_of(rec)
   return rec.ix.boefje and pair_name(rec.ix.boefje, rec.ix.image)
 end
 
--- The head of a pair after its head left: its best member still in K_PAIRS, if any.
-local function refresh_pair_head(pair)
-  local member = redis.call('ZRANGE', K_PAIRS, '[' .. pair .. NUL, '(' .. pair .. '\1', 'BYLEX', 'LIMIT', 0, 1)[1]
-  if member then
-    redis.call('HSET', K_HEADS, pair, string.sub(member, #pair + 2))
+-- The pair's head as this call knows it without a read (false: none), or nil.
+local function known_head(pair)
+  local head = heads_known and heads_known[pair]
+  if head == nil and heads_all then
+    return false
+  end
+  return head
+end
+
+local function set_head(pair, head)
+  if head then
+    redis.call('HSET', K_HEADS, pair, head)
   else
     redis.call('HDEL', K_HEADS, pair)
   end
+  if heads_known then
+    heads_known[pair] = head
+  end
 end
+
 
 local function place_pair(rec, order)
   local pair = pair_of(rec)
   if pair then
     redis.call('ZADD', K_PAIRS, 0, pair .. NUL .. order)
-    local head = redis.call('HGET', K_HEADS, pair)
+    local head = known_head(pair)
+    if head == nil then
+      head = redis.call('HGET', K_HEADS, pair)
+    end
     if not head or order < head then
-      redis.call('HSET', K_HEADS, pair, order)
+      set_head(pair, order)
     end
   end
 end
 
--- `member`: a member of K_PAIRS that is gone (unplaced, or removed as a stray).
+-- A member of K_PAIRS is gone (unplaced, or removed as a stray): when it was its pair's head
+-- (K_HEADS: the best member), the best left is now. A head the call does not know is not
+-- read: the member was the head when it was below every member left (one ZRANGE either way).
 local function pair_member_gone(pair, order)
-  if redis.call('HGET', K_HEADS, pair) == order then
-    refresh_pair_head(pair)
+  local head = known_head(pair)
+  if head ~= nil and head ~= order then
+    return
+  end
+  local best = redis.call('ZRANGE', K_PAIRS, '[' .. pair .. NUL, '(' .. pair .. '\1', 'BYLEX', 'LIMIT', '0', '1')[1]
+  best = best and string.sub(best, #pair + 2)
+  if head ~= nil or not best or order < best then
+    set_head(pair, best or false)
   end
 end
 
@@ -416,10 +459,15 @@ local function queued_twin(rec)
   return nil
 end
 
--- A task that holds a lease claims its hash unless another live twin has it.
+-- A task that holds a lease claims its hash unless another live twin has it (one it holds
+-- already is left as it is).
 local function claim_hash_if_free(rec)
-  if not live_twin(rec) then
-    claim_hash(rec)
+  if not is_set(rec.hash) then
+    return
+  end
+  local holder = redis.call('HGET', K_HASHES, rec.hash)
+  if holder ~= rec.id and not (holder and redis.call('HEXISTS', K_TASKS, holder) == 1) then
+    redis.call('HSET', K_HASHES, rec.hash, rec.id)
   end
 end
 
@@ -486,7 +534,7 @@ local function group_head(group)
 end
 
 local function now_ms()
-  return math.floor(now_us() / 1000)
+  return math.floor(clock_us() / 1000)
 end
 
 -- spacing ms, concurrency (0: none), dispatched and running, ms before which none may go (0: none)
@@ -588,7 +636,7 @@ local function spend_group(rec)
     redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'n', 1)
   end
   -- rounded up: the next may go once a full spacing has passed, to the µs
-  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'last', string.format('%d', math.ceil(now_us() / 1000)))
+  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'last', string.format('%d', math.ceil(clock_us() / 1000)))
   rec.lc = 1
   refresh_group(rec.lg)
 end
@@ -609,7 +657,7 @@ end
 local WAKE_PER_CALL = 100
 
 local function wake_groups()
-  local due = redis.call('ZRANGE', K_LIMWAKE, '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, WAKE_PER_CALL)
+  local due = redis.call('ZRANGE', K_LIMWAKE, '-inf', math.floor(now_us() / 1000), 'BYSCORE', 'LIMIT', 0, WAKE_PER_CALL)
   for _, group in ipairs(due) do
     redis.call('ZREM', K_LIMWAKE, group)
     refresh_group(group, nil, true)
