@@ -51,7 +51,7 @@ local function range_head(range)
       end
       range.min = range.min or ('[' .. range.value .. NUL)
       range.max = range.max or ('(' .. range.value .. '\1')
-      members = redis.call('ZRANGE', range.key, range.min, range.max, 'BYLEX', 'LIMIT', 0, range.batch)
+      members = redis.call('ZRANGE', range.key, range.min, range.max, 'BYLEX', 'LIMIT', '0', string.format('%d', range.batch))
       range.members, range.at = members, 1
       range.done = #members < range.batch
       if #members > 0 then
