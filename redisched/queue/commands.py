@@ -38,9 +38,10 @@ INDEX_PAIRS_BATCH = 1000  # boefje index members per index_pairs script call
 INDEX_FAIR_BATCH = 500  # queue members per index_fair script call
 PUSHES_PER_RUN = 256  # the most pushes one push script run takes (lua/push.lua)
 # A push merges with others into one script run (the pipeliner's, push_many's) only when its
-# record and data together are at most this many bytes; a larger one runs alone, so a run of
-# PUSHES_PER_RUN pushes carries at most 2 MiB, about what two of the largest single pushes do.
-PUSH_MERGE_MAX_BYTES = 8 * 1024
+# record and data together are at most this many bytes (OpenKAT's are 0.6-1.2 KiB); a larger
+# one runs alone, so a run of PUSHES_PER_RUN pushes carries at most ~0.5 MiB and costs Redis a
+# few times what a run of ordinary pushes does (8 KiB: up to ~60 ms a run, on a loaded machine).
+PUSH_MERGE_MAX_BYTES = 2 * 1024
 
 MALFORMED = "malformed item: "  # the contract's push refusal, then what is wrong
 

@@ -140,27 +140,29 @@ async def test_concurrent_api_pushes_of_a_partition_are_one_script_run(queues, p
         assert [name for name, _ in runs if name] == ["push"], "the concurrent pushes were merged into one run"
 
 
-def _largest_mergeable_data(organisation: str) -> dict:
-    """Boefje data whose push is as large as may still merge (record + data at the bound)."""
+def _largest_mergeable_data(queues, organisation: str) -> dict:
+    """Boefje data whose push is as large as may still merge: record + data at the bound."""
     data = boefje_data(organization=organisation)
-    record = 500 + 2 * len(organisation)  # the record's JSON without the data
-    data["dispatches"] = ["x" * (PUSH_MERGE_MAX_BYTES - record - len(limits.encode(data, "data")) - 100)]
+    call = queues.commands.push("boefje", organisation=organisation, data=data, priority=5)
+    data["dispatches"] = ["x" * (PUSH_MERGE_MAX_BYTES - len(call.args[0]) - len(call.args[1]) - 4)]
     return data
 
 
 async def test_the_largest_merged_run_stays_bounded(queues, partitions):
-    """The hostile case: as many concurrent pushes as the pipeliner merges, each with the
-    largest record that still merges (the longest organisation and hash the validators take,
-    data up to the merge bound), plus pushes of the largest data the validators take (1 MiB):
-    those run alone. No run holds more than PUSHES_PER_RUN pushes or ~2 MiB of arguments."""
+    """The hostile case: as many concurrent pushes as the pipeliner merges, each as large as
+    still merges, and pushes of the largest record and data the validators take (organisation
+    1 KiB, input_ooi 2 KiB, data 1 MiB): those run alone. No run holds more than
+    PUSHES_PER_RUN pushes or PUSHES_PER_RUN x PUSH_MERGE_MAX_BYTES of records and data."""
     runs = _script_runs_sent(queues)
-    organisation = "o" * limits.MAX_COLUMN_BYTES
-    big = {**boefje_data(organization="o"), "dispatches": ["y" * (limits.MAX_DATA_BYTES - 1000)]}
-    assert len(limits.encode(big, "data")) <= limits.MAX_DATA_BYTES
-    datas = [_largest_mergeable_data(organisation) for _ in range(PUSHES_PER_RUN + 20)]
-    pushes = [queues.push("boefje", organisation=organisation, data=data, priority=5) for data in datas]
-    large = [queues.push("boefje", organisation="o", data={**big, "input_ooi": f"Hostname|internet|{uuid.uuid4()}"},
-                         priority=5) for _ in range(2)]
+    datas = [_largest_mergeable_data(queues, "o" * 100) for _ in range(PUSHES_PER_RUN + 20)]
+    pushes = [queues.push("boefje", organisation="o" * 100, data=data, priority=5) for data in datas]
+    largest = "o" * limits.MAX_COLUMN_BYTES
+    big = {**boefje_data(organization=largest), "dispatches": ["y" * (limits.MAX_DATA_BYTES - 4000)]}
+    large = [
+        queues.push("boefje", organisation=largest, priority=5, data={
+            **big, "input_ooi": f"Hostname|internet|{uuid.uuid4()}".ljust(limits.MAX_INDEXED_STRING_BYTES, "h")})
+        for _ in range(2)
+    ]  # fmt: skip
     if runs is not None:
         outcomes = await asyncio.gather(*pushes, *large)
     else:  # not merged (the sync facade, the cluster client, whose pool this many at once would exhaust)
@@ -171,13 +173,15 @@ async def test_the_largest_merged_run_stays_bounded(queues, partitions):
         return
     push_runs = [args for name, args in runs if name == "push"]
     sizes = [len(args) // 12 for args in push_runs]
-    argv_bytes = [sum(len(a) if isinstance(a, (bytes, str)) else 8 for a in args) for args in push_runs]
     assert max(sizes) <= PUSHES_PER_RUN and sum(sizes) == len(outcomes)
-    assert max(argv_bytes) <= max(PUSHES_PER_RUN * (PUSH_MERGE_MAX_BYTES + 200), limits.MAX_DATA_BYTES + 8_000)
-    large_runs = [args for args in push_runs if any(len(a) > PUSH_MERGE_MAX_BYTES for a in args if isinstance(a, bytes))]
+    for args in push_runs:
+        if len(args) > 12:
+            records_and_data = sum(len(args[at]) + len(args[at + 1]) for at in range(0, len(args), 12))
+            assert records_and_data <= PUSHES_PER_RUN * PUSH_MERGE_MAX_BYTES
+    large_runs = [args for args in push_runs if len(args[1]) > limits.MAX_DATA_BYTES // 2]
     assert len(large_runs) == 2 and all(len(args) == 12 for args in large_runs), "a large push runs alone"
     if partitions == 1:
-        assert max(sizes) == PUSHES_PER_RUN, "the small ones were merged"
+        assert max(sizes) == PUSHES_PER_RUN, "the ones at the bound were merged"
 
 
 async def test_push_many_refuses_an_unknown_queue_and_checks_each_task(queues):
