@@ -91,6 +91,21 @@ def test_a_fresh_uuid_is_a_version_4_uuid_text():
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+def test_a_forked_child_makes_other_uuids_than_its_parent():
+    import os
+
+    fresh_uuid()  # random bytes read ahead, which the child must not reuse
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, "".join(fresh_uuid() for _ in range(10)).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    childs = os.read(read, 360).decode()
+    ours = "".join(fresh_uuid() for _ in range(10))
+    assert {childs[i : i + 36] for i in range(0, 360, 36)}.isdisjoint({ours[i : i + 36] for i in range(0, 360, 36)})
+
+
 def test_a_pop_asks_partition_after_partition_only_for_what_is_still_missing():
     batches, popped = run(plans.pop(three(), "normalizer", limit=5, start=1), [["a", "b"]], [[]], [["c", "d", "e"]])
     assert [partitions_of(b) for b in batches] == [[("normalizer", 1)], [("normalizer", 2)], [("normalizer", 0)]]
