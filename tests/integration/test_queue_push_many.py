@@ -197,3 +197,18 @@ async def test_push_many_refuses_an_unknown_queue_and_checks_each_task(queues):
     assert [type(o).__mro__[0] is TaskRecord for o in outcomes] == [False, False, True]
     assert all(isinstance(o, BadRequest) for o in outcomes[:2])
     assert await queues.qsize("boefje") == 1
+
+
+async def test_limited_pushes_of_a_run_follow_the_rules_each_and_a_stale_run_is_pushed_again(make_queues):
+    from redisched.limit_rules import parse_rules
+
+    first, second = make_queues(), make_queues()  # two processes, no rules at start
+    await first.replace_limits(parse_rules([{"boefje": "nmap", "group": "nmap:{organisation}", "concurrency": 1}]))
+    tasks = [{"organisation": "org1", "data": boefje_data("nmap", organization="org1"), "priority": 5} for _ in range(4)]
+    tasks.append({"organisation": "org1", "data": boefje_data("dns-records", organization="org1"), "priority": 5})
+    outcomes = await second.push_many("boefje", tasks)  # with older rules: sent back, read them, pushed again
+    assert all(isinstance(outcome, TaskRecord) for outcome in outcomes)
+    assert [outcome.lg for outcome in outcomes] == ["nmap:org1"] * 4 + [None]
+    assert second.commands.rules.current.rules == first.commands.rules.current.rules
+    popped = [task for _ in range(6) for task in await first.pop("boefje", None, 1)]
+    assert sorted(task.lg or "-" for task in popped) == ["-", "nmap:org1"], "the group's concurrency of 1 held"
