@@ -226,10 +226,9 @@ local function pair_ranges(at)
     return listed_pair_ranges(set_of(at + 2, n), set_of(at + 2 + n, m)) or {lex_range(K_QUEUE)}
   end
   local heads = redis.call('HMGET', K_HEADS, unpack(ARGV, first_name, #ARGV))
-  heads_known = {}
+  heads_read, heads_names, heads_from = heads, ARGV, first_name
   for i = first_name, #ARGV do
     local head = heads[i - first_name + 1]
-    heads_known[ARGV[i]] = head
     if head then
       ranges[#ranges + 1] = pair_range(ARGV[i], head)
     end
