@@ -67,7 +67,7 @@ end
 -- on) are still found by the plain search when it finds nothing.
 local function serve_fairly()
   fair.pop({
-    filter = filter, ranges = ranges, matches = matches,
+    filter = filter, ranges = built_ranges(ranges), matches = matches,
     budget = budget, dedup = dedup_batches, limit = limit, dispatch = dispatch,
     taken = function() return taken end,
   })

@@ -74,15 +74,43 @@ local function advance(range)
   range.head = nil
 end
 
+-- A pair's range not yet walked is kept as its head alone (a string, its pair in
+-- ranges.pairs: pair_ranges), made a range when the scan first takes from it: a pop takes
+-- from one of its ranges, and each range built cost ~4k instructions of allocation and GC.
+local function pair_range(pair, head)
+  return {key = K_PAIRS, skip = #pair + 1, batch = 2, ix = 'pair', value = pair, seed = head}
+end
+
+local function range_at(ranges, i)
+  local range = ranges[i]
+  if type(range) == 'string' then
+    range = pair_range(ranges.pairs[i], range)
+    ranges[i] = range
+  end
+  return range
+end
+
+-- Every range of `ranges` made (what reads their fields: the fair pop).
+local function built_ranges(ranges)
+  for i = 1, #ranges do
+    range_at(ranges, i)
+  end
+  return ranges
+end
+
 local function best_head(ranges)
-  local best, best_range = nil, nil
-  for _, range in ipairs(ranges) do
-    local head = range_head(range)
+  local best, best_at = nil, nil
+  for i = 1, #ranges do
+    local range = ranges[i]
+    local head = range
+    if type(range) ~= 'string' then
+      head = range_head(range)
+    end
     if head and (best == nil or head < best) then
-      best, best_range = head, range
+      best, best_at = head, i
     end
   end
-  return best, best_range
+  return best, best_at and range_at(ranges, best_at)
 end
 
 -- The time a call may spend passing over candidates, whatever the filter and the records
@@ -158,11 +186,6 @@ local function decoded_filter(text)
   return node
 end
 
--- A range of the pair index from its head (K_HEADS).
-local function pair_range(pair, head)
-  return {key = K_PAIRS, skip = #pair + 1, batch = 2, ix = 'pair', value = pair, seed = head}
-end
-
 -- The boefje id and image (nil: none) a pair names (common.lua, pair_name); nil for a
 -- field K_HEADS should not hold.
 local function pair_parts(pair)
@@ -183,13 +206,14 @@ local function listed_pair_ranges(boefjes, images)
   if redis.call('HLEN', K_HEADS) > PAIRS_LISTED then
     return nil
   end
-  local heads, ranges = redis.call('HGETALL', K_HEADS), {}
+  local heads, ranges = redis.call('HGETALL', K_HEADS), {pairs = {}}
   heads_known, heads_all = {}, true
   for i = 1, #heads, 2 do
     heads_known[heads[i]] = heads[i + 1]
     local boefje, image = pair_parts(heads[i])
     if boefje and (not boefjes or boefjes[boefje]) and (not images or (image and images[image])) then
-      ranges[#ranges + 1] = pair_range(heads[i], heads[i + 1])
+      local n = #ranges + 1
+      ranges[n], ranges.pairs[n] = heads[i + 1], heads[i]
     end
   end
   return ranges
@@ -227,12 +251,15 @@ local function pair_ranges(at)
   end
   local heads = redis.call('HMGET', K_HEADS, unpack(ARGV, first_name, #ARGV))
   heads_read, heads_names, heads_from = heads, ARGV, first_name
+  local pairs_of = {}
   for i = first_name, #ARGV do
     local head = heads[i - first_name + 1]
     if head then
-      ranges[#ranges + 1] = pair_range(ARGV[i], head)
+      local n = #ranges + 1
+      ranges[n], pairs_of[n] = head, ARGV[i]
     end
   end
+  ranges.pairs = pairs_of
   return ranges
 end
 
