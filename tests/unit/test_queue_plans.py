@@ -216,3 +216,12 @@ def test_the_first_error_of_a_batch_reaches_the_caller():
     calls = three().reap("report"), three().reap("report")
     with pytest.raises(Conflict):
         results(calls, [[0, 0], Conflict("x")])
+
+
+def test_the_pipeliner_merges_no_more_pushes_than_one_push_run_takes():
+    from redisched.queue.commands import PUSHES_PER_RUN
+    from redisched.queue.pipeliner import MAX_BATCH
+    from redisched.queue.scripts import load
+
+    assert MAX_BATCH <= PUSHES_PER_RUN
+    assert f"PUSH_ARGS, PUSHES_MAX = 12, {PUSHES_PER_RUN}" in load("push").source
