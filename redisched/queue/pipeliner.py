@@ -1,6 +1,8 @@
 """Group commit for calls: calls made while a round trip is in flight go together in
 the next one, as one pipeline. One caller alone goes straight out; fifty concurrent callers
-share a round trip and redis-py's per-call cost. Redis still runs every script on its own,
+share a round trip and redis-py's per-call cost. Two round trips may be in flight on the
+connection at once, so Redis runs one batch while this process reads the last and builds the
+next (``Pipeliner``). Redis still runs every script on its own,
 atomically, in arrival order: batching changes the cost, never the outcome.
 
 Identical pops waiting together (same queue and filter: the runners all send the same one)
@@ -13,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
-from redisched.queue.calls import Call
+from redisched.queue.calls import Call, ScriptCall
 from redisched.queue.wire import AsyncWire
 
 SendPipeline = Callable[[AsyncWire, Sequence[Call]], Awaitable[list[Any]]]
 
 MAX_BATCH = 256
+DEPTH = 2  # round trips in flight at once
+# Calls waiting from which a lone batch goes as two halves (below, a second round trip
+# costs about what the overlap saves).
+SPLIT_FROM = 8
 
 
 class _Waiting:
@@ -36,15 +41,22 @@ class _Waiting:
         self.calls.append(call)
         self.futures.append(future)
 
+    def rest(self, keep: int) -> _Waiting:
+        """Keep the first ``keep`` calls; the others, a group of their own, returned."""
+        rest = _Waiting(self.calls[keep], self.futures[keep])
+        rest.calls, rest.futures = self.calls[keep:], self.futures[keep:]
+        del self.calls[keep:], self.futures[keep:]
+        return rest
+
     @property
     def call(self) -> Call:
         """The run to send: merged calls' arguments joined once, when the batch goes out (not
         on every join, which made a group of n cost n² string work)."""
         if len(self.calls) == 1:
             return self.first
-        join = self.first.join
-        assert join is not None  # a call with a merge_key has one
-        return replace(self.first, args=join([c.args for c in self.calls]))  # type: ignore[type-var]
+        first = self.first
+        assert isinstance(first, ScriptCall) and first.join is not None  # a call with a merge_key has one
+        return ScriptCall(first.script, first.keys, first.join([c.args for c in self.calls]), first.parse)
 
     def deliver(self, reply: Any) -> None:
         if isinstance(reply, Exception):
@@ -69,15 +81,19 @@ class _Waiting:
 
 class Pipeliner:
     """``send_pipeline`` sends one round trip's calls on ``wire`` and returns their raw replies
-    (errors in place): queue/driver.py's, the one script-call path. Round trips go one at a
-    time, so one connection serves them all."""
+    (errors in place): queue/driver.py's, the one script-call path. Up to ``DEPTH`` round
+    trips are in flight on the one connection (Redis answers in order, so calls still run in
+    the order they were made): while Redis runs one batch, this process reads the replies of
+    the one before and builds the next, instead of each waiting on the other. A batch that
+    would go out alone is sent as two halves, so that the two overlap from the start."""
 
     def __init__(self, wire: AsyncWire, send_pipeline: SendPipeline) -> None:
         self.wire = wire
         self._send_pipeline = send_pipeline
         self._waiting: list[_Waiting] = []
         self._mergeable: dict[tuple[Any, ...], _Waiting] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._senders = 0  # round trips in flight, or about to be
+        self._sender_due = False  # a sender started that has not taken its batch yet
 
     async def run(self, call: Call) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -89,21 +105,54 @@ class Pipeliner:
             self._waiting.append(group)
             if call.merge_key is not None:
                 self._mergeable[call.merge_key] = group
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
+        if self._senders < DEPTH and not self._sender_due:
+            self._start_sender()
         return call.parse(await future)
 
-    async def _flush(self) -> None:
+    def _start_sender(self) -> None:
+        self._senders += 1
+        self._sender_due = True
+        asyncio.get_running_loop().create_task(self._sender())
+
+    async def _sender(self) -> None:
+        """Round trips one after the other while calls wait. It first runs after the callers
+        of this turn of the event loop have made theirs."""
+        self._sender_due = False
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                if self._waiting:  # groups left for the next round trip may still be joined
-                    self._mergeable = {k: g for k, g in self._mergeable.items() if g not in batch}
-                else:
-                    self._mergeable = {}
+                batch = self._take(half=self._senders == 1)
+                if self._waiting and self._senders < DEPTH and not self._sender_due:
+                    self._start_sender()  # the rest goes next, written behind this batch
                 await self._send(batch)
         finally:
-            self._flusher = None
+            self._senders -= 1
+
+    def _take(self, half: bool) -> list[_Waiting]:
+        """The next round trip's groups: up to MAX_BATCH, or half the calls waiting when no
+        other round trip is in flight (a merged group cut in two: its calls run in the same
+        order, in two script runs). Groups left waiting may still be joined; taken ones not."""
+        waiting = self._waiting
+        count = sum(len(group.calls) for group in waiting) if half else 0
+        if count >= SPLIT_FROM:
+            batch, taken = [], 0
+            while taken < count // 2 and len(batch) < MAX_BATCH:
+                group = waiting[0]
+                room = count // 2 - taken
+                if len(group.calls) > room:
+                    waiting[0] = group.rest(room)
+                    if self._mergeable.get(group.first.merge_key) is group:
+                        self._mergeable[group.first.merge_key] = waiting[0]
+                else:
+                    del waiting[0]
+                batch.append(group)
+                taken += len(group.calls)
+        else:
+            batch, self._waiting = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+        if self._waiting:
+            self._mergeable = {k: g for k, g in self._mergeable.items() if g not in batch}
+        else:
+            self._mergeable = {}
+        return batch
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:

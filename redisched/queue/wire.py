@@ -54,28 +54,68 @@ class Wire:
 
 
 class AsyncWire:
-    """One connection of ``client``'s pool, kept for round trips made one at a time (the
-    pipeliner's), with one deadline per round trip: the client's ``socket_timeout``."""
+    """One connection of ``client``'s pool, kept for the pipeliner's round trips, up to a few
+    in flight at once: each is written as soon as the one before it is, and reads its replies
+    once the one before it has read its own (Redis answers in order), so a second batch is on
+    its way while Redis runs the first. One deadline per round trip: the client's
+    ``socket_timeout``, counted from its start. A round trip that fails closes the connection,
+    and every round trip written on it after fails too, without reading: no caller is left
+    waiting, and no reply meant for one is read by another."""
 
     def __init__(self, client: aredis.Redis) -> None:
         self.client = client
         self.timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         self._connection: Any = None
+        self._last: _Turn | None = None  # the round trip most recently started
+        self._generation = 0  # the connection's: counts its failures
 
     async def execute(self, commands: Commands) -> list[Any]:
-        connection = self._connection or await self._connect()
+        before, turn = self._last, _Turn()
+        self._last = turn
+        generation = self._generation
         try:
             async with asyncio.timeout(self.timeout):
-                if connection.is_connected and await _closed_or_dirty(connection):
-                    await connection.disconnect()  # the send below connects again
-                await connection.send_packed_command(_packed(connection, commands), check_health=False)
-                return [await _async_reply(connection) for _ in commands]
+                try:
+                    if before is not None and not before.written.done():
+                        await before.written  # writes go out in the order round trips started
+                    if self._generation != generation:
+                        raise redis.exceptions.ConnectionError("Redis connection failed before this round trip was sent")
+                    connection = self._connection or await self._connect()
+                    if (before is None or before.read.done()) and connection.is_connected:
+                        if await _closed_or_dirty(connection):  # nothing in flight: stale bytes or a closed socket
+                            await connection.disconnect()  # the send below connects again
+                    await connection.send_packed_command(_packed(connection, commands), check_health=False)
+                finally:
+                    _done(turn.written)
+                try:
+                    if before is not None and not before.read.done():
+                        await before.read  # replies come in the order the round trips were written
+                    if self._generation != generation:
+                        raise redis.exceptions.ConnectionError("Redis connection failed with this round trip in flight")
+                    return [await _async_reply(connection) for _ in commands]
+                finally:
+                    _done(turn.read)
         except TimeoutError:  # the round trip's deadline
-            await connection.disconnect(nowait=True)
+            await self._fail(generation)
             raise RedisTimeoutError(f"Redis did not answer within {self.timeout} s") from None
-        except BaseException:
-            await connection.disconnect(nowait=True)
+        except BaseException as exc:
+            failed_before = self._generation != generation
+            await self._fail(generation)
+            if failed_before and not isinstance(exc, redis.exceptions.RedisError) and isinstance(exc, Exception):
+                # closed under this round trip by one that failed before it
+                raise redis.exceptions.ConnectionError(f"Redis connection failed: {exc!r}") from exc
             raise
+        finally:
+            if self._last is turn:
+                self._last = None
+
+    async def _fail(self, generation: int) -> None:
+        """Close the connection this round trip was on (once: a later one may already be on a
+        new connection), so those written after it fail and the next one connects again."""
+        if self._generation == generation:
+            self._generation += 1
+            if self._connection is not None:
+                await self._connection.disconnect(nowait=True)
 
     async def _connect(self) -> Any:
         """Take a connection from the pool for good (the pool still closes it with the client).
@@ -84,6 +124,23 @@ class AsyncWire:
         connection.socket_timeout = None
         self._connection = connection
         return connection
+
+
+class _Turn:
+    """A round trip's place in line: done once written, done once its replies are read (or it
+    failed)."""
+
+    __slots__ = ("written", "read")
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.written: asyncio.Future[None] = loop.create_future()
+        self.read: asyncio.Future[None] = loop.create_future()
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a round trip behind that gave up waiting on it cancelled it
+        future.set_result(None)
 
 
 def _drop_if_dead(connection: Any) -> None:
