@@ -246,7 +246,7 @@ class QueueCommands:
         args = [
             str(task_id),
             token or "",
-            limits.encode(_record_changes(changes), "changes"),
+            _encoded_changes(changes),
             self.layout.dispatch_lease_ms,
             self.layout.running_lease_ms,
         ]
@@ -479,6 +479,25 @@ def _search_tail(node: filters.Node | None, scan_budget: int, scan_time_us: int)
         _SEARCH_TAILS.pop(next(iter(_SEARCH_TAILS)))
     _SEARCH_TAILS[key] = (node, tail)
     return tail
+
+
+def _encoded_changes(changes: dict[str, Any]) -> bytes:
+    """patch.lua's changes argument. Runners send the same few ({"status": "running"}, then
+    "completed") on every task: those are checked and encoded once."""
+    try:
+        key = tuple([(name, type(value), value) for name, value in changes.items()])
+        encoded = _ENCODED_CHANGES.get(key)
+    except TypeError:  # an unhashable value (data): not kept
+        return limits.encode(_record_changes(changes), "changes")
+    if encoded is None:
+        encoded = limits.encode(_record_changes(changes), "changes")
+        if len(_ENCODED_CHANGES) >= 64:
+            _ENCODED_CHANGES.pop(next(iter(_ENCODED_CHANGES)))
+        _ENCODED_CHANGES[key] = encoded
+    return encoded
+
+
+_ENCODED_CHANGES: dict[tuple[Any, ...], bytes] = {}
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
