@@ -85,7 +85,7 @@ class Pipeliner:
     trips are in flight on the one connection (Redis answers in order, so calls still run in
     the order they were made): while Redis runs one batch, this process reads the replies of
     the one before and builds the next, instead of each waiting on the other. A batch that
-    would go out alone is sent as two halves, so that the two overlap from the start."""
+    would go out alone in a steady stream is sent as two halves, so that the two overlap."""
 
     def __init__(self, wire: AsyncWire, send_pipeline: SendPipeline) -> None:
         self.wire = wire
@@ -94,6 +94,7 @@ class Pipeliner:
         self._mergeable: dict[tuple[Any, ...], _Waiting] = {}
         self._senders = 0  # round trips in flight, or about to be
         self._sender_due = False  # a sender started that has not taken its batch yet
+        self._last_count = 0  # calls waiting when the last batch was taken
 
     async def run(self, call: Call) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -129,11 +130,15 @@ class Pipeliner:
 
     def _take(self, half: bool) -> list[_Waiting]:
         """The next round trip's groups: up to MAX_BATCH, or half the calls waiting when no
-        other round trip is in flight (a merged group cut in two: its calls run in the same
-        order, in two script runs). Groups left waiting may still be joined; taken ones not."""
+        other round trip is in flight and the batch before was as large (a steady stream of
+        batches, as a pool of workers makes: a burst after a lull goes whole, as one script
+        run per merged group, since nothing would overlap it). A merged group cut in two runs
+        its calls in the same order, in two script runs. Groups left waiting may still be
+        joined; taken ones not."""
         waiting = self._waiting
-        count = sum(len(group.calls) for group in waiting) if half else 0
-        if count >= SPLIT_FROM:
+        count = sum(len(group.calls) for group in waiting)
+        steady, self._last_count = self._last_count >= SPLIT_FROM, count
+        if half and steady and count >= SPLIT_FROM:
             batch, taken = [], 0
             while taken < count // 2 and len(batch) < MAX_BATCH:
                 group = waiting[0]

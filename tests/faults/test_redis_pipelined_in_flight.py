@@ -20,7 +20,7 @@ from tests.faults.common import layout, task_data
 pytestmark = pytest.mark.timeout(60, method="thread")
 
 TIMEOUT_S = 1.0
-CALLERS = 10  # one batch of these goes as two round trips (pipeliner.SPLIT_FROM)
+CALLERS = 10  # in a steady stream, a batch of these goes as two round trips (pipeliner.SPLIT_FROM)
 
 
 class InFlight:
@@ -73,7 +73,9 @@ async def test_both_round_trips_in_flight_fail_and_the_next_callers_get_their_ow
     queues = TaskQueues(client, layout(prefix))
     in_flight = InFlight(queues)
     ids = await pushed(queues, CALLERS)
-    assert_own_replies(ids, await mixed_calls(queues, ids), CALLERS)
+    assert_own_replies(ids, await mixed_calls(queues, ids), CALLERS)  # a burst after a lull: one round trip
+    assert in_flight.most == 1
+    assert_own_replies(ids, await mixed_calls(queues, ids), CALLERS)  # the stream goes on: two
     assert in_flight.most == 2
 
     server.signal(signal.SIGSTOP)  # both round trips written, neither answered
@@ -97,7 +99,8 @@ async def test_both_round_trips_in_flight_fail_and_the_next_callers_get_their_ow
         server.start()  # without persistence: empty
         ids = await pushed(queues, CALLERS)
     await asyncio.sleep(0.1)
-    for _ in range(3):  # the connection replaced; each caller its own reply, two round trips again
+    assert_own_replies(ids, await mixed_calls(queues, ids), CALLERS)  # the connection replaced
+    for _ in range(3):  # each caller its own reply, two round trips in flight again
         in_flight.most = 0
         assert_own_replies(ids, await mixed_calls(queues, ids), CALLERS)
         assert in_flight.most == 2
