@@ -145,18 +145,22 @@ def test_the_worst_accepted_filters_cost_redis_at_most_5_ms_a_call_while_a_bysta
     bystander.start()
     worst: dict[str, float] = {}
     run = queue.pop if operation == "pop" else queue.peek
+    # The hostile calls go on until the bystander was served 20 times among them (at most
+    # 60 s): on a loaded machine one round of them can end before it was served that often.
+    deadline = time.monotonic() + 60
     try:
-        for name, body in WORST_FILTERS.items():
-            node = filters.parse_filter_request(body)
-            hostile_redis.slowlog_reset()
-            cpu = [_cpu_us_of(hostile_redis, lambda: run(node, limit=1)) for _ in range(5)]
-            assert run(node, limit=1) == []
-            wall = _script_durations(hostile_redis, b"rs:{boefje}:queue")
-            # the median of 5 calls: on a machine shared with other tests a single call's
-            # figure also holds what the neighbours cost it (cache, the other core's load)
-            worst[name] = statistics.median(cpu)
-            print(f"hostile {operation}: {name}: {filters.cost(node)}: Redis CPU median {statistics.median(cpu):.0f} µs, "
-                  f"max {max(cpu):.0f} µs; wall (SLOWLOG) median {statistics.median(wall):.0f} µs, max {max(wall)} µs")  # fmt: skip
+        while not worst or (len(bystander.latencies) < 20 and time.monotonic() < deadline and not bystander.errors):
+            for name, body in WORST_FILTERS.items():
+                node = filters.parse_filter_request(body)
+                hostile_redis.slowlog_reset()
+                cpu = [_cpu_us_of(hostile_redis, lambda: run(node, limit=1)) for _ in range(5)]
+                assert run(node, limit=1) == []
+                wall = _script_durations(hostile_redis, b"rs:{boefje}:queue")
+                # the median of 5 calls: on a machine shared with other tests a single call's
+                # figure also holds what the neighbours cost it (cache, the other core's load)
+                worst[name] = max(statistics.median(cpu), worst.get(name, 0.0))
+                print(f"hostile {operation}: {name}: {filters.cost(node)}: Redis CPU median {statistics.median(cpu):.0f} µs, "
+                      f"max {max(cpu):.0f} µs; wall (SLOWLOG) median {statistics.median(wall):.0f} µs, max {max(wall)} µs")  # fmt: skip
     finally:
         bystander.stop.set()
         bystander.join(10)
