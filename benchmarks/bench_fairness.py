@@ -92,7 +92,8 @@ async def _pop_first(port: int, count: int) -> list[str]:
 
 def _in_pop_order(raw: redis.Redis, ids: list[str]) -> list[str]:
     """The popped tasks' organisations in the order their pops ran (each record's rev)."""
-    records = [decode_record(raw_record) for raw_record in raw.hmget("rs:{boefje}:tasks", ids)]
+    stored = raw.hmget("rs:{boefje}:tasks", ids)
+    records = [decode_record(record, task_id=task_id, queue_id="boefje") for task_id, record in zip(ids, stored)]
     return [record.organisation for record in sorted(records, key=lambda record: int(record.rev))]
 
 

@@ -19,7 +19,7 @@ local found = {}
 scan(ranges, matches, budget, function(rec)
   local data = checked_data(rec)
   if data then
-    found[#found + 1] = cjson.encode(rec)
+    found[#found + 1] = event_form(rec, stored_form(rec))
     found[#found + 1] = data
   end
   return #found < 2 * limit

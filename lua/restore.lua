@@ -47,6 +47,6 @@ end
 if tonumber(redis.call('HGET', K_META, 'rev') or '0') < rev then
   redis.call('HSET', K_META, 'rev', rec.rev)
 end
-redis.call('HSET', K_TASKS, rec.id, cjson.encode(rec))
+redis.call('HSET', K_TASKS, rec.id, stored_form(rec))
 redis.call('HSET', K_DATA, rec.id, ARGV[2])
 return 1

@@ -119,46 +119,6 @@ local function unescape_slashes(raw)
   return table.concat(parts)
 end
 
--- A record as stored (records.py): fields at their default are left out, and so are
--- modified_at when it equals created_at, rev when it equals modified_at (as on a queued
--- task) and ix.org when it equals organisation (always): 74 bytes of ~450, a smaller
--- allocation per record; '/' is not escaped. Records
--- written in full (earlier versions, restore.lua) read the same.
-local function stored_form(rec)
-  local modified_at, rev, org = rec.modified_at, rec.rev, rec.ix.org
-  if modified_at == rec.created_at then
-    rec.modified_at = nil
-  end
-  if rev == modified_at then
-    rec.rev = nil
-  end
-  if org == rec.organisation then
-    rec.ix.org = nil
-  end
-  local raw = cjson.encode(rec)
-  rec.modified_at, rec.rev, rec.ix.org = modified_at, rev, org
-  -- A backslash before '/' in cjson's output always escapes that '/': a backslash that is
-  -- itself escaped is followed by the escape of the next character, and '/' is always escaped.
-  return unescape_slashes(raw)
-end
-
--- ix.org is the organisation in every record pushes, patches and restores write
--- (indexes.py), so one without it is in the organisation's index.
-local function with_derived_fields(rec)
-  if rec.ix == nil then
-    rec.ix = {}
-  end
-  if type(rec.ix) == 'table' and rec.ix.org == nil and type(rec.organisation) == 'string' then
-    rec.ix.org = rec.organisation
-  end
-  if rec.modified_at == nil then
-    rec.modified_at = rec.created_at
-  end
-  if rec.rev == nil then
-    rec.rev = rec.modified_at
-  end
-end
-
 -- A record from the caller (records.py encodes it in full).
 local function decode_record(raw)
   local rec = cjson.decode(raw)
@@ -173,15 +133,15 @@ end
 -- What records.py's TaskRecord requires: a record that lacks a field or holds the wrong type
 -- would break the scripts (or the API decoding it) on every call that meets it.
 local RECORD_FIELDS = {
-  id = 'string', scheduler_id = 'string', organisation = 'string', priority = 'string',
-  status = 'string', type = 'string', created_at = 'string', modified_at = 'string', pk = 'string',
+  id = 'string', organisation = 'string', priority = 'string', status = 'string', created_at = 'string',
+  modified_at = 'string', pk = 'string',
 }
 local RECORD_STATUSES = {
   pending = true, queued = true, dispatched = true, running = true, completed = true, failed = true, cancelled = true,
 }
 local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
 local RECORD_OPTIONAL = {
-  schedule_id = 'string', hash = 'string', lease = 'string', rev = 'string', tries = 'number', ix = 'table',
+  scheduler_id = 'string', type = 'string', schedule_id = 'string', hash = 'string', lease = 'string', rev = 'string', tries = 'number', ix = 'table',
 }
 
 local function record_problem(rec, id)
@@ -217,12 +177,175 @@ local function record_problem(rec, id)
   if #rec.pk ~= ORDER_PRIORITY_WIDTH then
     return 'its priority key is malformed'
   end
-  for name, value in pairs(rec.ix or {}) do
+  if type(rec.ix) ~= 'table' then
+    return 'its index values are malformed'
+  end
+  for name, value in pairs(rec.ix) do
     if IX[name] == nil or type(value) ~= 'string' then
       return 'its index values are malformed'
     end
   end
   return nil
+end
+
+-- The stored record (records.py, STORED_NAMES): short field names, and left out what the
+-- key, the queue and the other fields give: id (its field in K_TASKS), scheduler_id (the
+-- queue's id), type when it is the queue's id, pk (the priority's key), modified_at when it
+-- equals created_at, rev when it equals modified_at (a queued task), ix.org when it equals
+-- organisation (always: indexes.py); '/' is not escaped. A queued boefje task's record is
+-- ~210 B of JSON: jemalloc's 224-byte class, not the 384-byte one of the full form.
+-- Events and replies carry the event form: the stored one with i (the id) and q (the queue)
+-- put in front. A record with "id" is in the full form earlier versions wrote (readable_record
+-- reads it the same); one that mixes the two forms' names is moved aside, not read either way.
+local stored_form, event_form, readable_record, priority_key
+do
+  -- (written out: a library's load may not call pairs)
+  local FULL_ONLY = {
+    id = true, scheduler_id = true, type = true, schedule_id = true, organisation = true, priority = true,
+    status = true, hash = true, created_at = true, modified_at = true, rev = true, ix = true, lease = true,
+    tries = true, pk = true,
+  }
+  local SHORT_ONLY = {
+    i = true, q = true, t = true, sc = true, o = true, p = true, s = true, h = true, c = true, m = true, r = true,
+    x = true, l = true, n = true,
+  }
+
+  -- The queue's id: the tag of "<p>:{<tag>}:queue", "<id>" or, for partition i of N > 1,
+  -- "<id>.<i>.<j>" (keys.py; queue ids are the scheduler ids, without dots).
+  local queue_of_call = nil
+  per_call(function() queue_of_call = nil end)
+  local function queue_id()
+    if not queue_of_call then
+      local tag = string.match(K_QUEUE, '{([^{}]*)}:queue$') or ''
+      queue_of_call = string.match(tag, '^(.-)%.%d+%.%d+$') or tag
+    end
+    return queue_of_call
+  end
+
+  -- records.py priority_key: priority + 2^63 in 20 digits, summed in halves of 10 digits (a
+  -- double holds neither 2^63 nor every 19-digit priority exactly); nil when out of int64.
+  function priority_key(priority)
+    local sign, digits = string.match(priority, '^(%-?)0*(%d+)$')
+    if not digits or #digits > 19 then
+      return nil
+    end
+    local high, low = tonumber(string.sub(digits, 1, -11)) or 0, tonumber(string.sub(digits, -10))
+    if sign == '-' then
+      high, low = 922337203 - high, 6854775808 - low
+    else
+      high, low = 922337203 + high, 6854775808 + low
+    end
+    if low < 0 then
+      high, low = high - 1, low + 1e10
+    elseif low >= 1e10 then
+      high, low = high + 1, low - 1e10
+    end
+    if high < 0 or high > 1844674407 or (high == 1844674407 and low > 3709551615) then
+      return nil
+    end
+    return string.format('%010d%010d', high, low)
+  end
+
+  function stored_form(rec)
+    local out = {
+      o = rec.organisation, p = rec.priority, s = rec.status, c = rec.created_at, lg = rec.lg, lc = rec.lc, lo = rec.lo,
+    }
+    -- null (a patch's, a push without a schedule) reads as absent
+    if is_set(rec.schedule_id) then
+      out.sc = rec.schedule_id
+    end
+    if is_set(rec.hash) then
+      out.h = rec.hash
+    end
+    if is_set(rec.lease) then
+      out.l = rec.lease
+    end
+    if rec.tries ~= 0 then
+      out.n = rec.tries
+    end
+    if rec.type ~= queue_id() then
+      out.t = rec.type
+    end
+    if rec.modified_at ~= rec.created_at then
+      out.m = rec.modified_at
+    end
+    if rec.rev ~= rec.modified_at then
+      out.r = rec.rev
+    end
+    local ix, org = rec.ix, rec.ix.org
+    if org == rec.organisation then
+      ix.org = nil
+    end
+    if next(ix) ~= nil or org ~= rec.organisation then
+      out.x = ix
+    end
+    local raw = cjson.encode(out)
+    ix.org = org
+    -- A backslash before '/' in cjson's output always escapes that '/': a backslash that is
+    -- itself escaped is followed by the escape of the next character, and '/' is always escaped.
+    return unescape_slashes(raw)
+  end
+
+  function event_form(rec, raw)
+    return '{"i":' .. cjson.encode(rec.id) .. ',"q":' .. cjson.encode(queue_id()) .. ',' .. string.sub(raw, 2)
+  end
+
+  local function mixes(stored, names)
+    for name in pairs(names) do
+      if stored[name] ~= nil then
+        return true
+      end
+    end
+    return false
+  end
+
+  -- The record in the full form the scripts work on (long names, every derived field put
+  -- back), or nil and what is wrong with it.
+  function readable_record(stored, id)
+    if type(stored) ~= 'table' then
+      return nil, 'not a JSON object'
+    end
+    local rec = stored
+    if stored.id ~= nil then
+      if mixes(stored, SHORT_ONLY) then
+        return nil, 'it mixes the full and the short record form'
+      end
+      if type(stored.scheduler_id) ~= 'string' or type(stored.type) ~= 'string' then
+        return nil, 'field scheduler_id or type is not a string'
+      end
+      if stored.ix == nil then
+        stored.ix = {}
+      end
+    else
+      if mixes(stored, FULL_ONLY) then
+        return nil, 'it mixes the full and the short record form'
+      end
+      if type(stored.p) ~= 'string' then
+        return nil, 'field priority is not a string'
+      end
+      rec = {
+        id = stored.i or id, scheduler_id = stored.q, type = stored.t, schedule_id = stored.sc,
+        organisation = stored.o, priority = stored.p, status = stored.s, hash = stored.h, created_at = stored.c,
+        modified_at = stored.m, rev = stored.r, ix = stored.x or {}, lease = stored.l, tries = stored.n,
+        lg = stored.lg, lc = stored.lc, lo = stored.lo, pk = priority_key(stored.p),
+      }
+      if not rec.pk then
+        return nil, 'a number is malformed'
+      end
+    end
+    -- ix.org is the organisation in every record pushes, patches and restores write
+    -- (indexes.py), so one without it is in the organisation's index.
+    if type(rec.ix) == 'table' and rec.ix.org == nil and type(rec.organisation) == 'string' then
+      rec.ix.org = rec.organisation
+    end
+    if rec.modified_at == nil then
+      rec.modified_at = rec.created_at
+    end
+    if rec.rev == nil then
+      rec.rev = rec.modified_at
+    end
+    return rec, record_problem(rec, id)
+  end
 end
 
 -- The (boefje id, image) pair index answers the runners' filter, boefje in B and image in I,
@@ -393,19 +516,15 @@ local function load_record(id)
   if not raw then
     return nil
   end
-  local ok, rec = pcall(cjson.decode, raw)
-  local problem = 'not JSON'
+  local ok, stored = pcall(cjson.decode, raw)
+  local rec, problem = nil, 'not JSON'
   if ok then
-    if type(rec) == 'table' then
-      with_derived_fields(rec)
-    end
-    problem = record_problem(rec, id)
+    rec, problem = readable_record(stored, id)
   end
   if problem then
     quarantine_record(id, raw, problem)
     return nil
   end
-  rec.ix = rec.ix or {}
   return rec
 end
 
@@ -422,11 +541,12 @@ end
 
 
 -- Stores the record under a new rev (and the data, when given: it changed) and appends
--- both to the event stream.
+-- both to the event stream; returns the record in the event form, as replies carry it.
 local function save_record(rec, now, op, data, ...)
   rec.rev = next_rev(now)
   local raw = stored_form(rec)
   redis.call('HSET', K_TASKS, rec.id, raw)
+  raw = event_form(rec, raw)
   if data then
     redis.call('HSET', K_DATA, rec.id, data)
     redis.call('XADD', K_EVENTS, '*', 'op', op, 'rec', raw, 'data', data, ...)

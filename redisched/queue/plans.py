@@ -394,18 +394,20 @@ def get(layout: QueueLayout, task_id: uuid.UUID | str) -> Plan[TaskRecord | None
     """The live task with this id, from whichever queue partition holds it (one round trip)."""
     calls = [Command(("HGET", keys.key(name), str(task_id))) for keys in layout.every() for name in ("tasks", "data")]
     replies = yield calls
-    for raw, data in zip(replies[0::2], replies[1::2]):
-        if raw is not None and (record := _readable(task_id, raw, data)) is not None:
+    for keys, raw, data in zip(layout.every(), replies[0::2], replies[1::2]):
+        if raw is not None and (record := _readable(task_id, keys.queue_id, raw, data)) is not None:
             return record
     return None
 
 
-def _readable(task_id: uuid.UUID | str, raw: Any, data: Any) -> TaskRecord | None:
+def _readable(task_id: uuid.UUID | str, queue_id: str, raw: Any, data: Any) -> TaskRecord | None:
     """A record that does not decode counts as none (logged): the next script that meets it
     moves it aside (lua/includes/common.lua)."""
     try:
-        record = decode_record(raw, data)
+        record = decode_record(raw, data, task_id=str(task_id), queue_id=queue_id)
         record.to_task()
+        if not record.pk:
+            raise ValueError(f"its priority {record.priority} is past int64: it has no order key")
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, AttributeError) as exc:
         log.warning("task %s: its record in Redis does not decode (%s); treated as not live", task_id, exc)
         return None

@@ -1,10 +1,16 @@
 """The task record: how a live task is stored in Redis and carried on the event streams.
 
-One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id), fields at their default
-left out, and ``modified_at`` when it equals ``created_at``, ``rev`` when it equals
-``modified_at`` (a queued task's record), ``ix["org"]`` when it equals ``organisation``
-(always: indexes.py); ``decode_record`` puts them back. Numbers that may exceed 2^53 or that Lua's cjson would round (priority,
-microsecond times) are decimal strings. The task's ``data`` lives beside it, in
+One JSON object per task in ``<p>:{<q>}:tasks`` (field = task id) in the short form
+(``STORED_NAMES``; lua/includes/common.lua, stored_form): fields at their default left out,
+and so is what the key, the queue and the other fields give: ``id`` (the field),
+``scheduler_id`` (the queue), ``type`` when it is the scheduler_id, ``pk`` (the priority),
+``modified_at`` when it equals ``created_at``, ``rev`` when it equals ``modified_at`` (a
+queued task's record), ``ix["org"]`` when it equals ``organisation`` (always: indexes.py).
+The event stream and the scripts' replies carry the event form: the short one with ``i``
+(the id) and ``q`` (the queue). ``decode_record`` puts everything back, and reads the full
+form (``TaskRecord``'s names, every field) earlier versions stored and the callers hand the
+scripts; a record that mixes the two forms' names is refused. Numbers that may exceed 2^53
+or that Lua's cjson would round (priority, microsecond times) are decimal strings. The task's ``data`` lives beside it, in
 ``<p>:{<q>}:data``, as the API returns it: Lua never decodes or re-encodes it on the pop path.
 
 Each change appends to ``<p>:{<q>}:events`` an entry ``op <op> rec <record JSON>``, with
@@ -69,25 +75,172 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 _STATUSES = {status.value: status for status in TaskStatus}  # a dict lookup, not an Enum call
-_decoder = msgspec.json.Decoder(TaskRecord)
+
+# The short form's name of each TaskRecord field it holds (lg, lc, lo keep theirs; pk and
+# data are never in it).
+STORED_NAMES = {
+    "id": "i", "scheduler_id": "q", "type": "t", "schedule_id": "sc", "organisation": "o", "priority": "p",
+    "status": "s", "hash": "h", "created_at": "c", "modified_at": "m", "rev": "r", "ix": "x", "lease": "l",
+    "tries": "n",
+}  # fmt: skip
+_FULL_ONLY = (*STORED_NAMES, "pk")
+
+
+class _ShortRecord(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    rename={**STORED_NAMES, **{f"full_{name}": name for name in _FULL_ONLY}},
+):
+    """The short form. ``full_*``: the full form's names, which it never holds (null or absent)."""
+
+    id: str = ""  # the event form's; the stored form's is its field in K_TASKS
+    scheduler_id: str = ""  # likewise: the queue's id
+    schedule_id: str | None = None
+    organisation: str
+    priority: str
+    status: str
+    type: str = ""  # "": the scheduler_id
+    hash: str | None = None
+    data: str | None = None  # as in TaskRecord: the scripts' events carry it apart
+    created_at: str
+    modified_at: str = ""
+    ix: dict[str, str] = {}
+    lease: str | None = None
+    tries: int = 0
+    lg: str | None = None
+    lc: int = 0
+    lo: str | None = None
+    rev: str = ""
+    full_id: None = None
+    full_scheduler_id: None = None
+    full_type: None = None
+    full_schedule_id: None = None
+    full_organisation: None = None
+    full_priority: None = None
+    full_status: None = None
+    full_hash: None = None
+    full_created_at: None = None
+    full_modified_at: None = None
+    full_rev: None = None
+    full_ix: None = None
+    full_lease: None = None
+    full_tries: None = None
+    full_pk: None = None
+
+
+class _ShortNames(msgspec.Struct, rename={f"short_{name}": name for name in STORED_NAMES.values()}):
+    """What a record in the full form may not hold: the short form's names (null or absent)."""
+
+    short_i: None = None
+    short_q: None = None
+    short_t: None = None
+    short_sc: None = None
+    short_o: None = None
+    short_p: None = None
+    short_s: None = None
+    short_h: None = None
+    short_c: None = None
+    short_m: None = None
+    short_r: None = None
+    short_x: None = None
+    short_l: None = None
+    short_n: None = None
+
+
+_short_decoder = msgspec.json.Decoder(_ShortRecord)
+_full_decoder = msgspec.json.Decoder(TaskRecord)
+_short_names_decoder = msgspec.json.Decoder(_ShortNames)
 _encoder = msgspec.json.Encoder()
 
 
-def decode_record(raw: bytes | str, data: bytes | str | None = None) -> TaskRecord:
-    record = _decoder.decode(raw)
-    if not record.modified_at:
-        record.modified_at = record.created_at
-    if not record.rev:
-        record.rev = record.modified_at
-    if "org" not in record.ix:
-        record.ix["org"] = record.organisation
+def decode_record(
+    raw: bytes | str, data: bytes | str | None = None, *, task_id: str = "", queue_id: str = ""
+) -> TaskRecord:
+    """A record in either form, every field put back. ``task_id`` and ``queue_id``: where a
+    record from K_TASKS was read (the event form names both itself). Raises
+    msgspec.ValidationError (a DecodeError) for one that is not a record."""
+    try:
+        short = _short_decoder.decode(raw)
+    except msgspec.ValidationError:
+        if b'"id"' not in (raw.encode() if isinstance(raw, str) else raw):
+            raise
+        _short_names_decoder.decode(raw)  # the full form: it holds none of the short form's names
+        record = _full_decoder.decode(raw)
+        if not record.modified_at:
+            record.modified_at = record.created_at
+        if not record.rev:
+            record.rev = record.modified_at
+        if "org" not in record.ix:
+            record.ix["org"] = record.organisation
+    else:
+        record = _full_record(short, task_id, queue_id)
     if data is not None:
         record.data = data.decode() if isinstance(data, bytes) else data
     return record
 
 
+def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord:
+    task_id, scheduler_id, priority = short.id or task_id, short.scheduler_id or queue_id, short.priority
+    digits = priority[1:] if priority[:1] == "-" else priority
+    if not (digits.isascii() and digits.isdigit()):
+        raise msgspec.ValidationError(f"the record's priority is not a number: {priority!r}")
+    # past int64 it has no key (a script moves such a record aside; Postgres refuses its row)
+    pk = priority_key(int(priority)) if len(digits) <= 19 and -PRIORITY_OFFSET <= int(priority) < PRIORITY_OFFSET else ""
+    if not task_id or not scheduler_id:
+        raise msgspec.ValidationError("the record names no id or no queue")
+    ix = short.ix
+    if "org" not in ix:
+        ix["org"] = short.organisation
+    modified_at = short.modified_at or short.created_at
+    return TaskRecord(
+        id=task_id,
+        scheduler_id=scheduler_id,
+        schedule_id=short.schedule_id,
+        organisation=short.organisation,
+        priority=priority,
+        status=short.status,
+        type=short.type or scheduler_id,
+        hash=short.hash,
+        created_at=short.created_at,
+        modified_at=modified_at,
+        pk=pk,
+        ix=ix,
+        lease=short.lease,
+        tries=short.tries,
+        lg=short.lg,
+        lc=short.lc,
+        lo=short.lo,
+        rev=short.rev or modified_at,
+        data=short.data,
+    )
+
+
 def encode_record(record: TaskRecord) -> bytes:
-    return _encoder.encode(record)
+    """The record in the event form, as the scripts write it to the event stream."""
+    ix = record.ix if record.ix.get("org") != record.organisation else {k: v for k, v in record.ix.items() if k != "org"}
+    modified_at = record.modified_at if record.modified_at != record.created_at else ""
+    short = _ShortRecord(
+        id=record.id,
+        scheduler_id=record.scheduler_id,
+        schedule_id=record.schedule_id,
+        organisation=record.organisation,
+        priority=record.priority,
+        status=record.status,
+        type=record.type if record.type != record.scheduler_id else "",
+        hash=record.hash,
+        data=record.data,
+        created_at=record.created_at,
+        modified_at=modified_at,
+        ix=ix,
+        lease=record.lease,
+        tries=record.tries,
+        lg=record.lg,
+        lc=record.lc,
+        lo=record.lo,
+        rev=record.rev if record.rev != (record.modified_at or record.created_at) else "",
+    )
+    return _encoder.encode(short)
 
 
 def priority_key(priority: int) -> str:

@@ -79,8 +79,8 @@ def audit(name: str, ledger: Ledger, background: Background, redis_url: str, dsn
     client = redis.Redis.from_url(redis_url)
     try:
         for scheduler_id in SCHEDULERS:
-            for raw in client.hgetall(layout(prefix).of(scheduler_id)[0].tasks).values():
-                record = decode_record(raw)
+            for task_id, raw in client.hgetall(layout(prefix).of(scheduler_id)[0].tasks).items():
+                record = decode_record(raw, task_id=task_id.decode(), queue_id=scheduler_id)
                 in_redis[record.id] = record
         if background.queues.layout.limits:
             result.limits_disagree = limit_groups_disagree(client, prefix, in_redis.values())

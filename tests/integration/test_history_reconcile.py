@@ -83,13 +83,15 @@ async def test_postgres_matches_redis_after_ten_thousand_operations(queues, hist
     for scheduler_id in ("boefje", "normalizer"):
         live = {t.task.id.hex: t.task for t in await tasks.live(scheduler_id)}
         in_redis = [
-            raw for keys in queues.layout.of(scheduler_id) for raw in (await async_redis.hgetall(keys.tasks)).values()
+            (task_id, raw)
+            for keys in queues.layout.of(scheduler_id)
+            for task_id, raw in (await async_redis.hgetall(keys.tasks)).items()
         ]
         sizes = [await async_redis.hlen(keys.tasks) for keys in queues.layout.of(scheduler_id)]
         assert all(sizes), "every partition has tasks"
         redis_live = {}
-        for raw in in_redis:
-            record = decode_record(raw)
+        for task_id, raw in in_redis:
+            record = decode_record(raw, task_id=task_id.decode(), queue_id=scheduler_id)
             if record.status == "queued" or record.status in LEASED:
                 redis_live[record.id.replace("-", "")] = record
         assert set(live) == set(redis_live)

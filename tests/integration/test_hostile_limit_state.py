@@ -51,7 +51,7 @@ def pop_all(queue, calls: int = 10) -> list[str]:
 
 def corrupt(client: redis.Redis, keys, task_id: str) -> None:
     record = json.loads(client.hget(keys.tasks, task_id))
-    record["priority"] = 5  # a number where a string belongs: moved aside when met
+    record["p"] = 5  # the priority (records.py, STORED_NAMES), a number where a string belongs: moved aside when met
     client.hset(keys.tasks, task_id, json.dumps(record))
 
 

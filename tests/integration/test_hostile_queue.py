@@ -87,7 +87,7 @@ def test_a_corrupt_record_is_moved_aside_and_pop_and_get_go_on(acl_redis):
     raw = client.redis
     raw.hset(KEYS.tasks, tasks[0].id, "{not json")  # the user's raw writes are within its ACL
     shape = json.loads(raw.hget(KEYS.tasks, tasks[1].id))
-    shape["pk"] = 7
+    shape["p"] = 7  # the priority (records.py, STORED_NAMES)
     raw.hset(KEYS.tasks, tasks[1].id, json.dumps(shape))
     raw.hset(KEYS.data, tasks[2].id, "[truncated")
     async def get(task_id: str):
@@ -106,7 +106,7 @@ def test_a_corrupt_record_is_moved_aside_and_pop_and_get_go_on(acl_redis):
     reasons = {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
     assert reasons == {
         tasks[0].id: "not JSON",
-        tasks[1].id: "field pk is not a string",
+        tasks[1].id: "field priority is not a string",
         tasks[2].id: "its data is not JSON",
     }
     assert int(admin.hget(KEYS.meta, "quarantined")) == 3

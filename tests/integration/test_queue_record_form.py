@@ -1,16 +1,19 @@
-"""The stored record (lua/includes/common.lua, stored_form): a queued task's record leaves
-out modified_at (= created_at), rev (= modified_at) and ix.org (= organisation) and does not
-escape '/', so it takes a
-smaller allocation; readers put the fields back. A record an earlier version wrote in full
-reads, pops and finishes the same."""
+"""The stored record (lua/includes/common.lua, stored_form; queue/records.py): short field
+names, without what the key, the queue and the other fields give (id, scheduler_id, type,
+pk, modified_at = created_at, rev = modified_at, ix.org = organisation), '/' not escaped, so
+it takes a smaller allocation; readers put every field back. A record an earlier version
+wrote in full reads, pops and finishes the same; one that mixes the two forms is moved aside."""
 
 from __future__ import annotations
 
 import json
 
+import msgspec
+import pytest
 import redis
 
 from redisched.client import Client
+from redisched.queue.commands import INT64_MAX, INT64_MIN
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import decode_record
 from tests.factories import boefje_data
@@ -26,31 +29,62 @@ def _queue(url: str):
     return client, direct, direct.queue("boefje")
 
 
-def test_a_queued_tasks_record_is_stored_without_its_derived_fields_and_reads_in_full():
+def _full_form(record) -> str:
+    """The record as an earlier version stored it: every field, long names, '/' escaped by cjson."""
+    full = msgspec.to_builtins(msgspec.structs.replace(record, data=None))
+    return json.dumps(full).replace("/", "\\/")
+
+
+def test_a_queued_tasks_record_is_stored_short_and_reads_in_full():
     with private_redis() as url:
         client, direct, queue = _queue(url)
         pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp", oci_image=IMAGE), priority=5)
         keys = direct.commands.keys("boefje")
         raw = client.hget(keys.tasks, pushed.id)
         stored = json.loads(raw)
-        assert "modified_at" not in stored and "rev" not in stored and "org" not in stored["ix"]
+        assert set(stored) == {"o", "p", "s", "c", "h", "sc", "x"}  # no id, queue, type, pk, modified_at, rev
+        assert stored["x"] == {"boefje": "nmap-tcp", "image": IMAGE}
         assert b"\\/" not in raw and IMAGE.encode() in raw
-        record = decode_record(raw)
+        record = decode_record(raw, task_id=pushed.id, queue_id="boefje")
+        assert record == decode_record(raw, task_id=pushed.id, queue_id="boefje")
+        assert (record.id, record.scheduler_id, record.type, record.pk) == (pushed.id, "boefje", "boefje", pushed.pk)
         assert record.modified_at == record.created_at == pushed.created_at
         assert record.rev == pushed.rev == record.created_at
         assert record.ix == pushed.ix == {"org": "o", "boefje": "nmap-tcp", "image": IMAGE}
         # still in the organisation's index: an organisation filter pops it
         assert client.zcard(keys.key("ix:org")) == 1
-        # the push event carries the same form; the snapshotter decodes it in full
-        (_, fields), = client.xrange(keys.events)
-        assert decode_record(fields[b"rec"]).rev == pushed.rev
+        # the push event carries the event form (the id and the queue in front); the
+        # snapshotter decodes it in full
+        ((_, fields),) = client.xrange(keys.events)
+        event = json.loads(fields[b"rec"])
+        assert (event["i"], event["q"]) == (pushed.id, "boefje") and "pk" not in event
+        assert decode_record(fields[b"rec"]) == msgspec.structs.replace(pushed, data=None)
 
-        popped, = queue.pop({"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]}, limit=1)
-        assert popped.id == pushed.id and popped.status == "dispatched"
+        (popped,) = queue.pop({"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]}, limit=1)
+        assert popped.id == pushed.id and popped.status == "dispatched" and popped.type == "boefje"
         after = json.loads(client.hget(keys.tasks, pushed.id))
         # dispatched: modified_at moved on and is kept; the rev of the same call is left out
-        assert after["modified_at"] != after["created_at"]
-        assert int(decode_record(client.hget(keys.tasks, pushed.id)).rev) > int(pushed.rev)
+        assert after["m"] != after["c"] and "r" not in after and after["l"] == popped.lease
+        assert int(decode_record(client.hget(keys.tasks, pushed.id), task_id=pushed.id, queue_id="boefje").rev) > int(pushed.rev)
+
+
+def test_the_priority_key_the_scripts_derive_orders_every_priority():
+    """pk is not stored: the scripts derive it from the priority (in halves of 10 digits, a
+    double holds no 19-digit number) for the order key, as records.py does."""
+    priorities = [INT64_MAX, INT64_MIN, -1, 2, 10**10, 10**10 - 1, -(10**10), 9_999_999_999_999_999, 6854775808, -6854775808, -6854775809]
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = {queue.push(organisation="o", data=boefje_data(f"b{i}"), priority=p).id: p for i, p in enumerate(priorities)}
+        keys = direct.commands.keys("boefje")
+        peeked = queue.peek(limit=20)
+        assert [record.priority for record in peeked] == [str(p) for p in sorted(priorities)]
+        assert [record.order for record in peeked] == [member.decode() for member in client.zrange(keys.queue, 0, -1)]
+        popped = [record for _ in priorities for record in queue.pop(limit=1)]
+        assert [int(record.priority) for record in popped] == sorted(priorities)
+        assert {record.id for record in popped} == set(pushed)
+        # every order key the pops took off was the one the push put on: nothing left behind
+        assert client.zcard(keys.queue) == client.zcard(keys.key("ix:org")) == client.zcard(keys.pairs) == 0
+        assert client.hget(keys.meta, "quarantined") is None and client.hget(keys.meta, "stray_members") is None
 
 
 def test_a_record_an_earlier_version_wrote_in_full_reads_pops_and_finishes():
@@ -58,17 +92,27 @@ def test_a_record_an_earlier_version_wrote_in_full_reads_pops_and_finishes():
         client, direct, queue = _queue(url)
         pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp", oci_image=IMAGE), priority=5)
         keys = direct.commands.keys("boefje")
-        full = json.loads(client.hget(keys.tasks, pushed.id))
-        full["modified_at"], full["rev"], full["ix"]["org"] = full["created_at"], pushed.rev, "o"
-        client.hset(keys.tasks, pushed.id, json.dumps(full).replace("/", "\\/"))  # as cjson wrote it
+        client.hset(keys.tasks, pushed.id, _full_form(pushed))
 
-        peeked, = queue.peek()
-        assert (peeked.id, peeked.modified_at, peeked.rev, peeked.ix) == (pushed.id, pushed.modified_at, pushed.rev, pushed.ix)
+        (peeked,) = queue.peek()
+        assert msgspec.structs.replace(peeked, data=None) == msgspec.structs.replace(pushed, data=None)
         popped, = queue.pop({"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]}, limit=1)
-        assert popped.id == pushed.id and popped.data == pushed.data
+        assert popped.id == pushed.id and popped.data == pushed.data and popped.scheduler_id == "boefje"
+        # written back in the short form
+        assert "o" in json.loads(client.hget(keys.tasks, pushed.id))
         done = queue.patch(pushed.id, {"status": "completed"}, token=popped.lease)
         assert done is not None and done.status == "completed"
         assert client.hget(keys.meta, "quarantined") is None
+
+
+def test_a_full_record_of_another_type_keeps_its_type():
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5)
+        keys = direct.commands.keys("boefje")
+        client.hset(keys.tasks, pushed.id, _full_form(msgspec.structs.replace(pushed, type="other")))
+        (popped,) = queue.pop(limit=1)
+        assert popped.type == "other" and json.loads(client.hget(keys.tasks, pushed.id))["t"] == "other"
 
 
 def test_a_record_without_created_at_is_still_quarantined():
@@ -77,7 +121,53 @@ def test_a_record_without_created_at_is_still_quarantined():
         pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp", oci_image=IMAGE), priority=5)
         keys = direct.commands.keys("boefje")
         stored = json.loads(client.hget(keys.tasks, pushed.id))
-        del stored["created_at"]
+        del stored["c"]
         client.hset(keys.tasks, pushed.id, json.dumps(stored))
         assert queue.pop(limit=1) == []
         assert client.hexists(keys.quarantine, pushed.id)
+
+
+@pytest.mark.parametrize(
+    ("form", "mixed_in"),
+    [
+        ("short", {"status": "completed"}),
+        ("short", {"pk": "00000000000000000001"}),
+        ("short", {"id": "00000000-0000-0000-0000-000000000000"}),
+        ("short", {"organisation": "other"}),
+        ("full", {"s": "completed"}),
+        ("full", {"o": "other"}),
+    ],
+)
+def test_a_record_that_mixes_the_two_forms_is_moved_aside_not_misread(form, mixed_in):
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5)
+        keys = direct.commands.keys("boefje")
+        stored = json.loads(client.hget(keys.tasks, pushed.id) if form == "short" else _full_form(pushed))
+        client.hset(keys.tasks, pushed.id, json.dumps(stored | mixed_in))
+        assert direct.get(pushed.id) is None  # the API's read refuses it too
+        assert queue.pop(limit=1) == []
+        reason = json.loads(client.hget(keys.quarantine, pushed.id))["reason"]
+        assert "mixes" in reason
+        assert client.zcard(keys.queue) == 0 or client.hget(keys.meta, "stray_members") is not None
+
+
+@pytest.mark.parametrize(
+    "priority", ["9223372036854775808", "-9223372036854775809", "99999999999999999999", "1e5", "+5", " 5", "", "0x10"]
+)
+def test_a_short_record_whose_priority_has_no_key_is_moved_aside(priority):
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5)
+        keys = direct.commands.keys("boefje")
+        stored = json.loads(client.hget(keys.tasks, pushed.id))
+        client.hset(keys.tasks, pushed.id, json.dumps(stored | {"p": priority}))
+        assert direct.get(pushed.id) is None
+        assert queue.pop(limit=1) == []
+        assert client.hexists(keys.quarantine, pushed.id)
+
+
+def test_decoding_refuses_what_is_no_record():
+    for raw in [b"{}", b'{"o":"x","p":"5","s":"queued","c":"1"}', b'{"i":"a","q":"boefje","o":"x","p":"x","s":"queued","c":"1"}']:
+        with pytest.raises(msgspec.ValidationError):
+            decode_record(raw)

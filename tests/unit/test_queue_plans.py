@@ -189,6 +189,9 @@ def test_get_and_locate_read_every_partition_of_every_queue_in_one_round_trip():
     [batch], found = run(plans.get(layout, TASK_ID), replies)
     assert all(isinstance(call, Command) and call.args[0] == "HGET" for call in batch) and len(batch) == 18
     assert found.id == "00000000-0000-4000-8000-000000000001" and found.data == "{}"
+    replies[8] = b'{"o":"o","p":"1","s":"queued","c":"0"}'  # the short form: its key and queue name it
+    [batch], found = run(plans.get(layout, TASK_ID), replies)
+    assert (found.id, found.scheduler_id, found.type, found.data) == (TASK_ID, "normalizer", "normalizer", "{}")
     [batch], where = run(plans.locate(layout, TASK_ID), [0, 0, 0, 0, 1, 0, 0, 0, 0])
     assert len(batch) == 9 and (where.queue_id, where.partition) == ("normalizer", 1)
 
