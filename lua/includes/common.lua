@@ -199,12 +199,7 @@ end
 -- reads it the same); one that mixes the two forms' names is moved aside, not read either way.
 local stored_form, event_form, readable_record, priority_key
 do
-  -- (written out: a library's load may not call pairs)
-  local FULL_ONLY = {
-    id = true, scheduler_id = true, type = true, schedule_id = true, organisation = true, priority = true,
-    status = true, hash = true, created_at = true, modified_at = true, rev = true, ix = true, lease = true,
-    tries = true, pk = true,
-  }
+  -- The short form's own names (written out: a library's load may not call pairs).
   local SHORT_ONLY = {
     i = true, q = true, t = true, sc = true, o = true, p = true, s = true, h = true, c = true, m = true, r = true,
     x = true, l = true, n = true,
@@ -212,36 +207,47 @@ do
 
   -- The queue's id: the tag of "<p>:{<tag>}:queue", "<id>" or, for partition i of N > 1,
   -- "<id>.<i>.<j>" (keys.py; queue ids are the scheduler ids, without dots).
-  local queue_of_call = nil
+  local queue_of_call, queue_field = nil, nil
   per_call(function() queue_of_call = nil end)
   local function queue_id()
     if not queue_of_call then
       local tag = string.match(K_QUEUE, '{([^{}]*)}:queue$') or ''
       queue_of_call = string.match(tag, '^(.-)%.%d+%.%d+$') or tag
+      queue_field = ',"q":' .. cjson.encode(queue_of_call) .. ','
     end
     return queue_of_call
   end
 
-  -- records.py priority_key: priority + 2^63 in 20 digits, summed in halves of 10 digits (a
-  -- double holds neither 2^63 nor every 19-digit priority exactly); nil when out of int64.
+  -- records.py priority_key: priority + 2^63 in 20 digits, as two halves of 10 digits (a
+  -- double holds neither 2^63 nor every 19-digit priority exactly); nil when past int64.
   function priority_key(priority)
-    local sign, digits = string.match(priority, '^(%-?)0*(%d+)$')
-    if not digits or #digits > 19 then
+    if not string.find(priority, '^%-?%d+$') then
       return nil
     end
-    local high, low = tonumber(string.sub(digits, 1, -11)) or 0, tonumber(string.sub(digits, -10))
-    if sign == '-' then
-      high, low = 922337203 - high, 6854775808 - low
+    local high, low
+    if #priority <= 15 then  -- exact in a double, and so is its sum with 2^63's low half
+      local sum = tonumber(priority) + 6854775808
+      high = math.floor(sum / 1e10)
+      high, low = 922337203 + high, sum - high * 1e10
     else
-      high, low = 922337203 + high, 6854775808 + low
-    end
-    if low < 0 then
-      high, low = high - 1, low + 1e10
-    elseif low >= 1e10 then
-      high, low = high + 1, low - 1e10
-    end
-    if high < 0 or high > 1844674407 or (high == 1844674407 and low > 3709551615) then
-      return nil
+      local sign, digits = string.match(priority, '^(%-?)0*(%d+)$')
+      if #digits > 19 then
+        return nil
+      end
+      high, low = tonumber(string.sub(digits, 1, -11)) or 0, tonumber(string.sub(digits, -10))
+      if sign == '-' then
+        high, low = 922337203 - high, 6854775808 - low
+      else
+        high, low = 922337203 + high, 6854775808 + low
+      end
+      if low < 0 then
+        high, low = high - 1, low + 1e10
+      elseif low >= 1e10 then
+        high, low = high + 1, low - 1e10
+      end
+      if high < 0 or high > 1844674407 or (high == 1844674407 and low > 3709551615) then
+        return nil
+      end
     end
     return string.format('%010d%010d', high, low)
   end
@@ -251,13 +257,14 @@ do
       o = rec.organisation, p = rec.priority, s = rec.status, c = rec.created_at, lg = rec.lg, lc = rec.lc, lo = rec.lo,
     }
     -- null (a patch's, a push without a schedule) reads as absent
-    if is_set(rec.schedule_id) then
+    local null = cjson.null
+    if rec.schedule_id ~= null then
       out.sc = rec.schedule_id
     end
-    if is_set(rec.hash) then
+    if rec.hash ~= null then
       out.h = rec.hash
     end
-    if is_set(rec.lease) then
+    if rec.lease ~= null then
       out.l = rec.lease
     end
     if rec.tries ~= 0 then
@@ -286,8 +293,10 @@ do
     return unescape_slashes(raw)
   end
 
+  -- Ids are UUIDs (commands.py, _identity; record_problem): nothing in them to escape.
   function event_form(rec, raw)
-    return '{"i":' .. cjson.encode(rec.id) .. ',"q":' .. cjson.encode(queue_id()) .. ',' .. string.sub(raw, 2)
+    queue_id()
+    return '{"i":"' .. rec.id .. '"' .. queue_field .. string.sub(raw, 2)
   end
 
   local function mixes(stored, names)
@@ -297,6 +306,13 @@ do
       end
     end
     return false
+  end
+
+  -- Whether a record without "id" holds a name of the full form (on every load: spelt out).
+  local function holds_full_names(s)
+    return s.id ~= nil or s.scheduler_id ~= nil or s.type ~= nil or s.schedule_id ~= nil or s.organisation ~= nil
+      or s.priority ~= nil or s.status ~= nil or s.hash ~= nil or s.created_at ~= nil or s.modified_at ~= nil
+      or s.rev ~= nil or s.ix ~= nil or s.lease ~= nil or s.tries ~= nil or s.pk ~= nil
   end
 
   -- The record in the full form the scripts work on (long names, every derived field put
@@ -317,7 +333,7 @@ do
         stored.ix = {}
       end
     else
-      if mixes(stored, FULL_ONLY) then
+      if holds_full_names(stored) then
         return nil, 'it mixes the full and the short record form'
       end
       if type(stored.p) ~= 'string' then

@@ -152,6 +152,7 @@ _short_decoder = msgspec.json.Decoder(_ShortRecord)
 _full_decoder = msgspec.json.Decoder(TaskRecord)
 _short_names_decoder = msgspec.json.Decoder(_ShortNames)
 _encoder = msgspec.json.Encoder()
+_PRIORITY_KEYS = 1 << 64
 
 
 def decode_record(
@@ -186,34 +187,41 @@ def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord
     if not (digits.isascii() and digits.isdigit()):
         raise msgspec.ValidationError(f"the record's priority is not a number: {priority!r}")
     # past int64 it has no key (a script moves such a record aside; Postgres refuses its row)
-    pk = priority_key(int(priority)) if len(digits) <= 19 and -PRIORITY_OFFSET <= int(priority) < PRIORITY_OFFSET else ""
+    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 else -1
+    pk = f"{shifted:020d}" if 0 <= shifted < _PRIORITY_KEYS else ""
     if not task_id or not scheduler_id:
         raise msgspec.ValidationError("the record names no id or no queue")
     ix = short.ix
     if "org" not in ix:
         ix["org"] = short.organisation
     modified_at = short.modified_at or short.created_at
-    return TaskRecord(
+    record = TaskRecord(
         id=task_id,
         scheduler_id=scheduler_id,
-        schedule_id=short.schedule_id,
         organisation=short.organisation,
         priority=priority,
         status=short.status,
         type=short.type or scheduler_id,
-        hash=short.hash,
         created_at=short.created_at,
         modified_at=modified_at,
         pk=pk,
         ix=ix,
-        lease=short.lease,
-        tries=short.tries,
-        lg=short.lg,
-        lc=short.lc,
-        lo=short.lo,
         rev=short.rev or modified_at,
-        data=short.data,
     )
+    # the rest mostly at their defaults: set when not (fewer arguments, a cheaper decode)
+    if short.hash is not None:
+        record.hash = short.hash
+    if short.schedule_id is not None:
+        record.schedule_id = short.schedule_id
+    if short.lease is not None:
+        record.lease = short.lease
+    if short.tries:
+        record.tries = short.tries
+    if short.lg is not None:
+        record.lg, record.lc, record.lo = short.lg, short.lc, short.lo
+    if short.data is not None:
+        record.data = short.data
+    return record
 
 
 def encode_record(record: TaskRecord) -> bytes:
