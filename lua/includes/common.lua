@@ -131,33 +131,51 @@ local function is_set(value)
 end
 
 -- What records.py's TaskRecord requires: a record that lacks a field or holds the wrong type
--- would break the scripts (or the API decoding it) on every call that meets it.
-local RECORD_FIELDS = {
-  id = 'string', organisation = 'string', priority = 'string', status = 'string', created_at = 'string',
-  modified_at = 'string', pk = 'string',
-}
+-- would break the scripts (or the API decoding it) on every call that meets it. Spelt out,
+-- not looped over a table of fields: pairs() and type() per field were half of a load.
 local RECORD_STATUSES = {
   pending = true, queued = true, dispatched = true, running = true, completed = true, failed = true, cancelled = true,
 }
 local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
-local RECORD_OPTIONAL = {
-  scheduler_id = 'string', type = 'string', schedule_id = 'string', hash = 'string', lease = 'string', rev = 'string', tries = 'number', ix = 'table',
-}
+
+-- The first field of the wrong type and the type it should have, or nil.
+local function mistyped_field(rec)
+  local null = cjson.null
+  local id, organisation, priority, status = rec.id, rec.organisation, rec.priority, rec.status
+  local created_at, modified_at, pk = rec.created_at, rec.modified_at, rec.pk
+  if type(id) ~= 'string' then return 'id', 'string' end
+  if type(organisation) ~= 'string' then return 'organisation', 'string' end
+  if type(priority) ~= 'string' then return 'priority', 'string' end
+  if type(status) ~= 'string' then return 'status', 'string' end
+  if type(created_at) ~= 'string' then return 'created_at', 'string' end
+  if type(modified_at) ~= 'string' then return 'modified_at', 'string' end
+  if type(pk) ~= 'string' then return 'pk', 'string' end
+  local v = rec.scheduler_id
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'scheduler_id', 'string' end
+  v = rec.type
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'type', 'string' end
+  v = rec.schedule_id
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'schedule_id', 'string' end
+  v = rec.hash
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'hash', 'string' end
+  v = rec.lease
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'lease', 'string' end
+  v = rec.rev
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'rev', 'string' end
+  v = rec.tries
+  if v ~= nil and v ~= null and type(v) ~= 'number' then return 'tries', 'number' end
+  v = rec.ix
+  if v ~= nil and v ~= null and type(v) ~= 'table' then return 'ix', 'table' end
+  return nil
+end
 
 local function record_problem(rec, id)
   if type(rec) ~= 'table' then
     return 'not a JSON object'
   end
-  for name, kind in pairs(RECORD_FIELDS) do
-    if type(rec[name]) ~= kind then
-      return 'field ' .. name .. ' is not a ' .. kind
-    end
-  end
-  for name, kind in pairs(RECORD_OPTIONAL) do
-    local v = rec[name]
-    if v ~= nil and v ~= cjson.null and type(v) ~= kind then
-      return 'field ' .. name .. ' is not a ' .. kind
-    end
+  local name, kind = mistyped_field(rec)
+  if name then
+    return 'field ' .. name .. ' is not a ' .. kind
   end
   if rec.id ~= id then
     return 'its id is not its key'
@@ -207,31 +225,39 @@ do
 
   -- The queue's id: the tag of "<p>:{<tag>}:queue", "<id>" or, for partition i of N > 1,
   -- "<id>.<i>.<j>" (keys.py; queue ids are the scheduler ids, without dots).
-  local queue_of_call, queue_field = nil, nil
-  per_call(function() queue_of_call = nil end)
+  -- Matched once per queue key while the library is loaded (a pattern match is a few thousand
+  -- instructions, more than the rest of a call's record work), at most 64 kept.
+  local QUEUE_OF_KEY, QUEUE_FIELD_OF_KEY, queue_keys_known = {}, {}, 0
   local function queue_id()
-    if not queue_of_call then
+    local id = QUEUE_OF_KEY[K_QUEUE]
+    if not id then
       local tag = string.match(K_QUEUE, '{([^{}]*)}:queue$') or ''
-      queue_of_call = string.match(tag, '^(.-)%.%d+%.%d+$') or tag
-      queue_field = ',"q":' .. cjson.encode(queue_of_call) .. ','
+      id = string.match(tag, '^(.-)%.%d+%.%d+$') or tag
+      if queue_keys_known >= 64 then
+        QUEUE_OF_KEY, QUEUE_FIELD_OF_KEY, queue_keys_known = {}, {}, 0
+      end
+      QUEUE_OF_KEY[K_QUEUE], QUEUE_FIELD_OF_KEY[K_QUEUE] = id, ',"q":' .. cjson.encode(id) .. ','
+      queue_keys_known = queue_keys_known + 1
     end
-    return queue_of_call
+    return id
   end
 
   -- records.py priority_key: priority + 2^63 in 20 digits, as two halves of 10 digits (a
   -- double holds neither 2^63 nor every 19-digit priority exactly); nil when past int64.
+  -- A priority that is no decimal integer may get a key: record_problem refuses it after.
   function priority_key(priority)
-    if not string.find(priority, '^%-?%d+$') then
-      return nil
-    end
     local high, low
     if #priority <= 15 then  -- exact in a double, and so is its sum with 2^63's low half
-      local sum = tonumber(priority) + 6854775808
+      local number = tonumber(priority)
+      if not number then
+        return nil
+      end
+      local sum = number + 6854775808
       high = math.floor(sum / 1e10)
       high, low = 922337203 + high, sum - high * 1e10
     else
       local sign, digits = string.match(priority, '^(%-?)0*(%d+)$')
-      if #digits > 19 then
+      if not digits or #digits > 19 then
         return nil
       end
       high, low = tonumber(string.sub(digits, 1, -11)) or 0, tonumber(string.sub(digits, -10))
@@ -253,39 +279,25 @@ do
   end
 
   function stored_form(rec)
-    local out = {
-      o = rec.organisation, p = rec.priority, s = rec.status, c = rec.created_at, lg = rec.lg, lc = rec.lc, lo = rec.lo,
-    }
-    -- null (a patch's, a push without a schedule) reads as absent
-    local null = cjson.null
-    if rec.schedule_id ~= null then
-      out.sc = rec.schedule_id
-    end
-    if rec.hash ~= null then
-      out.h = rec.hash
-    end
-    if rec.lease ~= null then
-      out.l = rec.lease
-    end
-    if rec.tries ~= 0 then
-      out.n = rec.tries
-    end
-    if rec.type ~= queue_id() then
-      out.t = rec.type
-    end
-    if rec.modified_at ~= rec.created_at then
-      out.m = rec.modified_at
-    end
-    if rec.rev ~= rec.modified_at then
-      out.r = rec.rev
-    end
-    local ix, org = rec.ix, rec.ix.org
+    local null, org, ix = cjson.null, rec.ix.org, rec.ix
     if org == rec.organisation then
       ix.org = nil
     end
-    if next(ix) ~= nil or org ~= rec.organisation then
-      out.x = ix
-    end
+    local has_ix = next(ix) ~= nil or org ~= rec.organisation
+    -- one constructor (sized once; sets after it would grow the table twice); null (a patch's,
+    -- a push without a schedule) and defaults are left out
+    local out = {
+      o = rec.organisation, p = rec.priority, s = rec.status, c = rec.created_at,
+      h = rec.hash ~= null and rec.hash or nil,
+      sc = rec.schedule_id ~= null and rec.schedule_id or nil,
+      x = has_ix and ix or nil,
+      m = rec.modified_at ~= rec.created_at and rec.modified_at or nil,
+      r = rec.rev ~= rec.modified_at and rec.rev or nil,
+      l = rec.lease ~= null and rec.lease or nil,
+      n = rec.tries ~= 0 and rec.tries or nil,
+      t = rec.type ~= queue_id() and rec.type or nil,
+      lg = rec.lg, lc = rec.lc, lo = rec.lo,
+    }
     local raw = cjson.encode(out)
     ix.org = org
     -- A backslash before '/' in cjson's output always escapes that '/': a backslash that is
@@ -296,7 +308,7 @@ do
   -- Ids are UUIDs (commands.py, _identity; record_problem): nothing in them to escape.
   function event_form(rec, raw)
     queue_id()
-    return '{"i":"' .. rec.id .. '"' .. queue_field .. string.sub(raw, 2)
+    return '{"i":"' .. rec.id .. '"' .. QUEUE_FIELD_OF_KEY[K_QUEUE] .. string.sub(raw, 2)
   end
 
   local function mixes(stored, names)
@@ -339,12 +351,33 @@ do
       if type(stored.p) ~= 'string' then
         return nil, 'field priority is not a string'
       end
+      -- only the fields it holds: a constructor naming absent ones would size the table for
+      -- them all (Lua 5.1 keeps a slot for each nil set)
       rec = {
-        id = stored.i or id, scheduler_id = stored.q, type = stored.t, schedule_id = stored.sc,
-        organisation = stored.o, priority = stored.p, status = stored.s, hash = stored.h, created_at = stored.c,
-        modified_at = stored.m, rev = stored.r, ix = stored.x or {}, lease = stored.l, tries = stored.n,
-        lg = stored.lg, lc = stored.lc, lo = stored.lo, pk = priority_key(stored.p),
+        id = stored.i or id, organisation = stored.o, priority = stored.p, status = stored.s, created_at = stored.c,
+        modified_at = stored.m, rev = stored.r, ix = stored.x or {}, pk = priority_key(stored.p),
       }
+      if stored.h ~= nil then
+        rec.hash = stored.h
+      end
+      if stored.sc ~= nil then
+        rec.schedule_id = stored.sc
+      end
+      if stored.l ~= nil then
+        rec.lease = stored.l
+      end
+      if stored.n ~= nil then
+        rec.tries = stored.n
+      end
+      if stored.t ~= nil then
+        rec.type = stored.t
+      end
+      if stored.q ~= nil then
+        rec.scheduler_id = stored.q
+      end
+      if stored.lg ~= nil then
+        rec.lg, rec.lc, rec.lo = stored.lg, stored.lc, stored.lo
+      end
       if not rec.pk then
         return nil, 'a number is malformed'
       end
