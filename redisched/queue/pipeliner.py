@@ -14,6 +14,7 @@ patch went through (commands.py, lua/pop_next.lua)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ DEPTH = 2  # round trips in flight at once
 # Calls waiting from which a lone batch goes as two halves (below, a second round trip
 # costs about what the overlap saves).
 SPLIT_FROM = 8
+# Split only while this process sits idle for at least this share of a lone round trip: the
+# overlap fills that idle time. A process busy meanwhile (an API server's request handling)
+# would only pay for the second round trip.
+IDLE_TO_SPLIT = 0.3
 
 
 class _Waiting:
@@ -95,6 +100,7 @@ class Pipeliner:
         self._senders = 0  # round trips in flight, or about to be
         self._sender_due = False  # a sender started that has not taken its batch yet
         self._last_count = 0  # calls waiting when the last batch was taken
+        self._idle_share = 0.5  # of lone round trips' time this process sat idle (a moving mean)
 
     async def run(self, call: Call) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -124,21 +130,30 @@ class Pipeliner:
                 batch = self._take(half=self._senders == 1)
                 if self._waiting and self._senders < DEPTH and not self._sender_due:
                     self._start_sender()  # the rest goes next, written behind this batch
+                if self._senders > 1:
+                    await self._send(batch)
+                    continue
+                wall, cpu = time.perf_counter(), time.process_time()
                 await self._send(batch)
+                elapsed = time.perf_counter() - wall
+                if elapsed > 0:  # the share of a lone round trip this process sat idle, waiting on Redis
+                    idle = 1 - (time.process_time() - cpu) / elapsed
+                    self._idle_share += (idle - self._idle_share) / 4
         finally:
             self._senders -= 1
 
     def _take(self, half: bool) -> list[_Waiting]:
         """The next round trip's groups: up to MAX_BATCH, or half the calls waiting when no
-        other round trip is in flight and the batch before was as large (a steady stream of
+        other round trip is in flight, the batch before was as large (a steady stream of
         batches, as a pool of workers makes: a burst after a lull goes whole, as one script
-        run per merged group, since nothing would overlap it). A merged group cut in two runs
+        run per merged group, since nothing would overlap it) and this process sat idle
+        through much of its lone round trips (Redis, not this process, the bottleneck). A merged group cut in two runs
         its calls in the same order, in two script runs. Groups left waiting may still be
         joined; taken ones not."""
         waiting = self._waiting
         count = sum(len(group.calls) for group in waiting)
         steady, self._last_count = self._last_count >= SPLIT_FROM, count
-        if half and steady and count >= SPLIT_FROM:
+        if half and steady and count >= SPLIT_FROM and self._idle_share >= IDLE_TO_SPLIT:
             batch, taken = [], 0
             while taken < count // 2 and len(batch) < MAX_BATCH:
                 group = waiting[0]
