@@ -152,8 +152,10 @@ local function mistyped_field(rec)
   if type(pk) ~= 'string' then return 'pk', 'string' end
   local v = rec.scheduler_id
   if v ~= nil and v ~= null and type(v) ~= 'string' then return 'scheduler_id', 'string' end
+  -- type, rev, tries and lc may be absent, not null: records.py refuses null for them, so a
+  -- script would hand out a task its caller cannot read
   v = rec.type
-  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'type', 'string' end
+  if v ~= nil and type(v) ~= 'string' then return 'type', 'string' end
   v = rec.schedule_id
   if v ~= nil and v ~= null and type(v) ~= 'string' then return 'schedule_id', 'string' end
   v = rec.hash
@@ -161,9 +163,16 @@ local function mistyped_field(rec)
   v = rec.lease
   if v ~= nil and v ~= null and type(v) ~= 'string' then return 'lease', 'string' end
   v = rec.rev
-  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'rev', 'string' end
+  if v ~= nil and type(v) ~= 'string' then return 'rev', 'string' end
   v = rec.tries
-  if v ~= nil and v ~= null and type(v) ~= 'number' then return 'tries', 'number' end
+  if v ~= nil and (type(v) ~= 'number' or v ~= math.floor(v)) then return 'tries', 'integer' end
+  v = rec.lc
+  if v ~= nil and (type(v) ~= 'number' or v ~= math.floor(v)) then return 'lc', 'integer' end
+  -- the group and its object go into key members: a table there fails the script
+  v = rec.lg
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'lg', 'string' end
+  v = rec.lo
+  if v ~= nil and v ~= null and type(v) ~= 'string' then return 'lo', 'string' end
   v = rec.ix
   if v ~= nil and v ~= null and type(v) ~= 'table' then return 'ix', 'table' end
   return nil

@@ -171,3 +171,35 @@ def test_decoding_refuses_what_is_no_record():
     for raw in [b"{}", b'{"o":"x","p":"5","s":"queued","c":"1"}', b'{"i":"a","q":"boefje","o":"x","p":"x","s":"queued","c":"1"}']:
         with pytest.raises(msgspec.ValidationError):
             decode_record(raw)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        {"t": None},
+        {"n": None},
+        {"n": 1.5},
+        {"r": None},
+        {"lg": "g", "lc": None},
+        {"lg": "g", "lc": "1"},
+        {"lg": 5},
+        {"lg": {"a": 1}},
+        {"lg": "g", "lo": 7},
+        {"lg": "g", "lo": []},
+    ],
+)
+def test_a_record_whose_field_the_api_cannot_read_is_moved_aside_not_handed_out(corrupt):
+    """What the scripts serve, the API decodes (records.TaskRecord): a field of a type it
+    refuses moves the record aside, rather than a pop leasing a task its caller never gets
+    (or failing the script on a group name that is no string)."""
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5)
+        keys = direct.commands.keys("boefje")
+        stored = json.loads(client.hget(keys.tasks, pushed.id))
+        client.hset(keys.tasks, pushed.id, json.dumps(stored | corrupt))
+        assert direct.get(pushed.id) is None
+        assert queue.peek() == []
+        assert queue.pop(limit=1) == []
+        assert client.hexists(keys.quarantine, pushed.id)
+        assert queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5).id != pushed.id
