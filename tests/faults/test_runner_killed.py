@@ -21,6 +21,7 @@ from tests.faults.common import ROOT, log, task_data
 from tests.faults.load import DirectRunner, Ledger, Load
 from tests.faults.servers import ApiProcess
 from redisched.limit_rules import parse_rules
+from redisched.queue.records import decode_record
 from tests.factories import boefje_data, normalizer_data
 
 pytestmark = pytest.mark.timeout(60, method="thread")
@@ -114,10 +115,10 @@ def test_a_runner_killed_mid_task_loses_nothing_and_its_late_patch_is_refused(pr
 
             def record():
                 raw = store.hget(keys.tasks, pushed.id)
-                return json.loads(raw) if raw else None
+                return decode_record(raw, task_id=pushed.id, queue_id="normalizer") if raw else None
 
-            wait_for(lambda: record().get("tries", 0) >= 1, 10, "the reaper to take the dead runner's task back")
-            assert record()["status"] == "queued"
+            wait_for(lambda: record().tries >= 1, 10, "the reaper to take the dead runner's task back")
+            assert record().status == "queued"
             with pytest.raises(StaleLease):  # taken back: the old token is stale
                 rescuer.queue.patch(pushed.id, {"status": "completed"}, token=held["lease"])
             [again] = rescuer.queue.pop(limit=1)
