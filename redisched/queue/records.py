@@ -186,8 +186,9 @@ def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord
     digits = priority[1:] if priority[:1] == "-" else priority
     if not (digits.isascii() and digits.isdigit()):
         raise msgspec.ValidationError(f"the record's priority is not a number: {priority!r}")
-    # past int64 it has no key (a script moves such a record aside; Postgres refuses its row)
-    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 else -1
+    # past int64 it has no key (a script moves such a record aside; Postgres refuses its row);
+    # leading zeros do not count, as in common.lua's priority_key
+    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 or len(digits.lstrip("0")) <= 19 else -1
     pk = f"{shifted:020d}" if 0 <= shifted < _PRIORITY_KEYS else ""
     if not task_id or not scheduler_id:
         raise msgspec.ValidationError("the record names no id or no queue")

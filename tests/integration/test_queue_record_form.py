@@ -203,3 +203,21 @@ def test_a_record_whose_field_the_api_cannot_read_is_moved_aside_not_handed_out(
         assert queue.pop(limit=1) == []
         assert client.hexists(keys.quarantine, pushed.id)
         assert queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5).id != pushed.id
+
+
+@pytest.mark.parametrize("priority", ["0005", "00000000000000000005", "-00000000000000000000005"])
+def test_a_priority_with_leading_zeros_reads_the_same_in_the_scripts_and_the_api(priority):
+    """The scripts derive the order key of a priority written with leading zeros (any length)
+    and serve the task: the API's read agrees it is live, not past int64."""
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        value = int(priority)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=value)
+        keys = direct.commands.keys("boefje")
+        stored = json.loads(client.hget(keys.tasks, pushed.id))
+        client.hset(keys.tasks, pushed.id, json.dumps(stored | {"p": priority}))
+        got = direct.get(pushed.id)
+        assert got is not None and got.pk == pushed.pk and int(got.priority) == value
+        (popped,) = queue.pop(limit=1)
+        assert popped.id == pushed.id and popped.pk == pushed.pk
+        assert not client.hexists(keys.quarantine, pushed.id)
