@@ -350,6 +350,10 @@ do
       if type(stored.scheduler_id) ~= 'string' or type(stored.type) ~= 'string' then
         return nil, 'field scheduler_id or type is not a string'
       end
+      -- it is placed by its stored pk but saved without it (the next load derives it)
+      if type(stored.priority) == 'string' and stored.pk ~= priority_key(stored.priority) then
+        return nil, "its priority key is not its priority's"
+      end
       if stored.ix == nil then
         stored.ix = {}
       end

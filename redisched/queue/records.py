@@ -168,6 +168,8 @@ def decode_record(
             raise
         _short_names_decoder.decode(raw)  # the full form: it holds none of the short form's names
         record = _full_decoder.decode(raw)
+        if record.pk != _priority_key_of(record.priority):  # the scripts move it aside
+            raise msgspec.ValidationError(f"the record's pk is not its priority's key: {record.pk!r}")
         if not record.modified_at:
             record.modified_at = record.created_at
         if not record.rev:
@@ -183,13 +185,7 @@ def decode_record(
 
 def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord:
     task_id, scheduler_id, priority = short.id or task_id, short.scheduler_id or queue_id, short.priority
-    digits = priority[1:] if priority[:1] == "-" else priority
-    if not (digits.isascii() and digits.isdigit()):
-        raise msgspec.ValidationError(f"the record's priority is not a number: {priority!r}")
-    # past int64 it has no key (a script moves such a record aside; Postgres refuses its row);
-    # leading zeros do not count, as in common.lua's priority_key
-    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 or len(digits.lstrip("0")) <= 19 else -1
-    pk = f"{shifted:020d}" if 0 <= shifted < _PRIORITY_KEYS else ""
+    pk = _priority_key_of(priority)
     if not task_id or not scheduler_id:
         raise msgspec.ValidationError("the record names no id or no queue")
     ix = short.ix
@@ -223,6 +219,16 @@ def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord
     if short.data is not None:
         record.data = short.data
     return record
+
+
+def _priority_key_of(priority: str) -> str:
+    """The key the scripts derive from a stored priority: "" past int64 (a script moves such
+    a record aside; Postgres refuses its row); leading zeros do not count, as in common.lua."""
+    digits = priority[1:] if priority[:1] == "-" else priority
+    if not (digits.isascii() and digits.isdigit()):
+        raise msgspec.ValidationError(f"the record's priority is not a number: {priority!r}")
+    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 or len(digits.lstrip("0")) <= 19 else -1
+    return f"{shifted:020d}" if 0 <= shifted < _PRIORITY_KEYS else ""
 
 
 def encode_record(record: TaskRecord) -> bytes:

@@ -221,3 +221,18 @@ def test_a_priority_with_leading_zeros_reads_the_same_in_the_scripts_and_the_api
         (popped,) = queue.pop(limit=1)
         assert popped.id == pushed.id and popped.pk == pushed.pk
         assert not client.hexists(keys.quarantine, pushed.id)
+
+
+def test_a_full_record_whose_pk_is_not_its_prioritys_key_is_moved_aside_not_stranded():
+    """The full form stored pk; the short one derives it from the priority. A full record
+    whose pk disagrees was placed by the one and would be saved by the other: after a change
+    that keeps it queued, its queue member no longer named it (live, queued, never popped)."""
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5)
+        keys = direct.commands.keys("boefje")
+        client.hset(keys.tasks, pushed.id, _full_form(msgspec.structs.replace(pushed, priority="7")))
+        assert direct.get(pushed.id) is None
+        assert queue.patch(pushed.id, {"organisation": "o2"}) is None
+        assert queue.peek() == [] and queue.pop(limit=1) == []
+        assert client.hexists(keys.quarantine, pushed.id) and queue.qsize() == 0

@@ -13,7 +13,7 @@ from redisched.history.db import queries
 from redisched.history.schedules import check_cron, next_cron_run, push_deadline
 from redisched.history.snapshotter import decode_entries, decode_events, refused_for_its_own_sake, stream_id
 from redisched.history.tasks import Event, latest_records
-from redisched.queue.records import TaskRecord, encode_record
+from redisched.queue.records import TaskRecord, encode_record, priority_key
 
 NOW = datetime(2025, 6, 1, 10, 30, tzinfo=timezone.utc)
 
@@ -21,7 +21,7 @@ NOW = datetime(2025, 6, 1, 10, 30, tzinfo=timezone.utc)
 def record(rev: str, status: str = "queued") -> TaskRecord:
     return TaskRecord(
         id="t1", scheduler_id="boefje", organisation="o", priority="1", status=status, type="boefje",
-        data="{}", created_at="1", modified_at="1", pk="", rev=rev,
+        data="{}", created_at="1", modified_at="1", pk=priority_key(1), rev=rev,
     )
 
 

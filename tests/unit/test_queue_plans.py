@@ -185,7 +185,7 @@ def test_reap_and_forget_sum_over_every_partition_of_the_queue():
 def test_get_and_locate_read_every_partition_of_every_queue_in_one_round_trip():
     layout = three().layout
     replies = [None] * 18
-    replies[8], replies[9] = b'{"id":"00000000-0000-4000-8000-000000000001","scheduler_id":"normalizer","organisation":"o","priority":"1","status":"queued","type":"normalizer","created_at":"0","modified_at":"0","pk":"1"}', b"{}"
+    replies[8], replies[9] = b'{"id":"00000000-0000-4000-8000-000000000001","scheduler_id":"normalizer","organisation":"o","priority":"1","status":"queued","type":"normalizer","created_at":"0","modified_at":"0","pk":"09223372036854775809"}', b"{}"
     [batch], found = run(plans.get(layout, TASK_ID), replies)
     assert all(isinstance(call, Command) and call.args[0] == "HGET" for call in batch) and len(batch) == 18
     assert found.id == "00000000-0000-4000-8000-000000000001" and found.data == "{}"
