@@ -168,7 +168,7 @@ def decode_record(
             raise
         _short_names_decoder.decode(raw)  # the full form: it holds none of the short form's names
         record = _full_decoder.decode(raw)
-        if record.pk != _priority_key_of(record.priority):  # the scripts move it aside
+        if record.pk != _priority_key_of(record.priority)[1]:  # the scripts move it aside
             raise msgspec.ValidationError(f"the record's pk is not its priority's key: {record.pk!r}")
         if not record.modified_at:
             record.modified_at = record.created_at
@@ -185,7 +185,7 @@ def decode_record(
 
 def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord:
     task_id, scheduler_id, priority = short.id or task_id, short.scheduler_id or queue_id, short.priority
-    pk = _priority_key_of(priority)
+    priority, pk = _priority_key_of(priority)
     if not task_id or not scheduler_id:
         raise msgspec.ValidationError("the record names no id or no queue")
     ix = short.ix
@@ -221,14 +221,18 @@ def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord
     return record
 
 
-def _priority_key_of(priority: str) -> str:
-    """The key the scripts derive from a stored priority: "" past int64 (a script moves such
-    a record aside; Postgres refuses its row); leading zeros do not count, as in common.lua."""
+def _priority_key_of(priority: str) -> tuple[str, str]:
+    """A stored priority (past 19 digits without its leading zeros) and the key the scripts
+    derive from it: "" past int64 (a script moves such a record aside; Postgres refuses its
+    row); leading zeros do not count, as in common.lua."""
     digits = priority[1:] if priority[:1] == "-" else priority
     if not (digits.isascii() and digits.isdigit()):
         raise msgspec.ValidationError(f"the record's priority is not a number: {priority!r}")
-    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 or len(digits.lstrip("0")) <= 19 else -1
-    return f"{shifted:020d}" if 0 <= shifted < _PRIORITY_KEYS else ""
+    if len(digits) > 19:  # int() refuses past 4,300 digits, leading zeros too
+        digits = digits.lstrip("0") or "0"
+        priority = f"-{digits}" if priority[:1] == "-" else digits
+    shifted = int(priority) + PRIORITY_OFFSET if len(digits) <= 19 else -1
+    return priority, f"{shifted:020d}" if 0 <= shifted < _PRIORITY_KEYS else ""
 
 
 def encode_record(record: TaskRecord) -> bytes:
