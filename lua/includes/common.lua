@@ -364,6 +364,9 @@ do
       if type(stored.p) ~= 'string' then
         return nil, 'field priority is not a string'
       end
+      if stored.q ~= nil and stored.q ~= queue_id() then  -- the event form's, written in by hand
+        return nil, "its queue is not its key's"
+      end
       -- only the fields it holds: a constructor naming absent ones would size the table for
       -- them all (Lua 5.1 keeps a slot for each nil set)
       rec = {

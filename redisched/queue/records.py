@@ -184,6 +184,8 @@ def decode_record(
 
 
 def _full_record(short: _ShortRecord, task_id: str, queue_id: str) -> TaskRecord:
+    if (task_id and short.id and short.id != task_id) or (queue_id and short.scheduler_id and short.scheduler_id != queue_id):
+        raise msgspec.ValidationError("the record names another id or queue than where it is stored")
     task_id, scheduler_id, priority = short.id or task_id, short.scheduler_id or queue_id, short.priority
     priority, pk = _priority_key_of(priority)
     if not task_id or not scheduler_id:

@@ -238,3 +238,18 @@ def test_a_full_record_whose_pk_is_not_its_prioritys_key_is_moved_aside_not_stra
         assert queue.patch(pushed.id, {"organisation": "o2"}) is None
         assert queue.peek() == [] and queue.pop(limit=1) == []
         assert client.hexists(keys.quarantine, pushed.id) and queue.qsize() == 0
+
+
+@pytest.mark.parametrize("written", [{"q": "normalizer"}, {"i": "00000000-0000-4000-8000-000000000000"}])
+def test_a_stored_record_naming_another_queue_or_id_than_its_key_is_moved_aside(written):
+    """i and q belong to the event form; one written into a stored record that disagrees with
+    where it is stored is not read either way (the API's read gave the other queue)."""
+    with private_redis() as url:
+        client, direct, queue = _queue(url)
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp"), priority=5)
+        keys = direct.commands.keys("boefje")
+        stored = json.loads(client.hget(keys.tasks, pushed.id))
+        client.hset(keys.tasks, pushed.id, json.dumps(stored | written))
+        assert direct.get(pushed.id) is None
+        assert queue.pop(limit=1) == []
+        assert client.hexists(keys.quarantine, pushed.id)
