@@ -36,6 +36,27 @@ local function names_queued(range, order, rec)
   return value ~= nil and (range.value == nil or value == range.value)
 end
 
+-- A live queued task met under a member that is not its order key (its record's priority or
+-- created_at edited by hand) and placed under none of its own (the queue has no member of
+-- its order) would stay live and queued, counted but never popped: it is taken off its old
+-- place (the queue, its indexes, its pair, the fair listing) and placed under its record's
+-- order, so it still runs. A task of a limit group is placed by its group (K_LIMQ): left
+-- to refresh_group's healing. Only on the stray path: a member naming its task costs nothing.
+local function placed_again(rec, order)
+  if not (SCRIPT_WRITES and rec.status == 'queued' and not is_set(rec.lg)) then
+    return false
+  end
+  local own = order_of(rec)
+  if own == order or redis.call('ZSCORE', K_QUEUE, own) then
+    return false
+  end
+  unplace(rec, order)
+  place(rec)
+  redis.call('HINCRBY', K_META, 'stray_members', 1)
+  redis.log(redis.LOG_WARNING, 'redisched: task ' .. rec.id .. ' of ' .. K_TASKS .. ' placed again under its record\'s order')
+  return true
+end
+
 -- range.seed: the range's first head, known before any fetch (a pair's, from K_HEADS).
 local function range_head(range)
   if range.head == nil then
@@ -140,7 +161,9 @@ local function scan_ranges(ranges, matches, budget, take)
     advance(range)
     local rec = load_record(order_id(order))
     if not rec or not names_queued(range, order, rec) then
-      drop_stray_member(range.key, member)  -- not charged to the budget; to the time, yes
+      if not (rec and placed_again(rec, order)) then
+        drop_stray_member(range.key, member)  -- not charged to the budget; to the time, yes
+      end
       if out_of_time() then
         return 0
       end

@@ -707,8 +707,9 @@ local function place(rec)
   end
 end
 
-local function unplace(rec)
-  local order = order_of(rec)
+-- `order`: the one it is placed under, when not its record's (candidates.lua, place_stranded).
+local function unplace(rec, order)
+  order = order or order_of(rec)
   if redis.call('ZREM', K_QUEUE, order) == 1 and is_set(rec.lg) then
     redis.call('HINCRBY', K_META, 'limited_placed', -1)
   end

@@ -253,3 +253,38 @@ def test_a_stored_record_naming_another_queue_or_id_than_its_key_is_moved_aside(
         assert direct.get(pushed.id) is None
         assert queue.pop(limit=1) == []
         assert client.hexists(keys.quarantine, pushed.id)
+
+
+@pytest.mark.parametrize("fairness", ["none", "organisation"])
+@pytest.mark.parametrize("edit", [{"p": "7"}, {"p": "-3"}, {"c": "0000000000000001"}, {"c": "9000000000000000"}])
+@pytest.mark.parametrize("pop_filter", [None, "org", "pair"])
+def test_a_queued_record_whose_order_is_edited_by_hand_is_placed_again_not_stranded(edit, fairness, pop_filter):
+    """A queued task's member in the queue (and its indexes) is its order key: priority key,
+    created_at, id. A record whose priority or created_at is edited in place no longer matches
+    its member: a pop dropped the member as a stray and the task stayed live and queued
+    (qsize counted it) but was never popped again. The pop that meets it places it again under
+    its record's own order: it runs, and qsize, peek and pop agree."""
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        direct = Client(client, QueueLayout(prefix="form", fairness=fairness))
+        direct.load_functions()
+        queue = direct.queue("boefje")
+        pushed = queue.push(organisation="o", data=boefje_data("nmap-tcp", oci_image=IMAGE), priority=5)
+        keys = direct.commands.keys("boefje")
+        stored = json.loads(client.hget(keys.tasks, pushed.id))
+        client.hset(keys.tasks, pushed.id, json.dumps(stored | edit))
+        filters = {
+            None: None,
+            "org": {"filters": [{"column": "organisation", "operator": "eq", "value": "o"}]},
+            "pair": {"filters": [{"column": "data", "field": "boefje__id", "operator": "in", "value": ["nmap-tcp"]}]},
+        }
+        assert queue.qsize() == 1
+        popped = []
+        for _ in range(3):
+            popped += queue.pop(filters[pop_filter], limit=1)
+            if popped:
+                break
+        assert [t.id for t in popped] == [pushed.id]
+        assert (popped[0].priority, popped[0].created_at) == ((stored | edit)["p"], (stored | edit)["c"])
+        assert queue.qsize() == 0 and queue.peek() == [] and queue.pop(limit=1) == []
+        assert not client.hexists(keys.quarantine, pushed.id)
