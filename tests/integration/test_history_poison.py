@@ -296,3 +296,34 @@ async def test_the_quarantine_on_every_backend(backend_redis, partitions, key_pr
     assert [fields[b"rec"] for _, fields in back] == [b"rec0", b"rec2"]
     assert await retry(backend_redis, layout) == 1
     assert await listing(backend_redis, layout) == [] and await held_tasks(backend_redis, keys, ["task1"]) == set()
+
+
+# Events of the event form that decode (decode_record) but hold what no task can be
+# (TaskRecord.to_task): a status Postgres took as text made every read of the row fail.
+UNFIT = {
+    "rev not a number": lambda: forged(boefje(), rev="abc", modified_at="abc"),
+    "rev of 5,000 digits": lambda: forged(boefje(), rev="1" * 5000),
+    "id not a UUID": lambda: forged(boefje(), id="not-a-uuid"),
+    "schedule_id not a UUID": lambda: forged(boefje(), schedule_id="not-a-uuid"),
+    "unknown status": lambda: forged(boefje(), status="exploded"),
+    "finished with an unknown status": lambda: forged(boefje(), status="completed", created_at="x"),
+    "created_at not a time": lambda: forged(boefje(), created_at="yesterday"),
+    "modified_at not a time": lambda: forged(boefje(), modified_at="-" + "9" * 40),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNFIT))
+async def test_an_event_that_decodes_but_is_no_task_row_is_quarantined_and_the_queue_goes_on(api, key_prefix, kind, caplog):
+    unfit = UNFIT[kind]()
+    keys = QueueKeys(key_prefix, "boefje")
+    record = msgspec.structs.replace(unfit, data=None)
+    await api.services.redis.xadd(keys.events, {"op": "push", "rec": encode_record(record), "data": unfit.data, "sched": "new"})
+    lag = await seconds_to_history(api)
+    assert lag < LAG_TARGET * 4
+    [letter] = await quarantined(api)
+    assert letter["scheduler_id"] == "boefje" and letter["op"] == "push"
+    if kind != "id not a UUID":
+        assert (await api.get(f"/tasks/{unfit.id}")).status_code == 404  # not a row every read of it fails on
+    assert any(r.levelname == "ERROR" and "quarantined event" in r.message for r in caplog.records)
+    assert (await api.get("/history/quarantine")).json() == [letter]  # one letter: no crash loop
+    assert await seconds_to_history(api) < LAG_TARGET * 4

@@ -20,7 +20,7 @@ NOW = datetime(2025, 6, 1, 10, 30, tzinfo=timezone.utc)
 
 def record(rev: str, status: str = "queued") -> TaskRecord:
     return TaskRecord(
-        id="t1", scheduler_id="boefje", organisation="o", priority="1", status=status, type="boefje",
+        id="00000000-0000-4000-8000-000000000001", scheduler_id="boefje", organisation="o", priority="1", status=status, type="boefje",
         data="{}", created_at="1", modified_at="1", pk=priority_key(1), rev=rev,
     )
 
