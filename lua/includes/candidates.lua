@@ -37,21 +37,32 @@ local function names_queued(range, order, rec)
 end
 
 -- A live queued task met under a member that is not its order key (its record's priority or
--- created_at edited by hand) and placed under none of its own (the queue has no member of
--- its order) would stay live and queued, counted but never popped: it is taken off its old
--- place (the queue, its indexes, its pair, the fair listing) and placed under its record's
--- order, so it still runs. A task of a limit group is placed by its group (K_LIMQ): left
--- to refresh_group's healing. Only on the stray path: a member naming its task costs nothing.
+-- created_at edited by hand) and placed under none of its own (the queue, or its group's
+-- waiting set, has no member of its order) would stay live and queued, counted but never
+-- popped: it is taken off its old place (the queue, its indexes, its pair and its head, the
+-- fair listing, its group's waiting set) and put back under its record's order, so it still
+-- runs. Only on the stray path: a member naming its task costs nothing.
 local function placed_again(rec, order)
-  if not (SCRIPT_WRITES and rec.status == 'queued' and not is_set(rec.lg)) then
+  if not (SCRIPT_WRITES and rec.status == 'queued') then
     return false
   end
-  local own = order_of(rec)
-  if own == order or redis.call('ZSCORE', K_QUEUE, own) then
+  local own, lg = order_of(rec), rec.lg
+  if own == order then
     return false
   end
-  unplace(rec, order)
-  place(rec)
+  if is_set(lg) then
+    if redis.call('ZSCORE', K_LIMQ, lg .. NUL .. own) then
+      return false
+    end
+    unplace(rec, order)
+    redis.call('ZREM', K_LIMQ, lg .. NUL .. order)
+    enqueue(rec)
+  elseif redis.call('ZSCORE', K_QUEUE, own) then
+    return false
+  else
+    unplace(rec, order)
+    place(rec)
+  end
   redis.call('HINCRBY', K_META, 'stray_members', 1)
   redis.log(redis.LOG_WARNING, 'redisched: task ' .. rec.id .. ' of ' .. K_TASKS .. ' placed again under its record\'s order')
   return true

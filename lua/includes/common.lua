@@ -832,6 +832,10 @@ local function refresh_group(group, rec, may_forget)
       break
     end
     drop_group_stray(group, head)
+    if head_rec and head_rec.status == 'queued' and head_rec.lg == group then
+      -- its record's order edited by hand: it waits under that one (candidates.lua, placed_again)
+      redis.call('ZADD', K_LIMQ, 0, group .. NUL .. order_of(head_rec))
+    end
   end
   if at > now then
     redis.call('ZADD', K_LIMWAKE, at, group)

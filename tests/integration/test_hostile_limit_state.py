@@ -148,3 +148,28 @@ def test_a_malformed_fair_listing_member_is_removed_not_an_error_on_every_pop():
         assert queue.pop(limit=1) == []  # walks the listing to its end
         assert not {b"q\0", b"q\0junk"} & set(client.zrange(keys.fair_key("orgs"), 0, -1))
         client.close()
+
+
+@pytest.mark.parametrize("edit", [{"p": "9"}, {"p": "-3"}, {"c": "0000000000000001"}])
+@pytest.mark.parametrize("edited", [0, 1])
+def test_a_limited_tasks_record_whose_order_is_edited_by_hand_waits_under_it_not_stranded(boefje_queue, edit, edited):
+    """A queued task of a limit group whose record's priority or created_at is edited in place
+    (its group's member and its queue member no longer its order) is put back under its
+    record's order by the script that meets its old member: it is popped in turn, once its
+    group has room, and qsize agrees (before: live and queued for good, never popped)."""
+    queue, keys, client = boefje_queue
+    ids = push_nmap(queue, 2)  # the group's head placed, the other waiting behind it
+    stored = json.loads(client.hget(keys.tasks, ids[edited]))
+    client.hset(keys.tasks, ids[edited], json.dumps(stored | edit))
+    assert queue.qsize() == 2
+    popped = []
+    for _ in range(6):
+        got = queue.pop(limit=1)
+        popped += [t.id for t in got]
+        for task in got:
+            queue.patch(task.id, {"status": "completed"})
+        if len(popped) == 2:
+            break
+    assert sorted(popped) == sorted(ids)
+    assert queue.qsize() == 0 and queue.peek() == [] and queue.pop(limit=1) == []
+    assert not client.hexists(keys.quarantine, ids[edited])
