@@ -903,7 +903,12 @@ local function enqueue(rec)
     local old_head = group_head(rec.lg)
     redis.call('ZADD', K_LIMQ, 0, rec.lg .. NUL .. order)
     if old_head and order < old_head and redis.call('ZSCORE', K_QUEUE, old_head) then
-      unplace(load_record(order_task_id(old_head)))
+      local head_rec = load_record(order_task_id(old_head))
+      if head_rec then
+        unplace(head_rec)
+      else  -- its record gone or moved aside just now: the head is a stray
+        drop_group_stray(rec.lg, old_head)
+      end
     end
     refresh_group(rec.lg, rec)
   else

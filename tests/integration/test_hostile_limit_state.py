@@ -173,3 +173,17 @@ def test_a_limited_tasks_record_whose_order_is_edited_by_hand_waits_under_it_not
     assert sorted(popped) == sorted(ids)
     assert queue.qsize() == 0 and queue.peek() == [] and queue.pop(limit=1) == []
     assert not client.hexists(keys.quarantine, ids[edited])
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupt"])
+def test_a_better_push_into_a_group_whose_placed_head_is_damaged_goes_in(boefje_queue, damage):
+    queue, keys, client = boefje_queue
+    worse = queue.push(organisation="org0", priority=10, data=boefje_data("nmap", organization="org0"))
+    if damage == "deleted":
+        client.hdel(keys.tasks, worse.id)
+    else:
+        corrupt(client, keys, worse.id)
+    # before: the push's script failed taking the damaged head off the queue (its record nil)
+    better = queue.push(organisation="org0", priority=5, data=boefje_data("nmap", organization="org0"))
+    assert pop_all(queue) == [better.id]
+    assert queue.qsize() == 0 and client.zcard(keys.queue) == 0
