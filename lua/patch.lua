@@ -68,9 +68,7 @@ local function patch_one(args)
     free_group(rec)
     enqueue(rec)
   elseif rec.status == 'dispatched' or rec.status == 'running' then
-    spend_group(rec)
-    set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and args[4] or args[5]))
-    claim_hash_if_free(rec)
+    hold_lease(rec, now, args[4], args[5])
   else
     redis.call('ZREM', K_LEASES, rec.id)
     rec.lease = nil

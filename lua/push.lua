@@ -192,9 +192,7 @@ local function push_one()
 
   local sched = link_schedule()
   if is_set(rec.lg) then
-    redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', A[10], NUL .. 'rule' .. NUL .. A[10], A[11])
-    redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
-    redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
+    note_group_rule(rec, A[10], A[11], now)
   end
   rec.status = 'queued'
   rec.created_at = us_string(now)

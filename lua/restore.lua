@@ -32,16 +32,12 @@ if rec.status == 'queued' and queued_twin(rec) then
   return 0
 end
 if is_set(rec.lg) then
-  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', ARGV[5], NUL .. 'rule' .. NUL .. ARGV[5], ARGV[6])
-  redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
-  redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
+  note_group_rule(rec, ARGV[5], ARGV[6], now)
 end
 if rec.status == 'queued' then
   enqueue(rec)
 elseif rec.status == 'dispatched' or rec.status == 'running' then
-  spend_group(rec)
-  set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and ARGV[3] or ARGV[4]))
-  claim_hash_if_free(rec)
+  hold_lease(rec, now, ARGV[3], ARGV[4])
 end
 -- Keep revs ahead of what Postgres has, so later events win there.
 if tonumber(redis.call('HGET', K_META, 'rev') or '0') < rev then

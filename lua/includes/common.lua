@@ -946,5 +946,21 @@ local function set_lease(id, now, lease_ms)
   redis.call('ZADD', K_LEASES, string.format('%d', math.floor(now / 1000) + lease_ms), id)
 end
 
+-- A dispatched or running task (patch.lua, restore.lua): its group slot spent, its lease
+-- set (dispatch or running length by status), its hash claimed unless a live twin has it.
+local function hold_lease(rec, now, dispatch_ms, running_ms)
+  spend_group(rec)
+  set_lease(rec.id, now, tonumber(rec.status == 'dispatched' and dispatch_ms or running_ms))
+  claim_hash_if_free(rec)
+end
+
+-- A limited task placed (push.lua, restore.lua) records its group's rule (key and spec) and
+-- that the group was seen now: the latest LIMIT_GROUPS_KEPT groups are remembered.
+local function note_group_rule(rec, rule_key, spec, now)
+  redis.call('HSET', K_LIMITS, rec.lg .. NUL .. 'rule', rule_key, NUL .. 'rule' .. NUL .. rule_key, spec)
+  redis.call('ZADD', K_LIMGROUPS, math.floor(now / 1000), rec.lg)
+  redis.call('ZREMRANGEBYRANK', K_LIMGROUPS, 0, -LIMIT_GROUPS_KEPT - 1)
+end
+
 -- The error codes E_CONFLICT, E_QUEUE_FULL, E_ID_EXISTS, E_NOT_FOUND, E_STALE_LEASE are
 -- locals of the generated preamble, from redisched/errors.py's ScriptError.
