@@ -116,6 +116,16 @@ def _fill(sync_redis, prefix: str, count: int, fairness: str = "none") -> set[st
     return pushed
 
 
+def _run(workers: list, out, timeout: float = 120) -> list:
+    """Start the processes, take one result from each (bounded), and reap them."""
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=timeout) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+    return results
+
+
 # With fairness on, 5,000 here to keep the suite short; 20,000 passed the same way (README,
 # "Fair pop across organisations").
 @pytest.mark.parametrize(("fairness", "tasks"), [("none", TASKS), ("organisation", 5_000)])
@@ -126,11 +136,7 @@ def test_eight_processes_popping_twenty_thousand_tasks_get_each_exactly_once(syn
         mp.get_context("spawn").Process(target=_pop_until_empty, args=(key_prefix, 1 + i % 3, out, fairness))
         for i in range(POPPERS)
     ]
-    for worker in workers:
-        worker.start()
-    results = [out.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=10)
+    results = _run(workers, out)
     popped = [task_id for ids in results for task_id in ids]
     assert len(popped) == len(set(popped)), "a task was handed out twice"
     assert set(popped) == pushed, "a task was lost"
@@ -149,11 +155,7 @@ def test_eight_processes_with_limits_on_get_each_task_once_and_no_group_over_its
     out = ctx.Queue()
     ready = ctx.Barrier(POPPERS)
     workers = [ctx.Process(target=_pop_and_finish_limited, args=(key_prefix, out, ready, fairness)) for _ in range(POPPERS)]
-    for worker in workers:
-        worker.start()
-    results = [out.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=10)
+    results = _run(workers, out)
     popped = [task_id for ids, _ in results for task_id in ids]
     assert len(popped) == len(set(popped)), "a task was handed out twice"
     assert set(popped) == pushed, "a task was lost (or stranded in a group)"
@@ -166,11 +168,7 @@ def test_concurrent_pushes_of_one_hash_let_exactly_one_win(key_prefix):
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     workers = [ctx.Process(target=_push_same_hash, args=(key_prefix, data, out)) for _ in range(POPPERS)]
-    for worker in workers:
-        worker.start()
-    outcomes = sorted(out.get(timeout=60) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=10)
+    outcomes = sorted(_run(workers, out, timeout=60))
     assert outcomes == ["conflict"] * (POPPERS - 1) + ["won"]
 
 
@@ -180,11 +178,7 @@ def test_processes_of_concurrent_finish_and_fetch_runners_get_and_finish_each_ta
     out = ctx.Queue()
     ready = ctx.Barrier(FINISHING_PROCESSES)
     workers = [ctx.Process(target=_finish_and_fetch, args=(key_prefix, out, ready)) for _ in range(FINISHING_PROCESSES)]
-    for worker in workers:
-        worker.start()
-    results = [out.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=10)
+    results = _run(workers, out)
     popped = [task_id for ids in results for task_id in ids]
     assert len(popped) == len(set(popped)), "a task was handed out twice"
     assert set(popped) == {str(task_id) for task_id in pushed}, "a task was lost"
