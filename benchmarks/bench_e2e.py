@@ -4,11 +4,13 @@ The same workload with BullMQ (benchmarks/peers/bullmq/bench.mjs: addBulk, then 
 with concurrency C and a no-op processor) on the same private Redis. Alternating runs,
 medians of the repeats; the ratio is redisched / BullMQ on the processing phase.
 
-redisched runs four ways: the runner's loop as OpenKAT's runners do it (pop, PATCH running,
-PATCH completed: three script calls per task) and with finish and fetch (pop once, then
-PATCH running and ``pop_next``: the "completed" brings the next task in the same call, as
-BullMQ's worker does with moveToFinished), each with no filter (BullMQ has none) and with
-the runners' filter.
+redisched runs three loops, each with no filter (BullMQ has none) and with the runners'
+filter: the runner's loop as OpenKAT's runners do it (pop, PATCH running, PATCH completed:
+three script calls per task); finish and fetch (pop once, then PATCH running and
+``pop_next``: the "completed" brings the next task in the same call, as BullMQ's worker
+does with moveToFinished); and finish and fetch with the tasks popped running
+(``status="running"``: a worker that starts each task at once, as BullMQ's does, skips the
+PATCH running: one script call per task).
 """
 
 from __future__ import annotations
@@ -43,15 +45,20 @@ def run(ctx: Context) -> None:
     peer_missing = _peer_missing()
     if peer_missing:
         ctx.note(f"BullMQ peer skipped: {peer_missing}")
-    variants = {"pop + 2 patches, no filter": (None, False), "pop + 2 patches, runner filter": (RUNNER_FILTER, False),
-                "finish and fetch, no filter": (None, True), "finish and fetch, runner filter": (RUNNER_FILTER, True)}
+    # name -> (filters, finish and fetch, popped running)
+    variants = {"pop + 2 patches, no filter": (None, False, False),
+                "pop + 2 patches, runner filter": (RUNNER_FILTER, False, False),
+                "finish and fetch, no filter": (None, True, False),
+                "finish and fetch, runner filter": (RUNNER_FILTER, True, False),
+                "finish and fetch popped running, no filter": (None, True, True),
+                "finish and fetch popped running, runner filter": (RUNNER_FILTER, True, True)}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     bull: dict[str, list[dict[str, Any]]] = {"fifo": [], "priority": []}
     with private_redis() as url:
         for rep in range(REPEATS):
-            for name, (filters, fetch_next) in variants.items():
-                r = _run_redisched(url, f"e2e{rep}{len(results[name])}{fetch_next:d}{filters is not None:d}", n,
-                                   concurrency, filters, fetch_next)
+            for name, (filters, fetch_next, running) in variants.items():
+                r = _run_redisched(url, f"e2e{rep}{len(results[name])}{fetch_next:d}{filters is not None:d}{running:d}",
+                                   n, concurrency, filters, fetch_next, running)
                 results[name].append(r)
                 progress(f"e2e: redisched ({name}) run {rep + 1}: {r['process_per_s']:,.0f} tasks/s processed, "
                          f"push {r['push_per_s']:,.0f}/s")
@@ -114,13 +121,17 @@ def _run_bullmq(url: str, n: int, concurrency: int, priority: bool) -> dict[str,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _run_redisched(url: str, prefix: str, n: int, concurrency: int, filters: dict | None, fetch_next: bool) -> dict[str, float]:
+def _run_redisched(
+    url: str, prefix: str, n: int, concurrency: int, filters: dict | None, fetch_next: bool, running: bool
+) -> dict[str, float]:
     import uvloop
 
-    return uvloop.run(_redisched(url, prefix, n, concurrency, filters, fetch_next))
+    return uvloop.run(_redisched(url, prefix, n, concurrency, filters, fetch_next, running))
 
 
-async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: dict | None, fetch_next: bool) -> dict[str, float]:
+async def _redisched(
+    url: str, prefix: str, n: int, concurrency: int, filters: dict | None, fetch_next: bool, running: bool
+) -> dict[str, float]:
     client = AsyncClient.from_url(url, QueueLayout(prefix=prefix), cluster=False)
     commands: QueueCommands = client.commands
     rng = random.Random(1)
@@ -138,14 +149,17 @@ async def _redisched(url: str, prefix: str, n: int, concurrency: int, filters: d
     deadline = time.monotonic() + 120
     done = 0
 
+    popped_as = "running" if running else "dispatched"
+
     async def worker() -> None:
         nonlocal done
-        got = await client.pop("boefje", filters, limit=1)
+        got = await client.pop("boefje", filters, limit=1, status=popped_as)
         while got and time.monotonic() < deadline:
             task = got[0]
-            await client.patch(task.id, {"status": "running"}, token=task.lease)
+            if not running:
+                await client.patch(task.id, {"status": "running"}, token=task.lease)
             if fetch_next:
-                _, got = await client.pop_next(task.id, {"status": "completed"}, task.lease, filters)
+                _, got = await client.pop_next(task.id, {"status": "completed"}, task.lease, filters, status=popped_as)
             else:
                 await client.patch(task.id, {"status": "completed"}, token=task.lease)
                 got = await client.pop("boefje", filters, limit=1)

@@ -8,12 +8,14 @@
   ARGV[1] the requests' lease tokens, comma separated: one request per token
   ARGV[2] "1" for the boefje rule: the best matching task that has a deduplication key
           brings its batch (same key, up to limit); without one, at most one task is popped
-  ARGV[3] lease length in ms
-  ARGV[4] limit: the most tasks to return
-  ARGV[5] filter (redisched.filters.to_lua JSON), or "" for none
-  ARGV[6] scan budget: how many non-matching candidates may be passed over
-  ARGV[7] scan time limit in µs: passing over candidates stops once the call has run this long
-  ARGV[8] index that drives the search ("" = the queue itself), ARGV[9..] its values
+  ARGV[3] the status the popped tasks get: "dispatched" (a runner patches "running" when it
+          starts, as mula's do) or "running" (a worker that starts at once: one call fewer)
+  ARGV[4] lease length in ms
+  ARGV[5] limit: the most tasks to return
+  ARGV[6] filter (redisched.filters.to_lua JSON), or "" for none
+  ARGV[7] scan budget: how many non-matching candidates may be passed over
+  ARGV[8] scan time limit in µs: passing over candidates stops once the call has run this long
+  ARGV[9] index that drives the search ("" = the queue itself), ARGV[10..] its values
 
   Returns: per request, in token order: its count n, then n pairs record, data (JSON) of
   its tasks, best first: {n1, rec, data, ..., n2, rec, data, ...}.
@@ -24,10 +26,13 @@
 --- @include "candidates"
 --- @include "fair"
 
-local dedup_batches, lease_ms = ARGV[2] == '1', tonumber(ARGV[3])
+local dedup_batches, popped_status, lease_ms = ARGV[2] == '1', ARGV[3], tonumber(ARGV[4])
+if popped_status ~= 'dispatched' and popped_status ~= 'running' then
+  return redis.error_reply('pop: ARGV[3] must be "dispatched" or "running"')
+end
 local now = now_us()
 wake_groups()
-local request_limit, matches, budget, ranges, filter = search_args(4, now)
+local request_limit, matches, budget, ranges, filter = search_args(5, now)
 local replies, token, limit, taken = {}, nil, nil, 0
 
 local function dispatch(rec)
@@ -37,7 +42,7 @@ local function dispatch(rec)
     return true  -- moved aside (common.lua): on to the next
   end
   spend_group(rec)
-  rec.status = 'dispatched'
+  rec.status = popped_status
   rec.modified_at = us_string(now)
   rec.lease = token
   set_lease(rec.id, now, lease_ms)

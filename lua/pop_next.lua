@@ -34,6 +34,9 @@ end
 if n == nil or #tokens ~= n then
   return redis.error_reply('pop_next: ARGV[1] must count the patches (1 .. 256), one lease token each')
 end
+if pop_args[3] ~= 'dispatched' and pop_args[3] ~= 'running' then
+  return redis.error_reply('pop_next: the pop\'s ARGV[3] must be "dispatched" or "running"')
+end
 pop_follows = true  -- K_META is read and written once for the patches and the pop (common.lua)
 local replies, served, served_tokens = run_patch({unpack(args, 2, 1 + 5 * n)}), {}, {}
 pop_follows = false

@@ -28,6 +28,14 @@ class TaskStatus(str, enum.Enum):
 
 
 STATUSES = [s.value for s in TaskStatus]
+
+
+class PoppedStatus(str, enum.Enum):
+    """What a pop hands its tasks out as (``?status=``): dispatched, as mula does (the runner
+    patches "running" when it starts), or running, for a worker that starts each at once."""
+
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 LEASED = frozenset({"dispatched", "running"})
 

@@ -75,18 +75,19 @@ class Services:
         return await self._patch_not_live(task_id, changes, token)
 
     async def patch_and_pop(
-        self, task_id: uuid.UUID, changes: dict[str, Any], token: str | None, node: filters.Node | None, limit: int
+        self, task_id: uuid.UUID, changes: dict[str, Any], token: str | None, node: filters.Node | None, limit: int,
+        status: str = "dispatched",
     ) -> tuple[Task, list[TaskRecord]]:
         """Finish and fetch: ``patch_task``, then, once the patch went through, up to ``limit``
-        tasks popped from the task's queue with ``node``. A live task and a pop's lease token:
-        one script call (lua/pop_next.lua); a refused patch pops nothing."""
-        record, popped = await self.queues.pop_next(task_id, changes, token, node, limit)
+        tasks popped from the task's queue with ``node``, handed out as ``status``. A live task
+        and a pop's lease token: one script call (lua/pop_next.lua); a refused patch pops nothing."""
+        record, popped = await self.queues.pop_next(task_id, changes, token, node, limit, status=status)
         if record is not None:
             return record.to_task(), popped
         task = await self._patch_not_live(task_id, changes, token)
         if task.scheduler_id not in SCHEDULERS:  # a pre-v1.20 queue's task, kept in the history only
             return task, []
-        return task, await self.queues.pop(task.scheduler_id, node, limit)
+        return task, await self.queues.pop(task.scheduler_id, node, limit, status=status)
 
     async def _patch_not_live(self, task_id: uuid.UUID, changes: dict[str, Any], token: str | None) -> Task:
         """The patch of a task no queue holds: a finished one, in Postgres."""

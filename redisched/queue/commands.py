@@ -199,14 +199,19 @@ class QueueCommands:
         limit: int | None = None,
         token: str | None = None,
         partition: int = 0,
+        status: str = "dispatched",
     ) -> ScriptCall[list[TaskRecord]] | None:
-        """None: nothing can match, no need to ask Redis."""
+        """None: nothing can match, no need to ask Redis. ``status``: what the popped tasks
+        become, "dispatched" (their runner patches "running" when it starts, as mula's do)
+        or "running" (a worker that starts each task at once saves that call; its lease is
+        the running one)."""
         self.scheduler(scheduler_id)
+        lease_ms = self.popped_lease_ms(status)
         search = self._search(filters_node, limit)
         if search is None:
             return None
         dedup_batches = "1" if pops_one_batch(scheduler_id) else "0"
-        args = [token or self.lease_token(scheduler_id, partition), dedup_batches, self.layout.dispatch_lease_ms, *search]
+        args = [token or self.lease_token(scheduler_id, partition), dedup_batches, status, lease_ms, *search]
         keys = self.keys(scheduler_id, partition).all
         merge_key = (keys[0], *args[1:])
         return ScriptCall(load("pop"), keys, args, _parse_pop, merge_key, split_pop_replies, join_pop_args)
@@ -226,6 +231,13 @@ class QueueCommands:
         if limit == 0 or tail is None:
             return None
         return [limit, *tail]
+
+    def popped_lease_ms(self, status: str) -> int:
+        if status == "dispatched":
+            return self.layout.dispatch_lease_ms
+        if status == "running":
+            return self.layout.running_lease_ms
+        raise BadRequest(f"a pop hands tasks out dispatched or running, not {status!r}")
 
     @staticmethod
     def limit_of(limit: int | None) -> int:
@@ -264,14 +276,16 @@ class QueueCommands:
         filters_node: filters.Node | None = None,
         limit: int | None = 1,
         partition: int = 0,
+        status: str = "dispatched",
     ) -> ScriptCall[tuple[TaskRecord | None, list[TaskRecord]]]:
         """Patch a task, then pop the next ones from the same queue partition, in one script
         call (lua/pop_next.lua): a runner's "completed" that brings its next task. The patch
         as ``patch`` (None: not live in this partition, and nothing popped). Such calls of one
         partition with the same pop arguments may run as one script run (queue/pipeliner.py):
-        each patch in turn, then one pop serving each caller whose patch went through."""
+        each patch in turn, then one pop serving each caller whose patch went through.
+        ``status``: what the popped tasks become, as in ``pop``."""
         patch = self.patch(scheduler_id, task_id, changes, token=token, partition=partition)
-        pop = self.pop(scheduler_id, filters_node=filters_node, limit=limit, partition=partition)
+        pop = self.pop(scheduler_id, filters_node=filters_node, limit=limit, partition=partition, status=status)
         if pop is None:  # nothing can match: the patch alone
             return ScriptCall(patch.script, patch.keys, patch.args, lambda reply: (_parse_patch_reply(reply), []))
         merge_key = ("pop_next", patch.keys[0], *patch.args[3:], *pop.args[1:])

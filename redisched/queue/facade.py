@@ -47,12 +47,15 @@ class QueueFacade:
         return self.run(plans.push_many(self.commands, scheduler_id, list(tasks)))
 
     def pop(
-        self, scheduler_id: str, filters: FilterArg = None, limit: int | None = None, token: str | None = None
+        self, scheduler_id: str, filters: FilterArg = None, limit: int | None = None, token: str | None = None,
+        *, status: str = "dispatched",
     ) -> list[TaskRecord]:
         """Up to ``limit`` tasks (None: as many as one pop may hand out); ``filters`` a
-        FilterRequest dict or a parsed tree."""
+        FilterRequest dict or a parsed tree. ``status``: what they become, "dispatched" (the
+        runner patches "running" when it starts, as mula's do) or "running" (a worker that
+        starts at once saves that call)."""
         start = next(self._next_start)
-        return self.run(plans.pop(self.commands, scheduler_id, filters, limit, token, start=start))
+        return self.run(plans.pop(self.commands, scheduler_id, filters, limit, token, start=start, status=status))
 
     def peek(self, scheduler_id: str, filters: FilterArg = None, limit: int = 10) -> list[TaskRecord]:
         return self.run(plans.peek(self.commands, scheduler_id, filters, limit))
@@ -63,13 +66,14 @@ class QueueFacade:
 
     def pop_next(
         self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None, filters: FilterArg = None,
-        limit: int | None = 1,
+        limit: int | None = 1, *, status: str = "dispatched",
     ) -> tuple[TaskRecord | None, list[TaskRecord]]:
         """Finish and fetch: patch a live task (a runner's "completed" with its lease token)
-        and pop the next ones from its queue, in one script call when the token is a pop's.
-        (None, []) when no queue has the task."""
+        and pop the next ones from its queue, in one script call when the token is a pop's;
+        ``status`` as in ``pop``. (None, []) when no queue has the task."""
         start = next(self._next_start)
-        return self.run(plans.pop_next(self.commands, task_id, changes, token, filters, limit, start=start))
+        return self.run(plans.pop_next(self.commands, task_id, changes, token, filters, limit, start=start,
+                                       status=status))
 
     def requeue(self, scheduler_id: str, task_id: uuid.UUID | str, task_hash: str) -> TaskRecord | None:
         """Put back a dispatched task its runner hands back unstarted; None when none such."""
@@ -172,8 +176,11 @@ class BoundQueue:
     def push_many(self, tasks: list[dict[str, Any]]) -> list[TaskRecord | SchedulerError]:
         return self.queues.push_many(self.id, tasks)
 
-    def pop(self, filters: FilterArg = None, limit: int | None = None, token: str | None = None) -> list[TaskRecord]:
-        return self.queues.pop(self.id, filters, limit, token)
+    def pop(
+        self, filters: FilterArg = None, limit: int | None = None, token: str | None = None,
+        *, status: str = "dispatched",
+    ) -> list[TaskRecord]:
+        return self.queues.pop(self.id, filters, limit, token, status=status)
 
     def peek(self, filters: FilterArg = None, limit: int = 10) -> list[TaskRecord]:
         return self.queues.peek(self.id, filters, limit)
@@ -183,9 +190,9 @@ class BoundQueue:
 
     def pop_next(
         self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None, filters: FilterArg = None,
-        limit: int | None = 1,
+        limit: int | None = 1, *, status: str = "dispatched",
     ) -> tuple[TaskRecord | None, list[TaskRecord]]:
-        return self.queues.pop_next(task_id, changes, token, filters, limit)
+        return self.queues.pop_next(task_id, changes, token, filters, limit, status=status)
 
     def extend_lease(self, task_id: uuid.UUID | str, token: str, seconds: float) -> int:
         return self.queues.extend_lease(self.id, task_id, token, seconds)

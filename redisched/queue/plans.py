@@ -214,10 +214,12 @@ def pop(
     token: str | None = None,
     *,
     start: int = 0,
+    status: str = "dispatched",
 ) -> Plan[list[TaskRecord]]:
     """Up to ``limit`` tasks (None: up to POP_MAX), best first within each partition: from
     partition ``start`` on, one after the other, each asked only for what is still missing.
-    A boefje pop stops at the first partition that gave a batch."""
+    A boefje pop stops at the first partition that gave a batch. ``status``: what the
+    popped tasks become, "dispatched" or "running" (commands.py, QueueCommands.pop)."""
     commands.scheduler(scheduler_id)
     node, partitions = as_node(filters_node), commands.layout.partitions
     wanted, popped = commands.limit_of(limit), []
@@ -225,7 +227,8 @@ def pop(
         if len(popped) >= wanted or (popped and pops_one_batch(scheduler_id)):
             break
         partition = (start + step) % partitions
-        call = commands.pop(scheduler_id, filters_node=node, limit=wanted - len(popped), token=token, partition=partition)
+        call = commands.pop(scheduler_id, filters_node=node, limit=wanted - len(popped), token=token,
+                            partition=partition, status=status)
         if call is None:  # nothing can match
             break
         [got] = yield [call]
@@ -275,24 +278,27 @@ def pop_next(
     limit: int | None = 1,
     *,
     start: int = 0,
+    status: str = "dispatched",
 ) -> Plan[tuple[TaskRecord | None, list[TaskRecord]]]:
     """Finish and fetch: patch a live task, then pop the next ones from its queue. One script
     call when the lease token names the task's partition (lua/pop_next.lua; should that
     partition hold no match, the others are asked after); otherwise the patch, then a pop.
     (None, []) when no queue has the task."""
+    commands.popped_lease_ms(status)  # a status no pop hands out is refused before the patch
     node, place = as_node(filters_node), commands.lease_place(token)
     if place is None:
         record = yield from patch(commands, task_id, changes, token)
         if record is None:
             return None, []
-        return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start))
+        return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start, status=status))
     queue_id, partition = place
     call = commands.pop_next(
-        queue_id, str(task_id), changes, token=token, filters_node=node, limit=limit, partition=partition
+        queue_id, str(task_id), changes, token=token, filters_node=node, limit=limit, partition=partition,
+        status=status,
     )
     [(record, popped)] = yield [call]
     if record is not None and not popped and commands.layout.partitions > 1:
-        popped = yield from pop(commands, queue_id, node, limit, start=start)
+        popped = yield from pop(commands, queue_id, node, limit, start=start, status=status)
     return record, popped
 
 

@@ -69,8 +69,10 @@ API = [
         errors=(409, 429)),  # fmt: skip
     Api(
         "POST", "/schedulers/{scheduler_id}/pop", schedulers.pop, "runner",
-        "Pop tasks (lease token in the X-Lease-Token header; ?wait= long-polls up to 30 s)",
-        PopResult, body=openapi.FILTERS, body_required=False, query={"limit": "count", "wait": "number"},
+        "Pop tasks (lease token in the X-Lease-Token header; ?wait= long-polls up to 30 s; "
+        "?status=running hands them out running)",
+        PopResult, body=openapi.FILTERS, body_required=False,
+        query={"limit": "count", "wait": "number", "status": "popped-status"},
         lease_token="returned",
     ),  # fmt: skip
     Api("GET", "/tasks", tasks.list_tasks, "viewer", "List tasks", Paginated[Task], query=TASK_QUERY,
@@ -84,8 +86,9 @@ API = [
         lease_token="optional"),  # fmt: skip
     Api("PATCH", "/tasks/{task_id}/pop_next", tasks.patch_and_pop, "runner",
         "Finish and fetch: patch the task as PATCH /tasks/{task_id} does, then pop up to limit (default 1) tasks "
-        "of its queue with the body's filters; a refused patch pops nothing",
-        PatchedAndPopped, body=openapi.PATCH_AND_FILTERS, query={"limit": "count"}, errors=(409,),
+        "of its queue with the body's filters (?status=running: handed out running); a refused patch pops nothing",
+        PatchedAndPopped, body=openapi.PATCH_AND_FILTERS, query={"limit": "count", "status": "popped-status"},
+        errors=(409,),
         lease_token="optional returned"),  # fmt: skip
     Api("POST", "/tasks/{task_id}/lease", tasks.extend_lease, "runner", "Extend a task's lease (X-Lease-Token)",
         LeaseExtended, query={"seconds": "lease-seconds"}, errors=(409,), lease_token="required"),  # fmt: skip

@@ -62,10 +62,12 @@ async def pop_or_wait(
     wait: float,
     client_gone: Callable[[], Awaitable[bool]],
     stopping: asyncio.Event | None = None,
+    status: str = "dispatched",
 ) -> list[TaskRecord]:
-    """Pop; when nothing matches, retry on each change of the queue until ``wait`` seconds
-    (at most ``MAX_WAIT_SECONDS``) have passed, the client has gone or ``stopping`` is set."""
-    records = await queues.pop(scheduler_id, node, limit)
+    """Pop (the tasks handed out as ``status``); when nothing matches, retry on each change
+    of the queue until ``wait`` seconds (at most ``MAX_WAIT_SECONDS``) have passed, the
+    client has gone or ``stopping`` is set."""
+    records = await queues.pop(scheduler_id, node, limit, status=status)
     if records or wait <= 0:
         return records
     partitions = queues.layout.of(queues.commands.scheduler(scheduler_id).id)
@@ -78,7 +80,7 @@ async def pop_or_wait(
     stopping = stopping or asyncio.Event()
     while (remaining := deadline - time.monotonic()) > 0 and not stopping.is_set() and not await client_gone():
         seen, reopens_in = await _newest_events(queues.redis, next(turns), reopenings)
-        if records := await queues.pop(scheduler_id, node, limit):
+        if records := await queues.pop(scheduler_id, node, limit, status=status):
             return records
         await _event_after(queues.redis, seen, min(remaining, BLOCK_SLICE_SECONDS, reopens_in), stopping)
     return []

@@ -10,7 +10,7 @@ import msgspec
 
 from redisched import __version__
 from redisched.filters import UPSTREAM_OPERATORS
-from redisched.models import SCHEDULERS, STATUSES
+from redisched.models import SCHEDULERS, STATUSES, PoppedStatus
 from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.server.responses import ErrorDetail, ValidationErrorDetail
 
@@ -35,6 +35,7 @@ _QUERY_TYPES = {
     "boolean": {"type": "boolean"},
     "date-time": {"type": "string", "format": "date-time"},
     "status": {"type": "string", "enum": STATUSES},
+    "popped-status": {"type": "string", "enum": [status.value for status in PoppedStatus]},
     "lease-seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_LEASE_SECONDS},  # ≤ 0: 400, more: 422
 }
 _ERRORS = {

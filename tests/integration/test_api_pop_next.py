@@ -152,7 +152,9 @@ async def test_bad_input_patches_and_pops_nothing(api):
 async def test_it_is_in_openapi(api):
     document = (await api.get("/openapi.json")).json()
     operation = document["paths"]["/tasks/{task_id}/pop_next"]["patch"]
-    assert {p["name"] for p in operation["parameters"]} == {"task_id", "limit", "X-Lease-Token"}
+    assert {p["name"] for p in operation["parameters"]} == {"task_id", "limit", "status", "X-Lease-Token"}
+    [status] = [p for p in operation["parameters"] if p["name"] == "status"]
+    assert status["schema"]["enum"] == ["dispatched", "running"]
     assert {"200", "400", "404", "409", "413", "422", "503"} <= operation["responses"].keys()
     assert "X-Lease-Token" in operation["responses"]["200"]["headers"]
     body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
@@ -178,3 +180,38 @@ async def test_a_runner_token_may_finish_and_fetch_status_only(guarded):
     assert forbidden.status_code == 403
     response = await guarded.patch(path, json={"status": "completed"}, headers={**runner, "x-lease-token": token})
     assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+async def test_status_running_hands_popped_tasks_out_running_over_both_routes(api):
+    for name in ("a", "b", "c"):
+        await pushed(api, f"Hostname|internet|{name}.example")
+    response = await api.post("/schedulers/boefje/pop?status=running")
+    assert response.status_code == 200, response.text
+    [task] = response.json()["results"]
+    assert task["status"] == "running" and await status_of(api, task["id"]) == "running"
+    token = response.headers["x-lease-token"]
+    sent = counting_round_trips(api)
+    response = await api.patch(f"/tasks/{task['id']}/pop_next?status=running", json={"status": "completed"},
+                               headers={"x-lease-token": token})
+    assert response.status_code == 200, response.text
+    assert sent == [1]
+    [following] = response.json()["results"]
+    assert following["status"] == "running" and await status_of(api, following["id"]) == "running"
+    plain = await api.post("/schedulers/boefje/pop")
+    assert plain.json()["results"][0]["status"] == "dispatched"
+
+
+@pytest.mark.parametrize("status", ["completed", "queued", "RUNNING", ""])
+async def test_a_status_no_pop_hands_out_is_refused_and_patches_and_pops_nothing(api, status):
+    await pushed(api, "Hostname|internet|a.example")
+    await pushed(api, "Hostname|internet|b.example")
+    task, token = await popped(api)
+    response = await api.post(f"/schedulers/boefje/pop?status={status}")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "status"]
+    assert response.json()["detail"][0]["msg"] == "Input should be 'dispatched' or 'running'"
+    response = await api.patch(f"/tasks/{task['id']}/pop_next?status={status}", json={"status": "completed"},
+                               headers={"x-lease-token": token})
+    assert response.status_code == 422, response.text
+    assert await status_of(api, task["id"]) == "dispatched"
+    assert await queued(api) == 1

@@ -109,7 +109,7 @@ def test_a_forked_child_makes_other_uuids_than_its_parent():
 def test_a_pop_asks_partition_after_partition_only_for_what_is_still_missing():
     batches, popped = run(plans.pop(three(), "normalizer", limit=5, start=1), [["a", "b"]], [[]], [["c", "d", "e"]])
     assert [partitions_of(b) for b in batches] == [[("normalizer", 1)], [("normalizer", 2)], [("normalizer", 0)]]
-    assert [b[0].args[3] for b in batches] == [5, 3, 3]  # the limit each partition is asked for
+    assert [b[0].args[4] for b in batches] == [5, 3, 3]  # the limit each partition is asked for
     assert popped == ["a", "b", "c", "d", "e"]
 
 

@@ -9,10 +9,10 @@ from typing import Any
 from starlette.requests import Request
 
 from redisched.errors import Conflict
-from redisched.models import FINISHED, SCHEDULERS, Scheduler, Task, TaskPush, us_to_datetime
+from redisched.models import FINISHED, SCHEDULERS, PoppedStatus, Scheduler, Task, TaskPush, us_to_datetime
 from redisched.queue.commands import QueueCommands, keeps_given_id
 from redisched.queue.records import TaskRecord
-from redisched.server.inputs import as_struct, filter_body, json_body, query_float, query_int
+from redisched.server.inputs import as_struct, filter_body, json_body, query_enum, query_float, query_int
 from redisched.server.longpoll import pop_or_wait, server_stopping
 from redisched.server.responses import JSON, PopResult
 from redisched.server.services import services
@@ -57,10 +57,13 @@ async def push(request: Request) -> JSON:
 
 
 async def pop(request: Request) -> JSON:
-    """mula's pop, plus ``?wait=<seconds>`` (long-poll). The popped tasks' lease token (one per
-    pop) is in the ``X-Lease-Token`` header, for lease extension and token-checked patches."""
+    """mula's pop, plus ``?wait=<seconds>`` (long-poll) and ``?status=running`` (the tasks
+    handed out running, for a worker that starts each at once). The popped tasks' lease token
+    (one per pop) is in the ``X-Lease-Token`` header, for lease extension and token-checked
+    patches."""
     limit = query_int(request, "limit", minimum=0)
     wait = query_float(request, "wait", 0.0)
+    status = query_enum(request, "status", PoppedStatus) or "dispatched"
     node = await filter_body(request)
     records = await pop_or_wait(
         services(request).queues,
@@ -70,6 +73,7 @@ async def pop(request: Request) -> JSON:
         wait,
         request.is_disconnected,
         server_stopping(request.scope),
+        status,
     )
     return JSON(PopResult([record.to_task() for record in records]), headers=lease_header(records))
 

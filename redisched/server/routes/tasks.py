@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from redisched.errors import BadRequest
-from redisched.models import TaskPatch, TaskStatus, with_aware_datetimes
+from redisched.models import PoppedStatus, TaskPatch, TaskStatus, with_aware_datetimes
 from redisched.queue.commands import MAX_LEASE_SECONDS
 from redisched.server.auth import Forbidden, role
 from redisched.server.inputs import as_struct, body_with_filters, filter_body, page, path_uuid, query_enum
@@ -69,13 +69,15 @@ async def patch_and_pop(request: Request) -> JSON:
     does (same body, same ``X-Lease-Token``), then pops up to ``limit`` (default 1) tasks of
     the task's queue with the body's ``filters`` (a pop's FilterRequest). With a live task and
     its pop's token that is one script call. Every input is checked first: a refused request
-    patches and pops nothing. The popped tasks' lease token is in the ``X-Lease-Token`` header."""
+    patches and pops nothing. The popped tasks' lease token is in the ``X-Lease-Token`` header;
+    ``?status=running`` hands them out running (pop's)."""
     task_id = path_uuid(request, "task_id")
     limit = query_int(request, "limit", 1, minimum=0)
+    status = query_enum(request, "status", PoppedStatus) or "dispatched"
     document, node = await body_with_filters(request)
     changes = _changes(request, as_struct(document, TaskPatch))
     token = request.headers.get(LEASE_TOKEN_HEADER)
-    task, popped = await services(request).patch_and_pop(task_id, changes, token, node, limit)
+    task, popped = await services(request).patch_and_pop(task_id, changes, token, node, limit, status)
     return JSON(PatchedAndPopped(task, [record.to_task() for record in popped]), headers=lease_header(popped))
 
 
