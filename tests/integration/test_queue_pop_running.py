@@ -92,3 +92,16 @@ async def test_concurrent_pops_asking_either_status_each_get_theirs(queues):
     assert len({tasks[0].id for tasks in got}) == 8
     for tasks in got:
         assert (await queues.get(tasks[0].id)).status == tasks[0].status
+
+
+async def test_a_task_popped_running_whose_worker_vanished_is_reaped_like_any_running_one(make_queues):
+    queues = make_queues(dispatch_lease_ms=60_000, running_lease_ms=50)
+    await _push_normalizers(queues, 1)
+    [task] = await queues.pop("normalizer", None, 1, status="running")
+    await asyncio.sleep(0.15)
+    reaped = [await queues.reap("normalizer") for _ in range(queues.layout.partitions)]
+    assert sum(requeued for requeued, _ in reaped) == 1
+    back = await queues.get(task.id)
+    assert (back.status, back.lease, back.tries) == ("queued", None, 1)
+    [again] = await queues.pop("normalizer", None, 1)
+    assert again.id == task.id
