@@ -16,6 +16,7 @@ from redisched.queue import plans
 from redisched.queue.commands import QueueCommands
 from redisched.queue.driver import AsyncDriver, SyncDriver
 from redisched.queue.layout import QueueLayout
+from redisched.queue.places import TaskPlaces
 from redisched.queue.records import TaskRecord
 from redisched.queue.plans import FilterArg
 
@@ -32,6 +33,7 @@ class QueueFacade:
         self.driver = driver
         self.run = driver.run  # run(plan): the plan's result (an awaitable on asyncio)
         self._next_start = itertools.count()
+        self._places = TaskPlaces()  # where the tasks this process handed out live (places.py)
 
     def queue(self, scheduler_id: str) -> BoundQueue:
         """One queue's operations, without repeating its id."""
@@ -55,14 +57,15 @@ class QueueFacade:
         runner patches "running" when it starts, as mula's do) or "running" (a worker that
         starts at once saves that call)."""
         start = next(self._next_start)
-        return self.run(plans.pop(self.commands, scheduler_id, filters, limit, token, start=start, status=status))
+        return self.run(plans.pop(self.commands, scheduler_id, filters, limit, token, start=start, status=status,
+                                  places=self._places))
 
     def peek(self, scheduler_id: str, filters: FilterArg = None, limit: int = 10) -> list[TaskRecord]:
         return self.run(plans.peek(self.commands, scheduler_id, filters, limit))
 
     def patch(self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None) -> TaskRecord | None:
         """Patch a live task wherever it is queued; None when no queue has it."""
-        return self.run(plans.patch(self.commands, task_id, changes, token))
+        return self.run(plans.patch(self.commands, task_id, changes, token, self._places))
 
     def pop_next(
         self, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None, filters: FilterArg = None,
@@ -73,7 +76,7 @@ class QueueFacade:
         ``status`` as in ``pop``. (None, []) when no queue has the task."""
         start = next(self._next_start)
         return self.run(plans.pop_next(self.commands, task_id, changes, token, filters, limit, start=start,
-                                       status=status))
+                                       status=status, places=self._places))
 
     def requeue(self, scheduler_id: str, task_id: uuid.UUID | str, task_hash: str) -> TaskRecord | None:
         """Put back a dispatched task its runner hands back unstarted; None when none such."""

@@ -17,11 +17,13 @@ import msgspec
 from redisched import filters
 from redisched.errors import BadRequest, NotFound, SchedulerError
 from redisched.memo import BoundedMemo
+from redisched.models import FINISHED
 from redisched.limit_rules import LimitRule, RuleSet
 from redisched.queue.calls import Command, Plan, ScriptCall
 from redisched.queue.commands import PUSHES_PER_RUN, MirrorElsewhere, QueueCommands, pops_one_batch, push_outcomes
 from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
+from redisched.queue.places import TaskPlaces
 from redisched.queue.records import TaskRecord, decode_record
 from redisched.queue.scripts import library
 
@@ -215,11 +217,13 @@ def pop(
     *,
     start: int = 0,
     status: str = "dispatched",
+    places: TaskPlaces | None = None,
 ) -> Plan[list[TaskRecord]]:
     """Up to ``limit`` tasks (None: up to POP_MAX), best first within each partition: from
     partition ``start`` on, one after the other, each asked only for what is still missing.
     A boefje pop stops at the first partition that gave a batch. ``status``: what the
-    popped tasks become, "dispatched" or "running" (commands.py, QueueCommands.pop)."""
+    popped tasks become, "dispatched" or "running" (commands.py, QueueCommands.pop).
+    ``places`` notes where each popped task lives, for a later token-less patch."""
     commands.scheduler(scheduler_id)
     node, partitions = as_node(filters_node), commands.layout.partitions
     wanted, popped = commands.limit_of(limit), []
@@ -232,8 +236,15 @@ def pop(
         if call is None:  # nothing can match
             break
         [got] = yield [call]
+        _note_places(places, got, commands.scheduler(scheduler_id).id, partition)
         popped += got
     return popped
+
+
+def _note_places(places: TaskPlaces | None, records: list[TaskRecord], queue_id: str, partition: int) -> None:
+    if places is not None:
+        for record in records:
+            places.note(record.id, queue_id, partition)
 
 
 def peek(commands: QueueCommands, scheduler_id: str, filters_node: FilterArg = None, limit: int = 10) -> Plan[list[TaskRecord]]:
@@ -252,21 +263,47 @@ def peek(commands: QueueCommands, scheduler_id: str, filters_node: FilterArg = N
 
 
 def patch(
-    commands: QueueCommands, task_id: uuid.UUID | str, changes: dict[str, Any], token: str | None = None
+    commands: QueueCommands,
+    task_id: uuid.UUID | str,
+    changes: dict[str, Any],
+    token: str | None = None,
+    places: TaskPlaces | None = None,
 ) -> Plan[TaskRecord | None]:
-    """Patch a live task wherever it is queued; None when no queue has it. Sent to every
-    queue partition at once (one round trip, per node on a cluster): those that lack the
-    task answer E_NOT_FOUND, which costs Redis one HGET, instead of a lookup round trip."""
+    """Patch a live task wherever it is queued; None when no queue has it. A lease token
+    names the task's queue partition: one call there. Without one, the partition ``places``
+    saw it in is asked first (one call; should it not hold the task, the others after);
+    otherwise every queue partition at once (one round trip, per node on a cluster): those
+    that lack the task answer E_NOT_FOUND, which costs Redis one HGET."""
+    task_id = str(task_id)
     place = commands.lease_place(token)
     if place is not None:  # the token names the task's queue partition: one call
-        [record] = yield [commands.patch(place[0], str(task_id), changes, token=token, partition=place[1])]
-        return record
-    calls = [
-        commands.patch(keys.queue_id, str(task_id), changes, token=token, partition=keys.partition)
-        for keys in commands.layout.every()
+        [record] = yield [commands.patch(place[0], task_id, changes, token=token, partition=place[1])]
+        return _placed(places, record, place)
+    seen = places.of(task_id) if places is not None else None
+    if seen is not None:
+        [record] = yield [commands.patch(seen[0], task_id, changes, token=token, partition=seen[1])]
+        if record is not None:
+            return _placed(places, record, seen)
+    asked = [keys for keys in commands.layout.every() if (keys.queue_id, keys.partition) != seen]
+    patched = yield [
+        commands.patch(keys.queue_id, task_id, changes, token=token, partition=keys.partition) for keys in asked
     ]
-    patched = yield calls
-    return next((record for record in patched if record is not None), None)
+    for keys, record in zip(asked, patched):
+        if record is not None:
+            return _placed(places, record, (keys.queue_id, keys.partition))
+    if places is not None:
+        places.forget(task_id)
+    return None
+
+
+def _placed(places: TaskPlaces | None, record: TaskRecord | None, place: tuple[str, int]) -> TaskRecord | None:
+    """The patched record; ``places`` keeps a live task's place and forgets a finished one's."""
+    if places is not None and record is not None:
+        if record.status in FINISHED:
+            places.forget(record.id)
+        else:
+            places.note(record.id, *place)
+    return record
 
 
 def pop_next(
@@ -279,26 +316,30 @@ def pop_next(
     *,
     start: int = 0,
     status: str = "dispatched",
+    places: TaskPlaces | None = None,
 ) -> Plan[tuple[TaskRecord | None, list[TaskRecord]]]:
     """Finish and fetch: patch a live task, then pop the next ones from its queue. One script
     call when the lease token names the task's partition (lua/pop_next.lua; should that
     partition hold no match, the others are asked after); otherwise the patch, then a pop.
-    (None, []) when no queue has the task."""
+    (None, []) when no queue has the task. ``places`` as in ``pop`` and ``patch``."""
     commands.popped_lease_ms(status)  # a status no pop hands out is refused before the patch
     node, place = as_node(filters_node), commands.lease_place(token)
     if place is None:
-        record = yield from patch(commands, task_id, changes, token)
+        record = yield from patch(commands, task_id, changes, token, places)
         if record is None:
             return None, []
-        return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start, status=status))
+        return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start, status=status,
+                                       places=places))
     queue_id, partition = place
     call = commands.pop_next(
         queue_id, str(task_id), changes, token=token, filters_node=node, limit=limit, partition=partition,
         status=status,
     )
     [(record, popped)] = yield [call]
+    _placed(places, record, place)
+    _note_places(places, popped, queue_id, partition)
     if record is not None and not popped and commands.layout.partitions > 1:
-        popped = yield from pop(commands, queue_id, node, limit, start=start, status=status)
+        popped = yield from pop(commands, queue_id, node, limit, start=start, status=status, places=places)
     return record, popped
 
 
