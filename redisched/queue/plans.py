@@ -319,28 +319,48 @@ def pop_next(
     places: TaskPlaces | None = None,
 ) -> Plan[tuple[TaskRecord | None, list[TaskRecord]]]:
     """Finish and fetch: patch a live task, then pop the next ones from its queue. One script
-    call when the lease token names the task's partition (lua/pop_next.lua; should that
-    partition hold no match, the others are asked after); otherwise the patch, then a pop.
-    (None, []) when no queue has the task. ``places`` as in ``pop`` and ``patch``."""
+    call when the lease token names the task's partition, or without one when ``places``
+    knows it (lua/pop_next.lua; should that partition hold no match, the others are asked
+    after); otherwise the patch, then a pop. (None, []) when no queue has the task."""
     commands.popped_lease_ms(status)  # a status no pop hands out is refused before the patch
-    node, place = as_node(filters_node), commands.lease_place(token)
+    task_id = str(task_id)
+    node, place, hinted = as_node(filters_node), commands.lease_place(token), None
+    if place is None and places is not None:
+        place = hinted = places.of(task_id)
     if place is None:
-        record = yield from patch(commands, task_id, changes, token, places)
-        if record is None:
-            return None, []
-        return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start, status=status,
-                                       places=places))
+        return (yield from _patch_then_pop(commands, task_id, changes, token, node, limit, start, status, places))
     queue_id, partition = place
     call = commands.pop_next(
-        queue_id, str(task_id), changes, token=token, filters_node=node, limit=limit, partition=partition,
+        queue_id, task_id, changes, token=token, filters_node=node, limit=limit, partition=partition,
         status=status,
     )
     [(record, popped)] = yield [call]
+    if record is None and hinted is not None and places is not None:  # not where it was seen: ask them all
+        places.forget(task_id)
+        return (yield from _patch_then_pop(commands, task_id, changes, token, node, limit, start, status, places))
     _placed(places, record, place)
     _note_places(places, popped, queue_id, partition)
     if record is not None and not popped and commands.layout.partitions > 1:
         popped = yield from pop(commands, queue_id, node, limit, start=start, status=status, places=places)
     return record, popped
+
+
+def _patch_then_pop(
+    commands: QueueCommands,
+    task_id: str,
+    changes: dict[str, Any],
+    token: str | None,
+    node: filters.Node | None,
+    limit: int | None,
+    start: int,
+    status: str,
+    places: TaskPlaces | None,
+) -> Plan[tuple[TaskRecord | None, list[TaskRecord]]]:
+    record = yield from patch(commands, task_id, changes, token, places)
+    if record is None:
+        return None, []
+    return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start, status=status,
+                                   places=places))
 
 
 def requeue(

@@ -59,3 +59,25 @@ async def test_a_finished_task_is_forgotten_and_found_again_by_asking_every_part
     again = await queues.patch(task.id, {"status": "running"})
     assert again.id == task.id and again.status == "running"
     assert len(calls) == len(list(queues.layout.every()))
+
+
+async def test_a_tokenless_finish_and_fetch_of_a_task_this_process_popped_is_one_call(queues, partitions):
+    await _pushed(queues, 4)
+    [task] = await queues.pop("normalizer", None, 1)
+    calls = _counting(queues)
+    done, following = await queues.pop_next(task.id, {"status": "completed"}, None)
+    assert done.status == "completed"
+    assert calls[0] == "pop_next"
+    if partitions == 1:
+        assert calls == ["pop_next"] and len(following) == 1
+
+
+async def test_a_tokenless_finish_and_fetch_with_a_wrong_hint_still_finishes_and_fetches(queues):
+    await _pushed(queues, 3)
+    [task] = await queues.pop("normalizer", None, 1)
+    queues._places.note(task.id, "report", 0)
+    done, following = await queues.pop_next(task.id, {"status": "completed"}, None)
+    assert done.id == task.id and done.status == "completed"
+    [nxt] = following
+    assert nxt.status == "dispatched" and nxt.scheduler_id == "normalizer"
+    assert (await queues.get(task.id)).status == "completed"
