@@ -25,7 +25,7 @@ for _, member in ipairs(members) do
   local order = at and string.sub(member, at + 1)
   local rec = order and load_record(order_id(order))
   -- a placed task: on the queue itself (a limited group's tasks past its head are not)
-  if rec and rec.status == 'queued' and order_of(rec) == order and redis.call('ZSCORE', K_QUEUE, order) then
+  if rec and rec.status == 'queued' and order_names(order, rec) and redis.call('ZSCORE', K_QUEUE, order) then
     place_pair(rec, order)
   end
 end

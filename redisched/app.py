@@ -73,7 +73,8 @@ async def open_services(settings: Settings) -> Services:
         await queues.check_layout()
         await queues.start_limits()
         await queues.index_pairs()
-        await queues.index_fair()  # after the pairs: it places tasks in the fair pair ranges too
+        await queues.index_orders()
+        await queues.index_fair()  # after the pairs and orders: it places tasks in the fair pair ranges too
         await queues.set_weights(settings.organisation_weights)
     except RedisError as exc:  # the API starts anyway and answers 503 until Redis is back
         log.warning("Redis unreachable at start, functions not loaded, partition count not checked: %r", exc)

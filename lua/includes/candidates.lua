@@ -20,10 +20,14 @@ local function lex_range(key, value, ix)
   return {key = key, skip = #value + 1, batch = 1, ix = ix, value = value}
 end
 
--- Whether a member names this live record as it is queued now: a member left behind (a raw
--- write, a record moved aside) names no task, another place, or another index value.
+-- Whether a member names this live record (loaded by the id it names) as it is queued now:
+-- a member left behind (a raw write, a record moved aside) names no task, another place, or
+-- another index value.
 local function names_queued(range, order, rec)
-  if rec.status ~= 'queued' or order_of(rec) ~= order or (range.org ~= nil and rec.organisation ~= range.org) then
+  if rec.status ~= 'queued' or (range.org ~= nil and rec.organisation ~= range.org) then
+    return false
+  end
+  if #order == PACKED_ORDER_LENGTH and not order_names_loaded(order, rec) or #order ~= PACKED_ORDER_LENGTH and order ~= text_order_of(rec) then
     return false
   end
   if range.ix == nil then
@@ -43,26 +47,10 @@ end
 -- fair listing, its group's waiting set) and put back under its record's order, so it still
 -- runs. Only on the stray path: a member naming its task costs nothing.
 local function placed_again(rec, order)
-  if not (SCRIPT_WRITES and rec.status == 'queued') then
+  if not (SCRIPT_WRITES and rec.status == 'queued') or order_names(order, rec) or placed_under_own(rec) then
     return false
   end
-  local own, lg = order_of(rec), rec.lg
-  if own == order then
-    return false
-  end
-  if is_set(lg) then
-    if redis.call('ZSCORE', K_LIMQ, lg .. NUL .. own) then
-      return false
-    end
-    unplace(rec, order)
-    redis.call('ZREM', K_LIMQ, lg .. NUL .. order)
-    enqueue(rec)
-  elseif redis.call('ZSCORE', K_QUEUE, own) then
-    return false
-  else
-    unplace(rec, order)
-    place(rec)
-  end
+  move_to_own_order(rec, order)
   redis.call('HINCRBY', K_META, 'stray_members', 1)
   redis.log(redis.LOG_WARNING, 'redisched: task ' .. rec.id .. ' of ' .. K_TASKS .. ' placed again under its record\'s order')
   return true

@@ -31,6 +31,9 @@ local last_rev = nil
 -- kept: the pair index serves a filter on either alone too (candidates.lua, pair_ranges).
 local IX_IN_PAIRS = {boefje = true, image = true}
 local pairs_state, stored_rev = nil, nil  -- stored_rev: K_META rev as read with it (false: none)
+-- K_META orders = "packed" once no member holds an earlier version's text order key
+-- (index_orders.lua); read with the pair index's state.
+local orders_state = nil
 -- The call's time: the clock when the call first asks (one TIME a call; the work of one call
 -- is one instant, as Redis runs it atomically). pop_follows: pop_next's patches are followed
 -- by its pop, which reads K_META with them and writes it once for all (finish).
@@ -40,7 +43,7 @@ local pairs_state, stored_rev = nil, nil  -- stored_rev: K_META rev as read with
 -- and looked up in turn (a table of its 16 pairs cost more than the HGET it saves).
 local call_now, pop_follows, heads_known, heads_all, heads_read, heads_names, heads_from = nil, false, nil, false, nil, nil, 0
 per_call(function()
-  last_rev, pairs_state, stored_rev, call_now, pop_follows = nil, nil, nil, nil, false
+  last_rev, pairs_state, stored_rev, orders_state, call_now, pop_follows = nil, nil, nil, nil, nil, false
   heads_known, heads_all, heads_read, heads_names = nil, false, nil, nil
 end)
 
@@ -53,8 +56,9 @@ end
 
 local function mark_birth(now)
   if redis.call('HSETNX', K_META, 'born', us_string(now)) == 1 then
-    redis.call('HSET', K_META, 'pairs', 'ready')  -- no task here was placed without the pair index
-    pairs_state = true
+    -- no task here was placed without the pair index, nor under a text order key
+    redis.call('HSET', K_META, 'pairs', 'ready', 'orders', 'packed')
+    pairs_state, orders_state = true, true
   end
 end
 
@@ -62,12 +66,23 @@ end
 -- no script has written to yet has its pair index ready; it is born by the call's first
 -- rev (next_rev, with the call's start time): a birth read off the clock here, later in
 -- the call, would lie above that rev and make restore.lua take the task for its own.
+local function read_states()
+  local v = redis.call('HMGET', K_META, 'pairs', 'born', 'rev', 'orders')
+  pairs_state, stored_rev, orders_state = v[1] == 'ready' or not v[2], v[3], v[4] == 'packed' or not v[2]
+end
+
 local function pairs_ready()
   if pairs_state == nil then
-    local v = redis.call('HMGET', K_META, 'pairs', 'born', 'rev')
-    pairs_state, stored_rev = v[1] == 'ready' or not v[2], v[3]
+    read_states()
   end
   return pairs_state
+end
+
+local function orders_packed()
+  if orders_state == nil then
+    read_states()
+  end
+  return orders_state
 end
 
 local function next_rev(now)
@@ -189,7 +204,8 @@ local function record_problem(rec, id)
   if rec.id ~= id then
     return 'its id is not its key'
   end
-  if not string.find(id, UUID_PATTERN) or (is_set(rec.schedule_id) and not string.find(rec.schedule_id, UUID_PATTERN)) then
+  -- an id in upper case (none is: str(uuid)) would pack to one its key is not (order_of)
+  if not string.find(id, UUID_PATTERN) or string.lower(id) ~= id or (is_set(rec.schedule_id) and not string.find(rec.schedule_id, UUID_PATTERN)) then
     return 'an id is not a UUID'
   end
   if not RECORD_STATUSES[rec.status] then
@@ -625,16 +641,163 @@ local function load_data(id)
   return redis.call('HGET', K_DATA, id)
 end
 
--- The queue order key: priority key, created_at, id (see keys.py). created_at is 16 digits
--- of µs for 1970 to 2286, '-' and 17 digits before, ':' and 18 digits after (records.py).
-local function order_of(rec)
+-- The queue order key (keys.py, records.py order_key), 35 B: the 20-digit priority key and
+-- created_at + 10^17 in 18 digits (µs: years 1 to 9999) as base-100 digits, a byte per two
+-- decimal ones (10 and 9 bytes; 8 and 8 in binary cost Lua ~40% more: a double holds neither
+-- number exactly, so each takes two halves), then the id's 16 bytes. Byte order is queue order; its first byte is below '0'. An earlier version's members
+-- hold the text form (text_order_of: 72 to 75 B, each from '0' on) until the start-up
+-- migration (index_orders.lua) has moved them: meanwhile every script reads both (order_id,
+-- order_names) and takes a task off under either (unplace, dequeue).
+local PACKED_ORDER_LENGTH = 35
+local order_of, order_id, order_names_loaded
+do
+  -- Made by the first call (a library's load may not reach string): byte -> 16 x its hex
+  -- digit's value, byte -> that value (0 for any other byte: an id that is no lower-case
+  -- UUID, refused by record_problem, packs to something, never fails the script), byte ->
+  -- its two hex digits.
+  local HEX_HIGH, HEX_LOW, HEX_OF_BYTE, DIGITS_OF_BYTE = nil, nil, nil, nil
+  local function make_tables()
+    HEX_HIGH, HEX_LOW, HEX_OF_BYTE, DIGITS_OF_BYTE = {}, {}, {}, {}
+    for c = 1, 255 do
+      HEX_HIGH[c], HEX_LOW[c] = 0, 0
+    end
+    for value = 0, 15 do
+      local c = string.byte(string.format('%x', value))
+      HEX_HIGH[c], HEX_LOW[c] = value * 16, value
+    end
+    for b = 0, 255 do
+      HEX_OF_BYTE[b], DIGITS_OF_BYTE[b] = string.format('%02x', b), b < 100 and string.format('%02d', b) or '--'
+    end
+  end
+
+  -- Two decimal digits (bytes) as one byte; % 256: a byte that is no digit (written by hand)
+  -- packs to something, never fails the script.
+  local function digit_pair(high, low)
+    return (high * 10 + low - 528) % 256
+  end
+
+  -- created_at (records.py order_time: 16 digits of µs, "-" and 17 digits of µs + 10^17,
+  -- ":" and 18 digits of µs) + 10^17 in 18 digits, for the forms other than 16 digits.
+  local function time_digits(created_at)
+    local mark, digits = string.byte(created_at, 1), string.sub(created_at, 2)
+    if mark == 45 then
+      digits = '0' .. digits
+    elseif mark == 58 then  -- below 9 * 10^17: its first digit goes up by one
+      digits = string.char(string.byte(digits, 1) + 1) .. string.sub(digits, 2)
+    else
+      digits = '10' .. created_at
+    end
+    if #digits ~= 18 then  -- not as records.py writes it: packed all the same
+      digits = string.sub(string.rep('0', 18) .. digits, -18)
+    end
+    return digits
+  end
+
+  local function base100(digits)
+    local out = {}
+    for i = 1, #digits, 2 do
+      out[#out + 1] = digit_pair(string.byte(digits, i, i + 1))
+    end
+    return string.char(unpack(out))
+  end
+
+  -- The priority key and created_at, packed (the first 19 bytes of the order key).
+  local function order_prefix(rec)
+    local pk, created_at = rec.pk, rec.created_at
+    local p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19, p20 = string.byte(pk, 1, 20)
+    if #pk ~= 20 then  -- record_problem refuses it: packed all the same
+      return base100(string.sub(string.rep('0', 20) .. pk, -20)) .. base100(time_digits(created_at))
+    end
+    if #created_at ~= 16 or string.byte(created_at, 1) == 45 or string.byte(created_at, 1) == 58 then
+      return string.char(digit_pair(p1, p2), digit_pair(p3, p4), digit_pair(p5, p6), digit_pair(p7, p8),
+        digit_pair(p9, p10), digit_pair(p11, p12), digit_pair(p13, p14), digit_pair(p15, p16), digit_pair(p17, p18),
+        digit_pair(p19, p20)) .. base100(time_digits(created_at))
+    end
+    local c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16 = string.byte(created_at, 1, 16)
+    return string.char((p1 * 10 + p2 - 528) % 256, (p3 * 10 + p4 - 528) % 256, (p5 * 10 + p6 - 528) % 256,
+      (p7 * 10 + p8 - 528) % 256, (p9 * 10 + p10 - 528) % 256, (p11 * 10 + p12 - 528) % 256,
+      (p13 * 10 + p14 - 528) % 256, (p15 * 10 + p16 - 528) % 256, (p17 * 10 + p18 - 528) % 256,
+      (p19 * 10 + p20 - 528) % 256, 10, (c1 * 10 + c2 - 528) % 256, (c3 * 10 + c4 - 528) % 256,
+      (c5 * 10 + c6 - 528) % 256, (c7 * 10 + c8 - 528) % 256, (c9 * 10 + c10 - 528) % 256,
+      (c11 * 10 + c12 - 528) % 256, (c13 * 10 + c14 - 528) % 256, (c15 * 10 + c16 - 528) % 256)
+  end
+
+  local function id_bytes(id)
+    if not HEX_HIGH then
+      make_tables()
+    end
+    local h, l = HEX_HIGH, HEX_LOW
+    local c1, c2, c3, c4, c5, c6, c7, c8, _, c10, c11, c12, c13, _, c15, c16, c17, c18, _, c20, c21, c22, c23, _,
+      c25, c26, c27, c28, c29, c30, c31, c32, c33, c34, c35, c36 = string.byte(id, 1, 36)
+    return string.char(h[c1] + l[c2], h[c3] + l[c4], h[c5] + l[c6], h[c7] + l[c8], h[c10] + l[c11], h[c12] + l[c13],
+      h[c15] + l[c16], h[c17] + l[c18], h[c20] + l[c21], h[c22] + l[c23], h[c25] + l[c26], h[c27] + l[c28],
+      h[c29] + l[c30], h[c31] + l[c32], h[c33] + l[c34], h[c35] + l[c36])
+  end
+
+  -- The last record packed and its key: a task's key is wanted several times a call (met,
+  -- taken off, its group's waiting set), each costing ~20k instructions.
+  local known_rec, known_pk, known_created_at, known_order = nil, nil, nil, nil
+  per_call(function() known_rec, known_pk, known_created_at, known_order = nil, nil, nil, nil end)
+
+  local function remember(rec, order)
+    known_rec, known_pk, known_created_at, known_order = rec, rec.pk, rec.created_at, order
+    return order
+  end
+
+  function order_of(rec)
+    if rec == known_rec and rec.pk == known_pk and rec.created_at == known_created_at then
+      return known_order
+    end
+    return remember(rec, order_prefix(rec) .. id_bytes(rec.id))
+  end
+
+  -- The task id an order key names, in either form.
+  function order_id(order)
+    if #order == PACKED_ORDER_LENGTH then
+      if not HEX_OF_BYTE then
+        make_tables()
+      end
+      local x = HEX_OF_BYTE
+      local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 = string.byte(order, 20, 35)
+      return x[b1] .. x[b2] .. x[b3] .. x[b4] .. '-' .. x[b5] .. x[b6] .. '-' .. x[b7] .. x[b8] .. '-' .. x[b9] .. x[b10]
+        .. '-' .. x[b11] .. x[b12] .. x[b13] .. x[b14] .. x[b15] .. x[b16]
+    end
+    local mark = string.byte(order, ORDER_PRIORITY_WIDTH + 1)
+    local width = (mark == 45 and 18) or (mark == 58 and 19) or 16
+    return string.sub(order, ORDER_PRIORITY_WIDTH + width + 1)
+  end
+
+  -- Whether a packed `order` is the key of `rec`, loaded by the id it names (order_id):
+  -- only its priority key and created_at are compared, read back as digits (half the work
+  -- of packing the record's; created_at in 16 digits, the form of 1970 to 2286).
+  function order_names_loaded(order, rec)
+    if not DIGITS_OF_BYTE then
+      make_tables()
+    end
+    local d = DIGITS_OF_BYTE
+    local p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, mark, c1, c2, c3, c4, c5, c6, c7, c8 = string.byte(order, 1, 19)
+    local named
+    if mark == 10 then
+      named = d[p1] .. d[p2] .. d[p3] .. d[p4] .. d[p5] .. d[p6] .. d[p7] .. d[p8] .. d[p9] .. d[p10] == rec.pk
+        and d[c1] .. d[c2] .. d[c3] .. d[c4] .. d[c5] .. d[c6] .. d[c7] .. d[c8] == rec.created_at
+    else
+      named = string.sub(order, 1, 19) == order_prefix(rec)
+    end
+    if named then
+      remember(rec, order)
+    end
+    return named
+  end
+end
+
+-- The order key of an earlier version (created_at is stored in its text form).
+local function text_order_of(rec)
   return rec.pk .. rec.created_at .. rec.id
 end
 
-local function order_id(order)
-  local mark = string.byte(order, ORDER_PRIORITY_WIDTH + 1)
-  local width = (mark == 45 and 18) or (mark == 58 and 19) or 16
-  return string.sub(order, ORDER_PRIORITY_WIDTH + width + 1)
+-- Whether `order` is the task's order key, in either form.
+local function order_names(order, rec)
+  return order == order_of(rec) or (#order ~= PACKED_ORDER_LENGTH and order == text_order_of(rec))
 end
 
 -- The dedup map (K_HASHES) points each hash at its newest live task: queued, dispatched or
@@ -687,8 +850,10 @@ end
 -- The queue membership of a task: the queue itself, its secondary indexes, the dedup queue
 -- (and, with fairness on, its fair structures: fair_index.lua).
 -- A placed task of a limited group is its group's head; K_META limited_placed counts them.
-local function place(rec)
-  local order = order_of(rec)
+-- `order`: the one it is placed under, when not its record's (a group's head waiting under
+-- a text order key: refresh_group).
+local function place(rec, order)
+  order = order or order_of(rec)
   redis.call('ZADD', K_QUEUE, '0', order)
   for name, value in pairs(rec.ix) do
     if not (IX_IN_PAIRS[name] and pairs_ready()) then
@@ -707,10 +872,19 @@ local function place(rec)
   end
 end
 
--- `order`: the one it is placed under, when not its record's (candidates.lua, place_stranded).
+-- `order`: the one it is placed under, when not its record's (candidates.lua, placed_again);
+-- without, its record's, or until the migration is through its text one when not that.
 local function unplace(rec, order)
+  local given = order
   order = order or order_of(rec)
-  if redis.call('ZREM', K_QUEUE, order) == 1 and is_set(rec.lg) then
+  local removed = redis.call('ZREM', K_QUEUE, order)
+  if removed == 0 and not given and not orders_packed() then
+    local text = text_order_of(rec)
+    if redis.call('ZSCORE', K_QUEUE, text) then
+      return unplace(rec, text)
+    end
+  end
+  if removed == 1 and is_set(rec.lg) then
     redis.call('HINCRBY', K_META, 'limited_placed', -1)
   end
   for name, value in pairs(rec.ix) do
@@ -738,10 +912,6 @@ end
 -- replaced rule holds for its groups from the next decision on (rules.lua); "\0version"
 -- the rules version the partition follows. K_LIMWAKE: groups closed until a time, scored
 -- by it; pops reopen the due ones.
-local function order_task_id(order)
-  return string.sub(order, ORDER_PRIORITY_WIDTH + 17)
-end
-
 local function group_head(group)
   local member = redis.call('ZRANGE', K_LIMQ, '[' .. group .. NUL, '(' .. group .. '\1', 'BYLEX', 'LIMIT', 0, 1)[1]
   return member and string.sub(member, #group + 2) or nil
@@ -822,12 +992,13 @@ local function refresh_group(group, rec, may_forget)
     if open == placed then
       break
     end
-    local head_rec = (rec and order_of(rec) == head) and rec or load_record(order_task_id(head))
-    if head_rec and head_rec.status == 'queued' and order_of(head_rec) == head then
+    local head_rec = (rec and order_names(head, rec)) and rec or load_record(order_id(head))
+    if head_rec and head_rec.status == 'queued' and order_names(head, head_rec) then
+      -- under the head's own member: a text one waits for the migration in that form
       if open then
-        place(head_rec)
+        place(head_rec, head)
       else
-        unplace(head_rec)
+        unplace(head_rec, head)
       end
       break
     end
@@ -903,9 +1074,9 @@ local function enqueue(rec)
     local old_head = group_head(rec.lg)
     redis.call('ZADD', K_LIMQ, 0, rec.lg .. NUL .. order)
     if old_head and order < old_head and redis.call('ZSCORE', K_QUEUE, old_head) then
-      local head_rec = load_record(order_task_id(old_head))
+      local head_rec = load_record(order_id(old_head))
       if head_rec then
-        unplace(head_rec)
+        unplace(head_rec, old_head)
       else  -- its record gone or moved aside just now: the head is a stray
         drop_group_stray(rec.lg, old_head)
       end
@@ -921,11 +1092,38 @@ end
 local function dequeue(rec)
   unplace(rec)
   if is_set(rec.lg) then
-    redis.call('ZREM', K_LIMQ, rec.lg .. NUL .. order_of(rec))
+    if redis.call('ZREM', K_LIMQ, rec.lg .. NUL .. order_of(rec)) == 0 and not orders_packed() then
+      redis.call('ZREM', K_LIMQ, rec.lg .. NUL .. text_order_of(rec))
+    end
     if is_set(rec.lo) then
       redis.call('ZREM', K_LIMOBJ, object_entry(rec))
     end
     refresh_group(rec.lg)
+  end
+end
+
+-- Whether the queued task is where its record's order puts it: placed, or waiting in its group.
+local function placed_under_own(rec)
+  local key, prefix = K_QUEUE, ''
+  if is_set(rec.lg) then
+    key, prefix = K_LIMQ, rec.lg .. NUL
+  end
+  return redis.call('ZSCORE', key, prefix .. order_of(rec)) ~= false
+    or (not orders_packed() and redis.call('ZSCORE', key, prefix .. text_order_of(rec)) ~= false)
+end
+
+-- A queued task placed (or waiting in its group) under `order`, not its record's order key
+-- (a text one, the record's order edited by hand), is put under its own: every member of
+-- `order` off, its own on (a task without a group placed first, so its organisation stays
+-- listed for the fair pop meanwhile and keeps its virtual time).
+local function move_to_own_order(rec, order)
+  if is_set(rec.lg) then
+    unplace(rec, order)
+    redis.call('ZREM', K_LIMQ, rec.lg .. NUL .. order)
+    enqueue(rec)
+  else
+    place(rec)
+    unplace(rec, order)
   end
 end
 

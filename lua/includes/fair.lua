@@ -235,15 +235,30 @@ local function fair_charge(org, advance, heads, state)
   state.vt = new_vt
 end
 
--- The driving ranges cut to the tasks of priority <= 1 (order keys below MANUAL_ORDER_END).
+-- The driving ranges cut to the tasks of priority <= 1 (order keys below MANUAL_ORDER_END;
+-- until the migration is through, the text ones from '0' to below TEXT_MANUAL_ORDER_END too).
 local function manual_ranges(ranges)
-  local cut = {}
-  for i, r in ipairs(ranges) do
+  local cut, text = {}, not orders_packed()
+  for _, r in ipairs(ranges) do
     local prefix = r.value and (r.value .. NUL) or ''
-    local min = r.value and ('[' .. prefix) or '-'
-    cut[i] = {key = r.key, min = min, max = '(' .. prefix .. MANUAL_ORDER_END, skip = r.skip, batch = 1, ix = r.ix, value = r.value}
+    cut[#cut + 1] = {
+      key = r.key, min = r.value and ('[' .. prefix) or '-', max = '(' .. prefix .. MANUAL_ORDER_END, skip = r.skip,
+      batch = 1, ix = r.ix, value = r.value,
+    }
+    if text then
+      cut[#cut + 1] = {
+        key = r.key, min = '[' .. prefix .. '0', max = '(' .. prefix .. TEXT_MANUAL_ORDER_END, skip = r.skip, batch = 1,
+        ix = r.ix, value = r.value,
+      }
+    end
   end
   return cut
+end
+
+-- Whether the queue holds a task of priority <= 1.
+local function manual_placed()
+  return redis.call('ZRANGE', K_QUEUE, '-', '(' .. MANUAL_ORDER_END, 'BYLEX', 'LIMIT', 0, 1)[1] ~= nil
+    or (not orders_packed() and redis.call('ZRANGE', K_QUEUE, '[0', '(' .. TEXT_MANUAL_ORDER_END, 'BYLEX', 'LIMIT', 0, 1)[1] ~= nil)
 end
 
 -- The organisations to try, for a pop restricted to `named` ones: those, by true vt.
@@ -293,7 +308,7 @@ local function fair_pop(s)
     -- the queue is ordered by order key: one read tells whether any task of priority <= 1
     -- is placed at all, so the n slices are read for them only when one is (exact, nothing
     -- to keep in step; 1,000 slices: 1 command, not 1,000)
-    fair_no_manual = not redis.call('ZRANGE', K_QUEUE, '-', '(' .. MANUAL_ORDER_END, 'BYLEX', 'LIMIT', 0, 1)[1]
+    fair_no_manual = not manual_placed()
   end
   if not fair_no_manual then
     budget = scan(manual_ranges(s.ranges), s.matches, budget, function(rec)

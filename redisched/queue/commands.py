@@ -36,6 +36,7 @@ MAX_LEASE_SECONDS = 365 * 86400  # a lease must end at a date Python, Lua and Po
 POP_MAX = 1000  # the most tasks one pop hands out (mula's page size)
 INDEX_PAIRS_BATCH = 1000  # boefje index members per index_pairs script call
 INDEX_FAIR_BATCH = 500  # queue members per index_fair script call
+INDEX_ORDERS_BATCH = 500  # members with a text order key per index_orders script call
 PUSHES_PER_RUN = 256  # the most pushes one push script run takes (lua/push.lua)
 # A push merges with others into one script run (the pipeliner's, push_many's) only when its
 # record and data together are at most this many bytes (OpenKAT's are 0.6-1.2 KiB); a larger
@@ -355,6 +356,11 @@ class QueueCommands:
         """One bounded step of building the pair index for tasks of an earlier version
         (lua/index_pairs.lua); True once it is ready."""
         return self._call("index_pairs", scheduler_id, [INDEX_PAIRS_BATCH], lambda r: bool(r), partition)
+
+    def index_orders(self, scheduler_id: str, *, partition: int = 0) -> ScriptCall[bool]:
+        """One bounded step of moving the tasks an earlier version queued under text order keys
+        to packed ones (lua/index_orders.lua); True once none is left."""
+        return self._call("index_orders", scheduler_id, [INDEX_ORDERS_BATCH], lambda r: bool(r), partition)
 
     def restore(self, record: TaskRecord) -> ScriptCall[bool]:
         """Put a task Postgres holds back live, in its group's partition (a boefje task the

@@ -165,6 +165,11 @@ class QueueFacade:
         at start); how many bounded steps it took."""
         return self.run(plans.index_pairs(self.commands))
 
+    def index_orders(self) -> int:
+        """Move the tasks an earlier version queued under text order keys to packed ones (the
+        service does it at start); how many bounded steps it took."""
+        return self.run(plans.index_orders(self.commands))
+
 
 class BoundQueue:
     """One queue of a facade: ``client.queue("boefje").pop(limit=1)``."""

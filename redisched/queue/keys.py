@@ -17,7 +17,8 @@ the slots evenly, as ``redis-cli --cluster create`` does, holds one partition pe
     <p>:{<q>}:hashes     HASH dedup hash -> id of the task queued with it
     <p>:{<q>}:leases     ZSET task id scored by lease expiry (ms): dispatched/running tasks
     <p>:{<q>}:events     STREAM one entry per change, read by the snapshotter
-    <p>:{<q>}:meta       HASH last_activity (µs) and counters (rev, quarantined, stray_members)
+    <p>:{<q>}:meta       HASH last_activity (µs), counters (rev, quarantined, stray_members)
+                         and migrations' states (pairs, orders, fair)
     <p>:{<q>}:schedules  HASH dedup hash -> "<schedule id>|<1 enabled, 0 disabled>" (mirror)
     <p>:{<q>}:ix:<name>  ZSET lex index, member = "<value>\\0<order key>" (organisation,
                          boefje id, oci image, dedup key)
@@ -79,10 +80,17 @@ For the dashboard:
     <p>:api:seen                      ZSET API process ("<host>:<pid>") scored by when it last
                                       said it is alive (ms); each API process refreshes its own
 
-Order key = 20-digit (priority + 2^63) ++ created_at ++ task id, created_at as µs since the
-epoch in 16 digits for 1970 to 2286, "-" + 17 digits of (µs + 10^17) before 1970, ":" + 18
-digits after 2286 ('-' < digits < ':'): byte order is (priority, created_at) order for any
-signed 64-bit priority and any datetime of years 1 to 9999, so ZSET lex order is queue order.
+Order key (35 bytes, records.py order_key; lua/includes/common.lua, order_of) = the 20-digit
+priority key (priority + 2^63) ++ the 18 digits of created_at + 10^17 (µs since the epoch:
+years 1 to 9999), both as base-100 digits (a byte 0..99 per two decimal digits: 10 + 9 bytes)
+++ the task id's 16 bytes: byte order is (priority, created_at, id) order for any signed
+64-bit priority and any datetime the API accepts, so ZSET lex order is queue order. Members
+hold NUL and any other byte; a "<value>\0<order key>" member is cut at its first NUL (index
+values hold none). Its first byte is below "0". An earlier version wrote the text form,
+72 to 75 bytes from "0" on: 20-digit priority key ++ created_at as records.py order_time
+holds it ++ the id as text; the service's start moves those to packed ones in bounded
+steps (lua/index_orders.lua; meta "orders" = "packed" once done, "orders_cursor" meanwhile),
+every script reading and taking off both forms until then.
 """
 
 from __future__ import annotations

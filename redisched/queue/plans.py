@@ -625,6 +625,12 @@ def index_pairs(commands: QueueCommands) -> Plan[int]:
     return (yield from _every_partition_until_done(commands, commands.index_pairs))
 
 
+def index_orders(commands: QueueCommands) -> Plan[int]:
+    """Move the tasks queues of an earlier version hold under text order keys to packed ones
+    (lua/index_orders.lua). How many steps it took (1: none was left)."""
+    return (yield from _every_partition_until_done(commands, commands.index_orders))
+
+
 def index_fair(commands: QueueCommands) -> Plan[int]:
     """With fairness on, bring the fair pop's structures up to date with the queues (tasks
     queued while it was off; lua/index_fair.lua); off, mark them stale. How many steps it took."""

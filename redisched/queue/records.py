@@ -55,8 +55,9 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     rev: str = ""  # stored left out when it equals modified_at
 
     @property
-    def order(self) -> str:
-        return f"{self.pk}{self.created_at}{self.id}"
+    def order(self) -> bytes:
+        """Its queue order key, as the scripts place it (order_key)."""
+        return _packed_order(self.pk, order_time_us(self.created_at), self.id)
 
     def to_task(self) -> Task:
         return Task(
@@ -292,9 +293,30 @@ def order_time_us(text: str) -> int:
     return int(text)
 
 
-def order_key(priority: int, created_at_us: int | str, task_id: str) -> str:
+# The queue order key (keys.py; lua/includes/common.lua, order_of): the priority key (20
+# digits) and created_at + 10^17 (18 digits of µs: years 1 to 9999 sort) as base-100 digits,
+# a byte per two decimal ones, then the id's 16 bytes: 35 B. Its first byte is below "0",
+# where an earlier version's text form (priority key, order_time, id) starts.
+_ORDER_TIME_OFFSET = 10**17
+
+
+def _base100(digits: str) -> bytes:
+    return bytes(int(digits[i : i + 2]) for i in range(0, len(digits), 2))
+
+
+def order_key_prefix(priority: int) -> bytes:
+    """The start of the order keys of tasks of this priority."""
+    return _base100(priority_key(priority))
+
+
+def order_key(priority: int, created_at_us: int | str, task_id: str) -> bytes:
     us = order_time_us(created_at_us) if isinstance(created_at_us, str) else created_at_us
-    return f"{priority_key(priority)}{order_time(us)}{task_id}"
+    return _packed_order(priority_key(priority), us, task_id)
+
+
+def _packed_order(pk: str, created_at_us: int, task_id: str) -> bytes:
+    time = f"{created_at_us + _ORDER_TIME_OFFSET:018d}"
+    return _base100(pk) + _base100(time) + bytes.fromhex(task_id.replace("-", ""))
 
 
 def record_from_task(task: Task, *, tries: int = 0, rev: str = "0") -> TaskRecord:

@@ -36,7 +36,7 @@ from redis.exceptions import ResponseError
 from redisched.errors import ScriptError
 from redisched.queue.indexes import INDEXES, VERBATIM_INDEXES
 from redisched.queue.keys import FAIR_KEY_NAMES, FAIR_SLICES_MAX, KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_SLOTS
-from redisched.queue.records import priority_key
+from redisched.queue.records import order_key_prefix, priority_key
 
 _DIRECTIVE = re.compile(r'^--- @(include|operation) "([\w-]+)"$', re.MULTILINE)
 
@@ -65,8 +65,10 @@ def _shared() -> str:
     lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
     lines.append(f"local LIMIT_GROUPS_KEPT = {LIMIT_GROUPS_KEPT}")
     lines.append(f"local FAIR_SLICES_MAX = {FAIR_SLICES_MAX}")
-    # Order keys below this one are tasks of priority <= 1 (a person's scan): they pass fairness.
-    lines.append(f"local MANUAL_ORDER_END = '{priority_key(2)}'")
+    # Order keys below this one are tasks of priority <= 1 (a person's scan): they pass fairness;
+    # in an earlier version's text form (keys.py), those below the text one.
+    lines.append(f"local MANUAL_ORDER_END = {_lua_string(order_key_prefix(2))}")
+    lines.append(f"local TEXT_MANUAL_ORDER_END = '{priority_key(2)}'")
     lines += [f"local E_{code.name} = {code.value}" for code in ScriptError]
     lines.append(verbatim_index_paths())
     lines.append("local CALL_RESETS = {}")
@@ -79,6 +81,11 @@ def _shared() -> str:
     lines.append("  for i = 1, #CALL_RESETS do CALL_RESETS[i]() end")
     lines.append("end")
     return "\n".join(lines) + "\n"
+
+
+def _lua_string(value: bytes) -> str:
+    """A Lua string literal of these bytes (decimal escapes: they may hold any byte)."""
+    return "'" + "".join(f"\\{byte:03d}" for byte in value) + "'"
 
 
 def verbatim_index_paths() -> str:

@@ -131,14 +131,14 @@ def limit_groups_disagree(client: redis.Redis, prefix: str, records) -> list[str
     counted against it (lc), and never above the cap of 2 (org groups)."""
     keys = layout(prefix).of("boefje")[0]
     limits = {k.decode(): v.decode() for k, v in client.hgetall(keys.limits).items()}
-    waiting = {m.decode() for m in client.zrange(keys.limq, 0, -1)}
+    waiting = set(client.zrange(keys.limq, 0, -1))
     found, counted = [], collections.Counter()
     for record in records:
         if record.scheduler_id != "boefje" or record.status not in LIVE:
             continue
         if record.lg is None:
             found.append(f"{record.id}: {record.status}, in no group")
-        elif record.status == "queued" and f"{record.lg}\0{record.order}" not in waiting:
+        elif record.status == "queued" and record.lg.encode() + b"\0" + record.order not in waiting:
             found.append(f"{record.id}: queued, not waiting in its group {record.lg}")
         elif record.status != "queued":
             counted[record.lg] += record.lc

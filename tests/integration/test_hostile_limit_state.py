@@ -75,7 +75,7 @@ def test_a_leased_task_listed_as_waiting_in_its_group_is_dropped_not_a_block(boe
     queue, keys, client = boefje_queue
     ids = push_nmap(queue, 4)
     [held] = queue.pop(limit=1)
-    client.zadd(keys.limq, {f"nmap\0{held.order}": 0})  # its member back, as if still waiting
+    client.zadd(keys.limq, {b"nmap\0" + held.order: 0})  # its member back, as if still waiting
     assert queue.patch(held.id, {"status": "completed"}, token=held.lease).status == "completed"
     # before: the group's head for good, placed and dropped by every pop: the rest stranded
     assert pop_all(queue) == ids[1:]

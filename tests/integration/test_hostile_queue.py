@@ -125,11 +125,12 @@ def test_junk_members_do_not_hide_the_tasks_waiting_behind_them(acl_redis):
     queue = client.queue("boefje")
     real = [queue.push(organisation="org1", priority=100, data=boefje_data("nmap")) for _ in range(2)]
     raw = client.redis
-    junk = {f"{'0' * 36}{i:06d}{uuid.uuid4()}": 0 for i in range(2000)}  # ordered before every task
+    # packed order keys (35 B) ordered before every task's, naming no task
+    junk = {bytes(13) + i.to_bytes(6, "big") + uuid.uuid4().bytes: 0 for i in range(2000)}
     raw.zadd(KEYS.queue, junk)
     # and in its pair index (lua/includes/common.lua: "4:nmap" is boefje nmap, no image), the
     # pair's head pointed at the first of them
-    raw.zadd(KEYS.pairs, {f"4:nmap\0{member}": 0 for member in junk})
+    raw.zadd(KEYS.pairs, {b"4:nmap\0" + member: 0 for member in junk})
     raw.hset(KEYS.heads, "4:nmap", min(junk))
     pops, found = 0, []
     while len(found) < 2 and pops < 60:
@@ -152,7 +153,7 @@ def test_a_stale_member_never_hands_a_task_out_twice(acl_redis):
     task = queue.push(organisation="org1", priority=3, data=boefje_data("nmap"))
     [popped] = queue.pop()
     client.redis.zadd(KEYS.queue, {task.order: 0})  # its old place, written back raw
-    client.redis.zadd(KEYS.pairs, {f"4:nmap\0{task.order}": 0})  # and in the pair index, as its head
+    client.redis.zadd(KEYS.pairs, {b"4:nmap\0" + task.order: 0})  # and in the pair index, as its head
     client.redis.hset(KEYS.heads, "4:nmap", task.order)
     assert queue.pop() == [] and queue.pop(RUNNER_FILTER) == []
     assert client.redis.zcard(KEYS.queue) == 0 and client.redis.zcard(KEYS.pairs) == 0

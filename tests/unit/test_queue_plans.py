@@ -10,7 +10,7 @@ from redisched.queue import plans
 from redisched.queue.calls import Command, ScriptCall
 from redisched.queue.commands import QueueCommands, fresh_uuid
 from redisched.queue.layout import QueueLayout
-from redisched.queue.records import TaskRecord
+from redisched.queue.records import TaskRecord, priority_key
 from tests.factories import boefje_data
 
 TASK_ID = "00000000-0000-4000-8000-000000000001"
@@ -20,10 +20,10 @@ def three() -> QueueCommands:
     return QueueCommands(QueueLayout(prefix="rs", partitions=3))
 
 
-def record(task_id: str = TASK_ID, order: str = "1") -> TaskRecord:
+def record(task_id: str = TASK_ID, priority: str = "2") -> TaskRecord:
     return TaskRecord(
-        id=task_id, scheduler_id="normalizer", organisation="o", priority="1", status="queued",
-        type="normalizer", created_at="0", modified_at="0", pk=order,
+        id=task_id, scheduler_id="normalizer", organisation="o", priority=priority, status="queued",
+        type="normalizer", created_at="0", modified_at="0", pk=priority_key(int(priority)),
     )  # fmt: skip
 
 
@@ -136,9 +136,10 @@ def test_an_unknown_queue_is_not_found_before_any_round_trip():
 
 
 def test_peek_asks_every_partition_at_once_and_merges_in_queue_order():
-    [batch], peeked = run(plans.peek(three(), "normalizer", limit=2), [[record("c", "3")], [record("a", "1")], [record("b", "2")]])
+    a, b, c = (TASK_ID[:-1] + n for n in "312")  # the id breaks the tie of priority and time
+    [batch], peeked = run(plans.peek(three(), "normalizer", limit=2), [[record(c)], [record(a, "1")], [record(b)]])
     assert partitions_of(batch) == [("normalizer", p) for p in range(3)]
-    assert [r.id for r in peeked] == ["a", "b"]
+    assert [r.id for r in peeked] == [a, b]
 
 
 def test_patch_goes_to_every_partition_of_every_queue_at_once():
