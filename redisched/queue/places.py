@@ -8,18 +8,21 @@ others asked. A hint, never the truth: a wrong one costs one round trip more, no
 At most ``size`` entries, the oldest making room; a task is forgotten once it is finished.
 The sync Client may be shared by threads: a note (look up the oldest, then drop it) holds a
 lock, else two threads drop the same oldest entry (KeyError, raised after the pop had taken
-its tasks) or one iterates while another inserts (RuntimeError).
+its tasks) or one iterates while another inserts (RuntimeError). An OrderedDict, not a dict:
+a dict whose oldest entries keep being dropped finds its first live entry past every slot
+emptied since its last resize (10-20 us a note once full), an OrderedDict at once (< 1 us).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 
 class TaskPlaces:
     def __init__(self, size: int = 16_384) -> None:
         self.size = size
-        self._places: dict[str, tuple[str, int]] = {}
+        self._places: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def note(self, task_id: str, queue_id: str, partition: int) -> None:
@@ -27,7 +30,7 @@ class TaskPlaces:
         with self._lock:
             places.pop(task_id, None)  # a task seen again moves to the young end
             if len(places) >= self.size:
-                del places[next(iter(places))]
+                places.popitem(last=False)
             places[task_id] = (queue_id, partition)
 
     def of(self, task_id: str) -> tuple[str, int] | None:
