@@ -4,6 +4,11 @@ wrong or missing, every partition is still asked, so the answer never changes.""
 
 from __future__ import annotations
 
+import asyncio
+
+import msgspec
+
+from redisched.queue.keys import partition_of
 from tests.factories import normalizer_data
 from tests.integration.test_queue_pop_next import _counting
 
@@ -81,3 +86,70 @@ async def test_a_tokenless_finish_and_fetch_with_a_wrong_hint_still_finishes_and
     [nxt] = following
     assert nxt.status == "dispatched" and nxt.scheduler_id == "normalizer"
     assert (await queues.get(task.id)).status == "completed"
+
+
+async def _statuses(queues, tasks):
+    return [(await queues.get(task.id)).status for task in tasks]
+
+
+async def test_a_hint_gone_stale_through_requeue_and_another_processs_pop_patches_the_same_task(make_queues):
+    """Popped by A, handed back to the queue, popped running by B, reaped, popped by B again:
+    A's token-less patch still finds that task wherever it is, changes it alone, and a later
+    one through A finds it again in one call."""
+    a, b = make_queues(running_lease_ms=50), make_queues(running_lease_ms=50)
+    await _pushed(a, 1)
+    [task] = await a.pop("normalizer", None, 1)
+    await b.patch(task.id, {"status": "queued"})
+    [again] = await b.pop("normalizer", None, 1, status="running")
+    assert again.id == task.id and again.lease != task.lease
+    await asyncio.sleep(0.15)
+    assert sum([requeued for requeued, _ in [await b.reap("normalizer")]]) == 1
+    await _pushed(a, 2)
+    popped = [record for _ in range(3) for record in await b.pop("normalizer", None, 3)]
+    [third] = [record for record in popped if record.id == task.id]
+    others = [record for record in popped if record.id != task.id]
+    assert len(others) == 2
+    calls = _counting(a)
+    patched = await a.patch(task.id, {"status": "running"})
+    assert (patched.id, patched.status, patched.lease, patched.tries) == (task.id, "running", third.lease, 1)
+    assert calls == ["patch"], "the task's partition it was seen in"
+    assert await _statuses(a, others) == ["dispatched", "dispatched"], "no other task changed"
+    done, following = await a.pop_next(task.id, {"status": "completed"}, None)
+    assert (done.id, done.status) == (task.id, "completed") and following == []
+    assert (await a.get(task.id)).status == "completed"
+
+
+async def test_a_hint_of_a_task_restored_into_another_partition_after_its_hash_changed(make_queues, partitions):
+    """A pops it and changes its hash (it stays where it is); B finishes it, the snapshotter
+    drops it from Redis, a PATCH to queued restores it from Postgres: into its new hash's
+    partition. A's hint names the old one: A's token-less patch and finish-and-fetch still
+    find it there, and nothing else is patched."""
+    a, b = make_queues(), make_queues()
+    await _pushed(a, 3)
+    [task] = await a.pop("normalizer", None, 1)
+    seen = a._places.of(task.id)
+    moved_hash = next(
+        f"{task.hash}-{n}" for n in range(1000)
+        if partition_of(f"{task.hash}-{n}", partitions) != seen[1] or partitions == 1
+    )
+    assert (await a.patch(task.id, {"hash": moved_hash})).hash == moved_hash
+    assert a._places.of(task.id) == seen, "the patch left it where it was"
+    finished = await b.patch(task.id, {"status": "completed"})
+    assert await b.forget_finished("normalizer", [(task.id, finished.rev)]) == 1
+    assert await a.get(task.id) is None
+    assert await b.restore(msgspec.structs.replace(finished, status="queued", lease=None, rev="0"))
+    assert (await a.locate(task.id)).partition == partition_of(moved_hash, partitions)
+    queued_others = await a.peek("normalizer", None, 10)
+    calls = _counting(a)
+    patched = await a.patch(task.id, {"priority": 7})
+    assert (patched.id, patched.status, patched.priority) == (task.id, "queued", "7")
+    if partitions > 1:
+        assert calls[0] == "patch" and len(calls) == len(list(a.layout.every())), "the stale hint, then the others"
+    assert a._places.of(task.id) == ("normalizer", partition_of(moved_hash, partitions))
+    assert [r.priority for r in await a.peek("normalizer", None, 10) if r.id != task.id] == [
+        r.priority for r in queued_others if r.id != task.id
+    ], "no other task changed"
+    calls.clear()
+    done, following = await a.pop_next(task.id, {"status": "completed"}, None)
+    assert (done.id, done.status) == (task.id, "completed") and calls[0] == "pop_next"
+    assert len(following) == 1 and following[0].id != task.id
