@@ -236,6 +236,36 @@ async def test_the_queue_scripts_events_reach_postgres_and_finished_tasks_leave_
     assert await queues.get(pushed.id) is None
 
 
+async def test_a_task_popped_running_reaches_postgres_running_then_finished(pool, async_redis, key_prefix):
+    """Popped running, and handed out running by a finish and fetch: its rows in Postgres say
+    running (never dispatched), then completed, and its history says which call did each."""
+    queues = TaskQueues(async_redis, QueueLayout(prefix=key_prefix))
+    pushed = []
+    for n in range(2):
+        data = {"boefje": {"id": "dns"}, "input_ooi": f"Hostname|internet|r{n}{uuid.uuid4().hex}", "organization": "o1"}
+        pushed.append(await queues.push("boefje", organisation="o1", data=data, priority=3 + n))
+
+    async def snapshot() -> None:
+        runner = asyncio.create_task(make_snapshotter(pool, async_redis, key_prefix, queues.forget_finished).run())
+        try:
+            assert await wait_caught_up(async_redis, QueueLayout(key_prefix), timeout=5)
+        finally:
+            runner.cancel()
+
+    [first] = await queues.pop("boefje", limit=1, status="running")
+    await snapshot()
+    assert (await TaskStore(pool).get(first.id)).status is TaskStatus.RUNNING
+    done, [second] = await queues.pop_next(first.id, {"status": "completed"}, None, status="running")
+    await snapshot()
+    store = TaskStore(pool)
+    assert [(await store.get(task.id)).status for task in (first, second)] == [TaskStatus.COMPLETED, TaskStatus.RUNNING]
+    assert [(c.op, c.status) for c in await store.history(first.id)] == [
+        ("push", "queued"), ("pop", "running"), ("patch", "completed")
+    ]
+    assert [(c.op, c.status) for c in await store.history(second.id)] == [("push", "queued"), ("pop", "running")]
+    assert await queues.get(first.id) is None and (await queues.get(second.id)).status == "running"
+
+
 async def test_applied_stays_below_an_entry_another_consumer_still_holds(pool, async_redis, key_prefix):
     pusher = Pusher(async_redis, key_prefix)
     for _ in range(3):
