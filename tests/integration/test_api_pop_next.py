@@ -4,6 +4,8 @@ every bad input answers as the contract says, and a refused request patches and 
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
@@ -215,3 +217,44 @@ async def test_a_status_no_pop_hands_out_is_refused_and_patches_and_pops_nothing
     assert response.status_code == 422, response.text
     assert await status_of(api, task["id"]) == "dispatched"
     assert await queued(api) == 1
+
+
+async def test_a_long_poll_with_status_running_hands_the_task_pushed_meanwhile_out_running(api):
+    async def push_later():
+        await asyncio.sleep(0.3)
+        return await pushed(api, "Hostname|internet|late.example")
+
+    pusher = asyncio.create_task(push_later())
+    response = await api.post("/schedulers/boefje/pop", params={"wait": 10, "status": "running"})
+    late = await pusher
+    assert response.status_code == 200, response.text
+    [task] = response.json()["results"]
+    assert (task["id"], task["status"]) == (late["id"], "running")
+    assert await status_of(api, task["id"]) == "running"
+    queues = api.services.queues
+    keys = await queues.locate(task["id"])
+    expiry_ms = await queues.redis.zscore(keys.leases, task["id"])
+    assert expiry_ms > time.time() * 1000 + queues.layout.dispatch_lease_ms + 1000, "the running lease"
+
+
+async def test_concurrent_pops_over_http_asking_either_status_each_get_theirs(api):
+    for n in range(8):
+        await pushed(api, f"Hostname|internet|c{n}.example")
+    asked = ["running", "dispatched"] * 4
+    responses = await asyncio.gather(*(api.post(f"/schedulers/boefje/pop?status={status}") for status in asked))
+    tasks = [response.json()["results"][0] for response in responses]
+    assert [task["status"] for task in tasks] == asked
+    assert len({task["id"] for task in tasks}) == 8
+    assert [await status_of(api, task["id"]) for task in tasks] == asked
+
+
+async def test_a_tokenless_finish_and_fetch_of_a_task_this_api_popped_running_is_one_round_trip(api):
+    for name in ("a", "b"):
+        await pushed(api, f"Hostname|internet|{name}.example")
+    [task] = (await api.post("/schedulers/boefje/pop?status=running")).json()["results"]
+    sent = counting_round_trips(api)
+    response = await api.patch(f"/tasks/{task['id']}/pop_next?status=running", json={"status": "completed"})
+    assert response.status_code == 200, response.text
+    assert sent == [1], "no token: the API's place hint names the task's partition"
+    [following] = response.json()["results"]
+    assert following["status"] == "running" and await status_of(api, task["id"]) == "completed"
