@@ -19,6 +19,7 @@ import msgspec
 
 from redisched import filters, limit_rules, limits
 from redisched.errors import BadRequest, Conflict, NotFound, QueueFull, SchedulerError, ScriptError, StaleLease
+from redisched.memo import BoundedMemo
 from redisched.models import SCHEDULERS, STATUSES, MalformedPayload, Payload, SchedulerType, check_pushed_payload, datetime_to_us
 from redisched.models import with_aware_datetimes
 from redisched.queue import indexes
@@ -474,7 +475,7 @@ def _checked_index_values(values_of: Callable[..., dict[str, Any]], *args: Any) 
         raise BadRequest("malformed item") from None
 
 
-_SEARCH_TAILS: dict[tuple[int, int, int], tuple[filters.Node | None, list[Any] | None]] = {}
+_SEARCH_TAILS: BoundedMemo[tuple[filters.Node | None, list[Any] | None]] = BoundedMemo(size=256)
 
 
 def _search_tail(node: filters.Node | None, scan_budget: int, scan_time_us: int) -> list[Any] | None:
@@ -483,7 +484,7 @@ def _search_tail(node: filters.Node | None, scan_budget: int, scan_time_us: int)
     the direct client reuse the tree of a filter they have seen: runners send the same one
     on every pop)."""
     key = (id(node), scan_budget, scan_time_us)
-    cached = _SEARCH_TAILS.get(key)
+    cached = _SEARCH_TAILS.lookup(key)
     if cached is not None and cached[0] is node:
         return cached[1]
     tail: list[Any] | None
@@ -495,9 +496,7 @@ def _search_tail(node: filters.Node | None, scan_budget: int, scan_time_us: int)
         index_name, values = plan
         budget = filters.indexed_scan_budget(node, scan_budget, scan_time_us) if index_name else scan_budget
         tail = [filters.to_lua(node), budget, scan_time_us, index_name, *values]
-    if len(_SEARCH_TAILS) >= 256:
-        _SEARCH_TAILS.pop(next(iter(_SEARCH_TAILS)))
-    _SEARCH_TAILS[key] = (node, tail)
+    _SEARCH_TAILS.put(key, (node, tail))
     return tail
 
 
@@ -506,18 +505,16 @@ def _encoded_changes(changes: dict[str, Any]) -> bytes:
     "completed") on every task: those are checked and encoded once."""
     try:
         key = tuple([(name, type(value), value) for name, value in changes.items()])
-        encoded = _ENCODED_CHANGES.get(key)
+        encoded = _ENCODED_CHANGES.lookup(key)
     except TypeError:  # an unhashable value (data): not kept
         return limits.encode(_record_changes(changes), "changes")
     if encoded is None:
         encoded = limits.encode(_record_changes(changes), "changes")
-        if len(_ENCODED_CHANGES) >= 64:
-            _ENCODED_CHANGES.pop(next(iter(_ENCODED_CHANGES)))
-        _ENCODED_CHANGES[key] = encoded
+        _ENCODED_CHANGES.put(key, encoded)
     return encoded
 
 
-_ENCODED_CHANGES: dict[tuple[Any, ...], bytes] = {}
+_ENCODED_CHANGES: BoundedMemo[bytes] = BoundedMemo(size=64)
 
 
 def _record_changes(changes: dict[str, Any]) -> dict[str, Any]:
