@@ -269,26 +269,40 @@ def patch(
     token: str | None = None,
     places: TaskPlaces | None = None,
 ) -> Plan[TaskRecord | None]:
-    """Patch a live task wherever it is queued; None when no queue has it. A lease token
-    names the task's queue partition: one call there. Without one, the partition ``places``
-    saw it in is asked first (one call; should it not hold the task, the others after);
-    otherwise every queue partition at once (one round trip, per node on a cluster): those
-    that lack the task answer E_NOT_FOUND, which costs Redis one HGET."""
+    """Patch a live task wherever it is queued; None when no queue has it. The partition a
+    lease token names, or without one the partition ``places`` saw it in, is asked first
+    (one call); should it not hold the task (a hint of another process's pop, a task put back
+    elsewhere by a restore after Redis lost it), the others after. With neither, every queue
+    partition at once (one round trip, per node on a cluster): those that lack the task
+    answer E_NOT_FOUND, which costs Redis one HGET."""
     task_id = str(task_id)
-    place = commands.lease_place(token)
-    if place is not None:  # the token names the task's queue partition: one call
-        [record] = yield [commands.patch(place[0], task_id, changes, token=token, partition=place[1])]
-        return _placed(places, record, place)
-    seen = places.of(task_id) if places is not None else None
-    if seen is not None:
-        [record] = yield [commands.patch(seen[0], task_id, changes, token=token, partition=seen[1])]
+    named = commands.lease_place(token)
+    first = named or (places.of(task_id) if places is not None else None)
+    if first is not None:
+        [record] = yield [commands.patch(first[0], task_id, changes, token=token, partition=first[1])]
         if record is not None:
-            return _placed(places, record, seen)
-    asked = [keys for keys in commands.layout.every() if (keys.queue_id, keys.partition) != seen]
-    patched = yield [
-        commands.patch(keys.queue_id, task_id, changes, token=token, partition=keys.partition) for keys in asked
-    ]
-    for keys, record in zip(asked, patched):
+            return _placed(places, record, first)
+    return (yield from _patch_elsewhere(commands, task_id, changes, token, places, first, named is not None))
+
+
+def _patch_elsewhere(
+    commands: QueueCommands,
+    task_id: str,
+    changes: dict[str, Any],
+    token: str | None,
+    places: TaskPlaces | None,
+    asked: tuple[str, int] | None,
+    token_named: bool,
+) -> Plan[TaskRecord | None]:
+    """``patch`` at once in every partition but the one ``asked`` already: of that queue
+    alone when the lease token named it (a task never changes queue, a restore may give it
+    another partition), of every queue otherwise."""
+    partitions = commands.layout.of(asked[0]) if token_named and asked else commands.layout.every()
+    others = [keys for keys in partitions if (keys.queue_id, keys.partition) != asked]
+    patched = (yield [
+        commands.patch(keys.queue_id, task_id, changes, token=token, partition=keys.partition) for keys in others
+    ]) if others else []  # the token's queue has one partition: nowhere else to look
+    for keys, record in zip(others, patched):
         if record is not None:
             return _placed(places, record, (keys.queue_id, keys.partition))
     if places is not None:
@@ -321,42 +335,29 @@ def pop_next(
     """Finish and fetch: patch a live task, then pop the next ones from its queue. One script
     call when the lease token names the task's partition, or without one when ``places``
     knows it (lua/pop_next.lua; should that partition hold no match, the others are asked
-    after); otherwise the patch, then a pop. (None, []) when no queue has the task."""
+    after); otherwise, or should that partition not hold the task (as in ``patch``), the
+    patch, then a pop. (None, []) when no queue has the task."""
     commands.popped_lease_ms(status)  # a status no pop hands out is refused before the patch
     task_id = str(task_id)
-    node, place, hinted = as_node(filters_node), commands.lease_place(token), None
-    if place is None and places is not None:
-        place = hinted = places.of(task_id)
+    node, named = as_node(filters_node), commands.lease_place(token)
+    place = named or (places.of(task_id) if places is not None else None)
     if place is None:
-        return (yield from _patch_then_pop(commands, task_id, changes, token, node, limit, start, status, places))
-    queue_id, partition = place
-    call = commands.pop_next(
-        queue_id, task_id, changes, token=token, filters_node=node, limit=limit, partition=partition,
-        status=status,
-    )
-    [(record, popped)] = yield [call]
-    if record is None and hinted is not None and places is not None:  # not where it was seen: ask them all
-        places.forget(task_id)
-        return (yield from _patch_then_pop(commands, task_id, changes, token, node, limit, start, status, places))
-    _placed(places, record, place)
-    _note_places(places, popped, queue_id, partition)
-    if record is not None and not popped and commands.layout.partitions > 1:
-        popped = yield from pop(commands, queue_id, node, limit, start=start, status=status, places=places)
-    return record, popped
-
-
-def _patch_then_pop(
-    commands: QueueCommands,
-    task_id: str,
-    changes: dict[str, Any],
-    token: str | None,
-    node: filters.Node | None,
-    limit: int | None,
-    start: int,
-    status: str,
-    places: TaskPlaces | None,
-) -> Plan[tuple[TaskRecord | None, list[TaskRecord]]]:
-    record = yield from patch(commands, task_id, changes, token, places)
+        record = yield from patch(commands, task_id, changes, token, places)
+    else:
+        queue_id, partition = place
+        call = commands.pop_next(
+            queue_id, task_id, changes, token=token, filters_node=node, limit=limit, partition=partition,
+            status=status,
+        )
+        [(record, popped)] = yield [call]
+        if record is not None:
+            _placed(places, record, place)
+            _note_places(places, popped, queue_id, partition)
+            if not popped and commands.layout.partitions > 1:
+                popped = yield from pop(commands, queue_id, node, limit, start=start, status=status, places=places)
+            return record, popped
+        # not where its token or this process's hint says: the other partitions are asked
+        record = yield from _patch_elsewhere(commands, task_id, changes, token, places, place, named is not None)
     if record is None:
         return None, []
     return record, (yield from pop(commands, record.scheduler_id, node, limit, start=start, status=status,
@@ -402,18 +403,24 @@ def extend_lease(
     seconds: float,
     partition: int | None = None,
 ) -> Plan[int]:
-    """The lease's new expiry (ms). ``partition`` None: wherever the task is in the queue,
-    asked of every partition at once (those that lack it answer E_NOT_FOUND)."""
+    """The lease's new expiry (ms), asked of ``partition``; else of the partition the pop's
+    token names, the others only should it not hold the task (as in ``patch``); else of every
+    partition of the queue at once (those that lack it answer E_NOT_FOUND)."""
     place = commands.lease_place(token)
-    if partition is None and place is not None and place[0] == commands.scheduler(scheduler_id).id:
-        partition = place[1]  # the pop's token names the task's partition
-    partitions = [partition] if partition is not None else [keys.partition for keys in _queue(commands, scheduler_id)]
-    calls = [commands.extend_lease(scheduler_id, str(task_id), token, seconds, partition=p) for p in partitions]
-    expiries = yield calls
-    expiry = next((found for found in expiries if found is not None), None)
-    if expiry is None:
-        raise NotFound("task not leased")
-    return expiry
+    every = [keys.partition for keys in _queue(commands, scheduler_id)]
+    if partition is not None:
+        rounds = [[partition]]
+    elif place is not None and place[0] == commands.scheduler(scheduler_id).id:
+        rounds = [[place[1]], [p for p in every if p != place[1]]]
+    else:
+        rounds = [every]
+    for partitions in filter(None, rounds):
+        calls = [commands.extend_lease(scheduler_id, str(task_id), token, seconds, partition=p) for p in partitions]
+        expiries = yield calls
+        expiry = next((found for found in expiries if found is not None), None)
+        if expiry is not None:
+            return expiry
+    raise NotFound("task not leased")
 
 
 def reap(commands: QueueCommands, scheduler_id: str, max_count: int = 1000) -> Plan[tuple[int, int]]:

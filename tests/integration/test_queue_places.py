@@ -153,3 +153,37 @@ async def test_a_hint_of_a_task_restored_into_another_partition_after_its_hash_c
     done, following = await a.pop_next(task.id, {"status": "completed"}, None)
     assert (done.id, done.status) == (task.id, "completed") and calls[0] == "pop_next"
     assert len(following) == 1 and following[0].id != task.id
+
+
+async def test_a_lease_token_whose_task_was_restored_into_another_partition_still_patches_it(
+    make_queues, partitions, backend_redis
+):
+    """Its hash patched (it stays where it is), then lost there (a failover without it) and
+    restored by reconciliation into its new hash's partition, a leased task keeps its lease
+    token, which names the old partition: a lease extension, a patch or a finish and fetch
+    with that token asks there first, then the others (before, it asked there alone: None,
+    which the API answers 409 "the lease token is not the task's current one", or 404 "task
+    not leased" for the extension)."""
+    a = make_queues()
+    await _pushed(a, 3)
+    tasks = [record for _ in range(3) for record in await a.pop("normalizer", None, 2)]
+    task, _, _ = tasks
+    lost_in = a.commands.lease_place(task.lease)[1]
+    moved_hash = next(
+        f"{task.hash}-{n}" for n in range(1000)
+        if partition_of(f"{task.hash}-{n}", partitions) != lost_in or partitions == 1
+    )
+    running = await a.patch(task.id, {"hash": moved_hash, "status": "running"}, token=task.lease)
+    keys = await a.locate(task.id)
+    assert keys.partition == lost_in
+    await backend_redis.hdel(keys.tasks, task.id)
+    await backend_redis.hdel(keys.key("data"), task.id)
+    await backend_redis.zrem(keys.leases, task.id)
+    assert await a.restore(msgspec.structs.replace(running, rev="0"))
+    assert (await a.locate(task.id)).partition == partition_of(moved_hash, partitions)
+    assert await a.extend_lease("normalizer", task.id, task.lease, 600) > 0
+    extended = await a.patch(task.id, {"priority": 9}, token=task.lease)
+    assert (extended.id, extended.status, extended.priority, extended.lease) == (task.id, "running", "9", task.lease)
+    done, _ = await a.pop_next(task.id, {"status": "completed"}, task.lease)
+    assert (done.id, done.status) == (task.id, "completed")
+    assert [(await a.get(other.id)).status for other in tasks[1:]] == ["dispatched", "dispatched"]
