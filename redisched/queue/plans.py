@@ -449,10 +449,27 @@ def restore(commands: QueueCommands, record: TaskRecord) -> Plan[bool]:
 
 
 def restore_all(commands: QueueCommands, records: list[TaskRecord]) -> Plan[list[bool]]:
-    """Several tasks back live in one batch (reconciliation, import-mula): one answer each."""
+    """Several tasks back live in one batch (reconciliation, import-mula): one answer each.
+    A task some partition of its queue still holds is left alone (False), wherever that is:
+    one whose hash a PATCH changed lives on away from its hash's partition, and restoring it
+    there (when that partition lost data) would make a second live copy."""
     if not records:
         return []
-    return (yield [commands.restore(record) for record in records])
+    held = yield from _held_live(commands, records)
+    missing = [record for record, found in zip(records, held) if not found]
+    restored = iter((yield [commands.restore(record) for record in missing]) if missing else [])
+    return [False if found else next(restored) for found in held]
+
+
+def _held_live(commands: QueueCommands, records: list[TaskRecord]) -> Plan[list[bool]]:
+    """Per record, whether a partition of its queue holds its task (one round trip). With one
+    partition, restore.lua's own check is all there is to it."""
+    if commands.layout.partitions == 1:
+        return [False] * len(records)
+    places = [commands.layout.of(commands.scheduler(record.scheduler_id).id) for record in records]
+    replies = iter((yield [Command(("HEXISTS", keys.tasks, record.id)) for record, every in zip(records, places)
+                           for keys in every]))
+    return [any([bool(next(replies)) for _ in every]) for every in places]
 
 
 def ack_events(commands: QueueCommands, keys: QueueKeys, group: str, entry_ids: list[str]) -> Plan[str]:

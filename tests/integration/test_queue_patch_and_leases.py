@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from redisched.errors import Conflict, StaleLease
+from redisched.queue.keys import partition_of
 from tests.factories import boefje_data, normalizer_data
 
 
@@ -143,3 +145,20 @@ async def test_every_operation_survives_script_flush(queues, backend_redis):
     assert await queues.peek("boefje") == []
     await backend_redis.script_flush()
     assert await queues.forget_finished("boefje", [(rec.id, "0")]) == 0
+
+
+async def test_restore_leaves_alone_a_task_another_partition_of_its_queue_holds(queues, partitions, backend_redis):
+    """Its hash patched, a live task stays in the partition it was pushed to; restoring it
+    from Postgres (reconciliation after the partition of its new hash lost data) must not make
+    a second live copy there."""
+    await queues.push("normalizer", organisation="o", data=normalizer_data(), priority=5)
+    [task] = await queues.pop("normalizer", None, 1)
+    home = (await queues.locate(task.id)).partition
+    moved_hash = next(
+        f"{task.hash}-{n}" for n in range(1000) if partitions == 1 or partition_of(f"{task.hash}-{n}", partitions) != home
+    )
+    running = await queues.patch(task.id, {"hash": moved_hash, "status": "running"}, token=task.lease)
+    assert not await queues.restore(msgspec.structs.replace(running, rev="0"))
+    holders = [keys.partition for keys in queues.layout.of("normalizer") if await backend_redis.hexists(keys.tasks, task.id)]
+    assert holders == [home], "one live copy, where it was"
+    assert (await queues.restore_all([msgspec.structs.replace(running, rev="0")])) == [False]
