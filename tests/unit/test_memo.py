@@ -1,12 +1,9 @@
 """The bounded memos of filters, query strings, search arguments and patch changes, shared
 by the threads of one sync Client."""
 
-import sys
-import threading
-import time
-
 from redisched.memo import BoundedMemo
 from redisched.queue import commands, plans
+from tests.support.threads import errors_in_threads
 
 
 def test_a_memo_keeps_its_newest_entries_and_none_for_a_long_key():
@@ -19,34 +16,6 @@ def test_a_memo_keeps_its_newest_entries_and_none_for_a_long_key():
     assert len(memo) == 2 and memo.lookup(b"b") == 1, "a key put again makes no room"
 
 
-def _in_threads(work, seconds: float = 2.0) -> list[Exception]:
-    """``work(thread index, i)`` from 4 threads, switching as often as the interpreter can,
-    until the first error or ``seconds``: the errors."""
-    errors: list[Exception] = []
-    deadline = time.monotonic() + seconds
-
-    def run(k: int) -> None:
-        try:
-            for i in range(1_000_000):
-                work(k, i)
-                if errors or (i % 500 == 0 and time.monotonic() > deadline):
-                    return
-        except Exception as exc:  # noqa: BLE001 - the failure under test
-            errors.append(exc)
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-    finally:
-        sys.setswitchinterval(interval)
-    return errors
-
-
 def test_threads_of_a_sync_client_filling_the_memos_with_new_keys_never_fail():
     """A runner per thread, each pop with its own filter, each patch with its own priority:
     every call makes room in the memos. Unlocked, two threads dropped the same oldest entry
@@ -57,6 +26,6 @@ def test_threads_of_a_sync_client_filling_the_memos_with_new_keys_never_fail():
         commands._search_tail(node, 100, 1000)
         commands._encoded_changes({"priority": k * 1_000_000 + i})
 
-    assert _in_threads(work) == []
+    assert errors_in_threads(work) == []
     assert len(plans._parsed) <= plans._parsed.size and len(commands._SEARCH_TAILS) <= 256
     assert len(commands._ENCODED_CHANGES) <= 64

@@ -1,8 +1,7 @@
-import sys
-import threading
 import time
 
 from redisched.queue.places import TaskPlaces
+from tests.support.threads import errors_in_threads
 
 
 def test_places_are_bounded_and_the_oldest_makes_room():
@@ -29,31 +28,14 @@ def test_threads_sharing_the_places_never_fail_and_keep_the_bound():
     """The sync Client may be shared by threads: notes (each dropping the oldest entry once
     full) and forgets from several at once, the interpreter switching threads as often as it
     can. Unlocked, two threads dropped the same oldest entry (KeyError) within a few ms."""
-    places, errors = TaskPlaces(size=8), []
-    deadline = time.monotonic() + 2
+    places = TaskPlaces(size=8)
 
-    def work(k: int) -> None:
-        try:
-            for i in range(1_000_000):
-                places.note(f"{k}-{i}", "boefje", 0)
-                if k == 0:
-                    places.forget(f"{k + 1}-{i}")
-                if errors or (i % 1000 == 0 and time.monotonic() > deadline):
-                    return
-        except Exception as exc:  # noqa: BLE001 - the failure under test
-            errors.append(exc)
+    def work(k: int, i: int) -> None:
+        places.note(f"{k}-{i}", "boefje", 0)
+        if k == 0:
+            places.forget(f"{k + 1}-{i}")
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-    finally:
-        sys.setswitchinterval(interval)
-    assert errors == [] and len(places) <= 8
+    assert errors_in_threads(work) == [] and len(places) <= 8
 
 
 def test_a_note_once_full_costs_about_what_one_before_does():
