@@ -28,6 +28,8 @@ class TaskStatus(str, enum.Enum):
 
 
 STATUSES = [s.value for s in TaskStatus]
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+LEASED = frozenset({"dispatched", "running"})
 
 
 class PoppedStatus(str, enum.Enum):
@@ -36,8 +38,6 @@ class PoppedStatus(str, enum.Enum):
 
     DISPATCHED = "dispatched"
     RUNNING = "running"
-FINISHED = frozenset({"completed", "failed", "cancelled"})
-LEASED = frozenset({"dispatched", "running"})
 
 
 def mmh3_hex(text: str) -> str:

@@ -704,15 +704,14 @@ do
   -- The priority key and created_at, packed (the first 19 bytes of the order key).
   local function order_prefix(rec)
     local pk, created_at = rec.pk, rec.created_at
-    local p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19, p20 = string.byte(pk, 1, 20)
-    if #pk ~= 20 then  -- record_problem refuses it: packed all the same
+    local mark = string.byte(created_at, 1)
+    if #pk ~= 20 or #created_at ~= 16 or mark == 45 or mark == 58 then
+      -- a pk record_problem refuses, or created_at before 1970 or after 2286: packed all the same
       return base100(string.sub(string.rep('0', 20) .. pk, -20)) .. base100(time_digits(created_at))
     end
-    if #created_at ~= 16 or string.byte(created_at, 1) == 45 or string.byte(created_at, 1) == 58 then
-      return string.char(digit_pair(p1, p2), digit_pair(p3, p4), digit_pair(p5, p6), digit_pair(p7, p8),
-        digit_pair(p9, p10), digit_pair(p11, p12), digit_pair(p13, p14), digit_pair(p15, p16), digit_pair(p17, p18),
-        digit_pair(p19, p20)) .. base100(time_digits(created_at))
-    end
+    -- 1970 to 2286, every task's key: digit_pair written out, as this runs for every key
+    -- packed; the 10 is the leading "10" time_digits puts before 16 digits
+    local p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19, p20 = string.byte(pk, 1, 20)
     local c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16 = string.byte(created_at, 1, 16)
     return string.char((p1 * 10 + p2 - 528) % 256, (p3 * 10 + p4 - 528) % 256, (p5 * 10 + p6 - 528) % 256,
       (p7 * 10 + p8 - 528) % 256, (p9 * 10 + p10 - 528) % 256, (p11 * 10 + p12 - 528) % 256,

@@ -224,7 +224,7 @@ def pop(
     A boefje pop stops at the first partition that gave a batch. ``status``: what the
     popped tasks become, "dispatched" or "running" (commands.py, QueueCommands.pop).
     ``places`` notes where each popped task lives, for a later token-less patch."""
-    commands.scheduler(scheduler_id)
+    queue_id = commands.scheduler(scheduler_id).id
     node, partitions = as_node(filters_node), commands.layout.partitions
     wanted, popped = commands.limit_of(limit), []
     for step in range(partitions):
@@ -236,7 +236,7 @@ def pop(
         if call is None:  # nothing can match
             break
         [got] = yield [call]
-        _note_places(places, got, commands.scheduler(scheduler_id).id, partition)
+        _note_places(places, got, queue_id, partition)
         popped += got
     return popped
 
