@@ -46,7 +46,9 @@ local function dispatch(rec)
   rec.modified_at = us_string(now)
   rec.lease = token
   set_lease(rec.id, now, lease_ms)
-  replies[#replies + 1] = save_record(rec, now, 'pop')
+  local event_raw, stored_raw = save_record(rec, now, 'pop')
+  vouch_for(stored_raw, rec.id)
+  replies[#replies + 1] = event_raw
   replies[#replies + 1] = data
   taken = taken + 1
   return taken < limit

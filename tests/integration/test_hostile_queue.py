@@ -119,6 +119,41 @@ def test_a_corrupt_record_is_moved_aside_and_pop_and_get_go_on(acl_redis):
     admin.close()
 
 
+def test_a_popped_record_changed_by_hand_is_checked_in_full_when_patched(acl_redis):
+    """A pop vouches for the record it saves (lua/includes/common.lua, vouch_for): that JSON,
+    loaded again under its id, skips the check. A record changed by hand since, or the same
+    JSON under another id, is checked in full and moved aside."""
+    admin_url, user_url = acl_redis
+    client = _client(user_url)
+    queue = client.queue("boefje")
+    for i in range(3):
+        queue.push(organisation="org1", priority=1 + i, data=boefje_data("nmap"))
+    popped = [task for _ in range(3) for task in queue.pop(RUNNER_FILTER)]
+    assert len(popped) == 3
+    raw = client.redis
+    vouched = [raw.hget(KEYS.tasks, task.id) for task in popped]
+    shape = json.loads(vouched[0])
+    shape["s"] = "lost"  # the status (records.py, STORED_NAMES): one field, the rest as vouched
+    raw.hset(KEYS.tasks, popped[0].id, json.dumps(shape))
+    raw.hset(KEYS.tasks, popped[1].id, vouched[1].replace(b'"o":"org1"', b'"o":7'))
+    not_an_id = popped[2].id.upper()  # the vouched JSON, byte for byte, under an id no UUID is
+    raw.hset(KEYS.tasks, not_an_id, vouched[2])
+    assert queue.patch(popped[0].id, {"status": "completed"}, token=popped[0].lease) is None
+    assert queue.patch(popped[1].id, {"status": "completed"}, token=popped[1].lease) is None
+    assert queue.patch(not_an_id, {"status": "completed"}) is None
+    # as vouched, it is patched without a look
+    assert queue.patch(popped[2].id, {"status": "completed"}, token=popped[2].lease).status == "completed"
+    admin = redis.Redis.from_url(admin_url)
+    reasons = {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
+    assert reasons == {
+        popped[0].id: "unknown status",
+        popped[1].id: "field organisation is not a string",
+        not_an_id: "an id is not a UUID",
+    }
+    client.close()
+    admin.close()
+
+
 def test_junk_members_do_not_hide_the_tasks_waiting_behind_them(acl_redis):
     admin_url, user_url = acl_redis
     client = _client(user_url)
