@@ -42,7 +42,9 @@ local function patch_one(args)
   if was_queued then
     dequeue(rec)
   end
+  local status_only = true  -- then the record stays as sound as loaded (common.lua, vouch_for)
   for field, value in pairs(changes) do
+    status_only = status_only and field == 'status'
     if field == 'ix' then
       for name, ix_value in pairs(value) do
         rec.ix[name] = is_set(ix_value) and ix_value or nil
@@ -75,7 +77,10 @@ local function patch_one(args)
     free_group(rec)
     release_hash(rec)
   end
-  local raw = save_record(rec, now, 'patch', new_data)
+  local raw, stored_raw = save_record(rec, now, 'patch', new_data)
+  if status_only and RECORD_STATUSES[rec.status] then
+    vouch_for(stored_raw, rec.id)
+  end
   if rec.status == 'failed' and before.status ~= 'failed' then
     count_bucket('fail', 1, now)
   end

@@ -595,13 +595,14 @@ local function flush_strays()
   strays, stray_count = {}, 0
 end
 
--- Stored records known to be sound: stored JSON -> the id it was saved under. A pop saves
--- the record it loaded (and checked) with only fields it sets itself changed (status, lease,
--- modified_at, rev, the limit group's lc), so when that JSON is loaded again under that id
--- (by the runner's patch, next) record_problem, 8% of a finished task's Redis time, would
--- find nothing. Any other JSON (written by hand, changed since) is checked in full. Kept
--- across calls, as what it answers depends on the JSON and the id alone; at most
--- VOUCHED_MAX entries, dropped together when full.
+-- Stored records known to be sound: stored JSON -> the id it was saved under. A pop, and a
+-- patch of the status alone (a runner's "running", "completed"), save the record they loaded
+-- (and so checked) with only fields they set themselves changed (status, lease, modified_at,
+-- rev, the limit group's lc), so when that JSON is loaded again under that id (by the
+-- runner's next patch) record_problem, 8% of a finished task's Redis time, would find
+-- nothing. Any other JSON (written by hand, changed since) is checked in full. Kept across
+-- calls, as what it answers depends on the JSON and the id alone; at most VOUCHED_MAX
+-- entries, dropped together when full.
 local VOUCHED_MAX = 1024
 local vouched, vouched_count = {}, 0
 

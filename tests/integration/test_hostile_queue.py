@@ -154,6 +154,34 @@ def test_a_popped_record_changed_by_hand_is_checked_in_full_when_patched(acl_red
     admin.close()
 
 
+def test_a_record_vouched_for_by_a_status_patch_is_checked_again_once_changed(acl_redis):
+    """A patch of the status alone vouches for what it saves, as a pop does; a patch of other
+    fields does not: what it wrote (here a trusted caller's created_at that is no time) is
+    checked in full on the next load."""
+    admin_url, user_url = acl_redis
+    client = _client(user_url)
+    queue = client.queue("boefje")
+    for i in range(2):
+        queue.push(organisation="org1", priority=1 + i, data=boefje_data("nmap"))
+    popped = [task for _ in range(2) for task in queue.pop(RUNNER_FILTER)]
+    running = queue.patch(popped[0].id, {"status": "running"}, token=popped[0].lease)
+    assert running.status == "running"
+    raw = client.redis
+    shape = json.loads(raw.hget(KEYS.tasks, popped[0].id))
+    shape["c"] = "yesterday"  # created_at (records.py, STORED_NAMES)
+    raw.hset(KEYS.tasks, popped[0].id, json.dumps(shape))
+    assert queue.patch(popped[0].id, {"status": "completed"}, token=popped[0].lease) is None
+    redated = client.commands.patch("boefje", popped[1].id, {}, token=popped[1].lease)
+    redated.args[2] = json.dumps({"created_at": "yesterday"})  # records.py writes µs digits
+    assert raw.execute_command(*redated.command())[0][0]  # saved
+    assert queue.patch(popped[1].id, {"status": "completed"}, token=popped[1].lease) is None
+    admin = redis.Redis.from_url(admin_url)
+    reasons = {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
+    assert reasons == {popped[0].id: "created_at is malformed", popped[1].id: "created_at is malformed"}
+    client.close()
+    admin.close()
+
+
 def test_junk_members_do_not_hide_the_tasks_waiting_behind_them(acl_redis):
     admin_url, user_url = acl_redis
     client = _client(user_url)
