@@ -7,8 +7,6 @@ operations over queues and partitions.
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from redisched.queue.keys import QueueKeys
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, decode_record, order_time, priority_key
 from redisched.queue.scripts import load
+from redisched.queue.randomness import fresh_uuid, random_hex
 
 T = TypeVar("T")
 
@@ -297,7 +296,7 @@ class QueueCommands:
     def lease_token(self, scheduler_id: str, partition: int) -> str:
         """A fresh lease token that names where its task lives (``lease_place``), so a patch
         that carries it goes to that queue partition alone."""
-        return f"{secrets.token_hex(8)}-{self.scheduler(scheduler_id).id}-{partition}"
+        return f"{random_hex.take(16)}-{self.scheduler(scheduler_id).id}-{partition}"
 
     def lease_place(self, token: str | None) -> tuple[str, int] | None:
         """(queue id, partition) a token of ``lease_token`` names; None for any other token."""
@@ -420,29 +419,6 @@ def _identity(
     if payload.id is None or "id" in data:  # else the payload's own default: a fresh uuid4 already
         payload.id = uuid.uuid4()
     return str(payload.id), limits.encode(payload, "data", MALFORMED)
-
-
-def fresh_uuid() -> str:
-    """A random (version 4) UUID's text, as str(uuid.uuid4()) gives it, in a third of the time:
-    os.urandom's bytes read 4 KiB at a time (one system call per 256 ids; a forked child
-    starts afresh, so it never repeats its parent's)."""
-    global _random_hex, _random_at
-    if _random_at >= len(_random_hex):
-        _random_hex, _random_at = os.urandom(4096).hex(), 0
-    h, _random_at = _random_hex[_random_at : _random_at + 32], _random_at + 32
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # RFC 4122's 10xx
-_random_hex, _random_at = "", 0
-
-
-def _forget_random_bytes() -> None:
-    global _random_hex, _random_at
-    _random_hex, _random_at = "", 0
-
-
-os.register_at_fork(after_in_child=_forget_random_bytes)
 
 
 def keeps_given_id(scheduler_id: str, data: Any, task_id: uuid.UUID | str | None) -> bool:

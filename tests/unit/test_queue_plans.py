@@ -8,7 +8,7 @@ import pytest
 from redisched.errors import BadRequest, Conflict, NotFound
 from redisched.queue import plans
 from redisched.queue.calls import Command, ScriptCall
-from redisched.queue.commands import QueueCommands, fresh_uuid
+from redisched.queue.commands import QueueCommands
 from redisched.queue.layout import QueueLayout
 from redisched.queue.records import TaskRecord, priority_key
 from tests.factories import boefje_data
@@ -80,30 +80,6 @@ def test_push_many_sends_one_run_per_partition_per_round_trip_in_task_order():
         per_partition[call.keys[0]] = per_partition.get(call.keys[0], 0) + len(call.args) // 12
     assert len(per_partition) == 3
     assert len(rounds) == max(-(-count // 256) for count in per_partition.values()), "full runs, as few round trips as that"
-
-
-def test_a_fresh_uuid_is_a_version_4_uuid_text():
-    import uuid
-
-    for _ in range(1000):
-        text = fresh_uuid()
-        parsed = uuid.UUID(text)
-        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-
-
-def test_a_forked_child_makes_other_uuids_than_its_parent():
-    import os
-
-    fresh_uuid()  # random bytes read ahead, which the child must not reuse
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.write(write, "".join(fresh_uuid() for _ in range(10)).encode())
-        os._exit(0)
-    os.waitpid(child, 0)
-    childs = os.read(read, 360).decode()
-    ours = "".join(fresh_uuid() for _ in range(10))
-    assert {childs[i : i + 36] for i in range(0, 360, 36)}.isdisjoint({ours[i : i + 36] for i in range(0, 360, 36)})
 
 
 def test_a_pop_asks_partition_after_partition_only_for_what_is_still_missing():
