@@ -55,7 +55,11 @@ for _, op in ipairs({'push', 'pop', 'fail'}) do
   end
   local stored = redis.call('HMGET', K_RATES, unpack(fields))
   for i = 1, buckets do
-    local at, count = string.match(stored[i] or '', '^(%d+):(%d+)$')
+    local total = tonumber(stored[i] or '')
+    local at, count = total and math.floor(total / RATE_COUNT_SPAN), total and total % RATE_COUNT_SPAN
+    if not total then  -- an earlier version's "<bucket>:<count>"
+      at, count = string.match(stored[i] or '', '^(%d+):(%d+)$')
+    end
     reply[#reply + 1] = tonumber(at) == newest - buckets + i and tonumber(count) or 0
   end
 end

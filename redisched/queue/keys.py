@@ -103,9 +103,11 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from redisched.queue.indexes import INDEXES
 
-# The rates ring (common.lua count_bucket): 10-second buckets, 30 minutes of them.
+# The rates ring (common.lua count_bucket): 10-second buckets, 30 minutes of them; a slot
+# holds bucket * RATE_COUNT_SPAN + its count (exact in Lua's doubles until the year 2255).
 RATE_BUCKET_SECONDS = 10
 RATE_SLOTS = 180
+RATE_COUNT_SPAN = 10_000_000
 RATE_OPS = ("push", "pop", "fail")
 # The limit groups a queue partition remembers for the dashboard (limgroups), latest pushed first.
 LIMIT_GROUPS_KEPT = 1000

@@ -35,7 +35,7 @@ from redis.exceptions import ResponseError
 
 from redisched.errors import ScriptError
 from redisched.queue.indexes import INDEXES, VERBATIM_INDEXES
-from redisched.queue.keys import FAIR_KEY_NAMES, FAIR_SLICES_MAX, KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_SLOTS
+from redisched.queue.keys import FAIR_KEY_NAMES, FAIR_SLICES_MAX, KEY_NAMES, LIMIT_GROUPS_KEPT, RATE_BUCKET_SECONDS, RATE_COUNT_SPAN, RATE_SLOTS
 from redisched.queue.records import order_key_prefix, priority_key
 
 _DIRECTIVE = re.compile(r'^--- @(include|operation) "([\w-]+)"$', re.MULTILINE)
@@ -62,7 +62,7 @@ def _shared() -> str:
     positions = [position for position, name in enumerate(names, start=1) if not name.startswith("ix:")]
     indexes = [(name[3:], position) for position, name in enumerate(names, start=1) if name.startswith("ix:")]
     lines = ["local ARGV, SCRIPT_WRITES", f"local {', '.join(keys)}", "local IX = {}"]
-    lines.append(f"local RATE_BUCKET_US, RATE_SLOTS = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}")
+    lines.append(f"local RATE_BUCKET_US, RATE_SLOTS, RATE_COUNT_SPAN = {RATE_BUCKET_SECONDS * 1_000_000}, {RATE_SLOTS}, {RATE_COUNT_SPAN}")
     lines.append(f"local LIMIT_GROUPS_KEPT = {LIMIT_GROUPS_KEPT}")
     lines.append(f"local FAIR_SLICES_MAX = {FAIR_SLICES_MAX}")
     # Order keys below this one are tasks of priority <= 1 (a person's scan): they pass fairness;

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 import redis.asyncio as aredis
 
-from redisched.queue.keys import RATE_BUCKET_SECONDS, RATE_SLOTS
+from redisched.queue.keys import RATE_BUCKET_SECONDS, RATE_COUNT_SPAN, RATE_SLOTS
 from redisched.queue.queue import TaskQueues
 from redisched.queue.stats import read_snapshot
 from tests.acceptance.harness import api_client, boefje_push, db_dsn, settings, template_db  # noqa: F401
@@ -79,9 +79,19 @@ async def test_failures_are_counted_per_minute(guarded):
     assert boefje["failures_last_minute"] == 2 and sum(boefje["rates"]["fail"]) == 2
 
 
-async def test_a_rate_slot_from_an_older_lap_starts_over(guarded, sync_redis, key_prefix):
+@pytest.mark.parametrize(
+    "left",
+    [
+        lambda bucket: (bucket - 2 * RATE_SLOTS) * RATE_COUNT_SPAN + 99,  # 99 counts of an hour ago
+        lambda bucket: f"{bucket - 2 * RATE_SLOTS}:99",  # the same in an earlier version's text
+        lambda bucket: "not a count",  # written by hand
+        lambda bucket: 2**63 - 1,  # one more overflows HINCRBY
+    ],
+)
+async def test_a_rate_slot_from_an_older_lap_or_written_by_hand_starts_over(guarded, sync_redis, key_prefix, left):
     bucket = int(time.time()) // RATE_BUCKET_SECONDS
-    sync_redis.hset(f"{key_prefix}:{{boefje}}:rates", f"push:{bucket % RATE_SLOTS}", f"{bucket - RATE_SLOTS}:99")
+    for slot in (bucket, bucket + 1):  # the push may fall in the next bucket
+        sync_redis.hset(f"{key_prefix}:{{boefje}}:rates", f"push:{slot % RATE_SLOTS}", left(slot))
     await _push(guarded, 1)
     boefje = _boefje((await guarded.get("/dashboard/overview", headers=ADMIN)).json())
     assert boefje["rates"]["push"][-1] in (1, 0) and sum(boefje["rates"]["push"]) == 1  # 0: the push fell in the next bucket
