@@ -51,6 +51,18 @@ def _client(url: str) -> Client:
     return Client(redis.Redis.from_url(url), QueueLayout(prefix=PREFIX))
 
 
+def _pushed_and_popped(queue, count: int) -> list:
+    for i in range(count):
+        queue.push(organisation="org1", priority=1 + i, data=boefje_data("nmap"))
+    popped = [task for _ in range(count) for task in queue.pop(RUNNER_FILTER)]  # one a pop: no dedup key
+    assert len(popped) == count
+    return popped
+
+
+def _quarantine_reasons(admin: redis.Redis) -> dict[str, str]:
+    return {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
+
+
 def test_the_direct_client_user_runs_the_scripts_and_nothing_else(acl_redis):
     _, user_url = acl_redis
     client = _client(user_url)
@@ -103,7 +115,7 @@ def test_a_corrupt_record_is_moved_aside_and_pop_and_get_go_on(acl_redis):
     elapsed = time.perf_counter() - t0
     assert popped.id == tasks[3].id
     admin = redis.Redis.from_url(admin_url)
-    reasons = {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
+    reasons = _quarantine_reasons(admin)
     assert reasons == {
         tasks[0].id: "not JSON",
         tasks[1].id: "field priority is not a string",
@@ -126,10 +138,7 @@ def test_a_popped_record_changed_by_hand_is_checked_in_full_when_patched(acl_red
     admin_url, user_url = acl_redis
     client = _client(user_url)
     queue = client.queue("boefje")
-    for i in range(3):
-        queue.push(organisation="org1", priority=1 + i, data=boefje_data("nmap"))
-    popped = [task for _ in range(3) for task in queue.pop(RUNNER_FILTER)]
-    assert len(popped) == 3
+    popped = _pushed_and_popped(queue, 3)
     raw = client.redis
     vouched = [raw.hget(KEYS.tasks, task.id) for task in popped]
     shape = json.loads(vouched[0])
@@ -144,7 +153,7 @@ def test_a_popped_record_changed_by_hand_is_checked_in_full_when_patched(acl_red
     # as vouched, it is patched without a look
     assert queue.patch(popped[2].id, {"status": "completed"}, token=popped[2].lease).status == "completed"
     admin = redis.Redis.from_url(admin_url)
-    reasons = {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
+    reasons = _quarantine_reasons(admin)
     assert reasons == {
         popped[0].id: "unknown status",
         popped[1].id: "field organisation is not a string",
@@ -161,9 +170,7 @@ def test_a_record_vouched_for_by_a_status_patch_is_checked_again_once_changed(ac
     admin_url, user_url = acl_redis
     client = _client(user_url)
     queue = client.queue("boefje")
-    for i in range(2):
-        queue.push(organisation="org1", priority=1 + i, data=boefje_data("nmap"))
-    popped = [task for _ in range(2) for task in queue.pop(RUNNER_FILTER)]
+    popped = _pushed_and_popped(queue, 2)
     running = queue.patch(popped[0].id, {"status": "running"}, token=popped[0].lease)
     assert running.status == "running"
     raw = client.redis
@@ -176,7 +183,7 @@ def test_a_record_vouched_for_by_a_status_patch_is_checked_again_once_changed(ac
     assert raw.execute_command(*redated.command())[0][0]  # saved
     assert queue.patch(popped[1].id, {"status": "completed"}, token=popped[1].lease) is None
     admin = redis.Redis.from_url(admin_url)
-    reasons = {k.decode(): json.loads(v)["reason"] for k, v in admin.hgetall(KEYS.quarantine).items()}
+    reasons = _quarantine_reasons(admin)
     assert reasons == {popped[0].id: "created_at is malformed", popped[1].id: "created_at is malformed"}
     client.close()
     admin.close()
