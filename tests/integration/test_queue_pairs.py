@@ -30,12 +30,13 @@ def runner_filter(plugins: list[str], images: list[str]) -> dict:
 MISMATCHED = runner_filter(["nmap-tcp", "nmap-udp", "dns-records"], [IMAGE])
 
 
-def _commands_per_pop(client: redis.Redis, queue, pops: int) -> tuple[float, list]:
+def _commands_in_pops(client: redis.Redis, queue, pops: int) -> tuple[int, list]:
+    """The Redis commands the scripts of ``pops`` pops ran, and the tasks popped."""
     client.config_resetstat()
     popped = [task for _ in range(pops) for task in queue.pop(MISMATCHED, limit=1)]
     stats = client.info("commandstats")
     inner = sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_fcall", "cmdstat_config", "cmdstat_info"))
-    return inner / pops, popped
+    return inner, popped
 
 
 def _push_unpoppable(client: redis.Redis, commands, count: int, priority: int) -> None:
@@ -57,11 +58,13 @@ def test_a_runner_pays_nothing_for_the_tasks_of_plugins_whose_image_it_lacks():
             queue.push(organisation="o", data=boefje_data("nmap-tcp", oci_image=IMAGE), priority=100 + i) for i in range(40)
         ]
         _push_unpoppable(client, direct.commands, 20, priority=1)  # ahead of every poppable task
-        few, popped = _commands_per_pop(client, queue, 10)
+        few, popped = _commands_in_pops(client, queue, 10)
         _push_unpoppable(client, direct.commands, 2_000, priority=1)
-        many, popped_later = _commands_per_pop(client, queue, 10)
+        many, popped_later = _commands_in_pops(client, queue, 10)
         assert [t.id for t in popped + popped_later] == [t.id for t in wanted[:20]]
-        assert many == few, f"{few} Redis commands per pop with 20 unpoppable tasks ahead, {many} with 2,020"
+        # the same, but for one HSET: the first pop of a 10-second rates bucket writes its slot
+        # anew (common.lua, count_bucket), and either run may hold it
+        assert abs(many - few) <= 1, f"{few} Redis commands in 10 pops with 20 unpoppable tasks ahead, {many} with 2,020"
         client.close()
 
 
