@@ -26,7 +26,7 @@ local batch = tonumber(ARGV[1])
 local cursor = redis.call('HGET', K_META, 'fair_cursor') or '-'
 local members = redis.call('ZRANGE', K_QUEUE, cursor, '+', 'BYLEX', 'LIMIT', 0, batch)
 for _, order in ipairs(members) do
-  local rec = load_record(order_id(order))
+  local rec = load_named(order)
   if rec and rec.status == 'queued' and order_names(order, rec) then
     fair.place(rec, order, pair_of(rec))
   end

@@ -37,7 +37,7 @@ if cursor ~= 'queue' then
       redis.call('ZREM', K_LIMQ, member)
       redis.call('HINCRBY', K_META, 'stray_members', 1)
     elseif #order ~= PACKED_ORDER_LENGTH then
-      local rec = load_record(order_id(order))
+      local rec = load_named(order)
       if moves(rec, order, group) then
         move_to_own_order(rec, order)
       else
@@ -51,7 +51,7 @@ if cursor ~= 'queue' then
 end
 local members = redis.call('ZRANGE', K_QUEUE, '[0', '+', 'BYLEX', 'LIMIT', 0, batch)
 for _, order in ipairs(members) do
-  local rec = load_record(order_id(order))
+  local rec = load_named(order)
   if moves(rec, order) then
     move_to_own_order(rec, order)
   else

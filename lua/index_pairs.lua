@@ -23,7 +23,7 @@ local members = redis.call('ZRANGE', IX.boefje, cursor, '+', 'BYLEX', 'LIMIT', 0
 for _, member in ipairs(members) do
   local at = string.find(member, NUL, 1, true)
   local order = at and string.sub(member, at + 1)
-  local rec = order and load_record(order_id(order))
+  local rec = order and load_named(order)
   -- a placed task: on the queue itself (a limited group's tasks past its head are not)
   if rec and rec.status == 'queued' and order_names(order, rec) and redis.call('ZSCORE', K_QUEUE, order) then
     place_pair(rec, order)

@@ -158,7 +158,7 @@ local function scan_ranges(ranges, matches, budget, take)
     end
     local member = range.seed and (range.value .. NUL .. range.seed) or range.members[range.at]
     advance(range)
-    local rec = load_record(order_id(order))
+    local rec = load_named(order)
     if not rec or not names_queued(range, order, rec) then
       if not (rec and placed_again(rec, order)) then
         drop_stray_member(range.key, member)  -- not charged to the budget; to the time, yes

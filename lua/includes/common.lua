@@ -193,7 +193,7 @@ local function mistyped_field(rec)
   return nil
 end
 
-local function record_problem(rec, id)
+local function record_problem(rec, id, id_canonical)
   if type(rec) ~= 'table' then
     return 'not a JSON object'
   end
@@ -204,8 +204,10 @@ local function record_problem(rec, id)
   if rec.id ~= id then
     return 'its id is not its key'
   end
-  -- an id in upper case (none is: str(uuid)) would pack to one its key is not (order_of)
-  if not string.find(id, UUID_PATTERN) or string.lower(id) ~= id or (is_set(rec.schedule_id) and not string.find(rec.schedule_id, UUID_PATTERN)) then
+  -- an id in upper case (none is: str(uuid)) would pack to one its key is not (order_of);
+  -- `id_canonical`: read off a packed order key, which holds no other (load_named)
+  if not (id_canonical or (string.find(id, UUID_PATTERN) and string.lower(id) == id))
+      or (is_set(rec.schedule_id) and not string.find(rec.schedule_id, UUID_PATTERN)) then
     return 'an id is not a UUID'
   end
   if not RECORD_STATUSES[rec.status] then
@@ -354,8 +356,8 @@ do
 
   -- The record in the full form the scripts work on (long names, every derived field put
   -- back), or nil and what is wrong with it (nothing, without a look, when `sound`: a record
-  -- vouched for, load_record).
-  function readable_record(stored, id, sound)
+  -- vouched for, load_record; `id_canonical`: record_problem's).
+  function readable_record(stored, id, sound, id_canonical)
     if type(stored) ~= 'table' then
       return nil, 'not a JSON object'
     end
@@ -429,7 +431,7 @@ do
     if sound then
       return rec, nil
     end
-    return rec, record_problem(rec, id)
+    return rec, record_problem(rec, id, id_canonical)
   end
 end
 
@@ -614,7 +616,8 @@ local function vouch_for(stored_raw, id)
 end
 
 -- The live task's record, or nil: none, or one moved aside because it is corrupt.
-local function load_record(id)
+-- `id_canonical`: the id is known to be a lower-case UUID (load_named).
+local function load_record(id, id_canonical)
   local raw = redis.call('HGET', K_TASKS, id)
   if not raw then
     return nil
@@ -622,7 +625,7 @@ local function load_record(id)
   local ok, stored = pcall(cjson.decode, raw)
   local rec, problem = nil, 'not JSON'
   if ok then
-    rec, problem = readable_record(stored, id, vouched[raw] == id)
+    rec, problem = readable_record(stored, id, vouched[raw] == id, id_canonical)
   end
   if problem then
     quarantine_record(id, raw, problem)
@@ -822,6 +825,12 @@ local function order_names(order, rec)
   return order == order_of(rec) or (#order ~= PACKED_ORDER_LENGTH and order == text_order_of(rec))
 end
 
+-- The live task an order key names (load_record): a packed key's id is a lower-case UUID by
+-- construction (order_id), so that id's form needs no check (0.9 µs a pop).
+local function load_named(order)
+  return load_record(order_id(order), #order == PACKED_ORDER_LENGTH)
+end
+
 -- The dedup map (K_HASHES) points each hash at its newest live task: queued, dispatched or
 -- running. A queued task is always the one its hash points at (pushes and requeues refuse a
 -- queued twin), so "is a twin queued?" is one lookup and a status check.
@@ -1014,7 +1023,7 @@ local function refresh_group(group, rec, may_forget)
     if open == placed then
       break
     end
-    local head_rec = (rec and order_names(head, rec)) and rec or load_record(order_id(head))
+    local head_rec = (rec and order_names(head, rec)) and rec or load_named(head)
     if head_rec and head_rec.status == 'queued' and order_names(head, head_rec) then
       -- under the head's own member: a text one waits for the migration in that form
       if open then
@@ -1096,7 +1105,7 @@ local function enqueue(rec)
     local old_head = group_head(rec.lg)
     redis.call('ZADD', K_LIMQ, 0, rec.lg .. NUL .. order)
     if old_head and order < old_head and redis.call('ZSCORE', K_QUEUE, old_head) then
-      local head_rec = load_record(order_id(old_head))
+      local head_rec = load_named(old_head)
       if head_rec then
         unplace(head_rec, old_head)
       else  -- its record gone or moved aside just now: the head is a stray
